@@ -1,0 +1,235 @@
+//! Exact late-interaction scoring: `MaxSim(q, d) = Σ_i max_j ⟨q_i, d_j⟩`.
+//!
+//! A [`MaxSimQuery`] prepares the query once (transposed into blocks of up to 32 token "lanes",
+//! dimension-major) and then scores any number of documents. For each document token the kernel
+//! broadcasts one coordinate at a time against a block of query lanes, so the per-lane maxima
+//! are plain vector `max` operations and no horizontal sums are needed. 16-bit documents are
+//! converted to `f32` in tiles (once per document token, shared by all query blocks).
+//!
+//! [`maxsim_reference`] is the naive scalar definition every kernel is tested against.
+
+use crate::encode::simd::{self, Isa, MAXSIM_BLOCK_LANES};
+use crate::encode::storage::TokenStorage;
+use crate::encode::tokens::TokenMatrix;
+use crate::error::{Error, Result};
+
+/// Document token vectors as stored: a flat row-major buffer in one of the storage types.
+#[derive(Clone, Copy, Debug)]
+pub enum DocTokens<'a> {
+    /// `f32` values.
+    F32(&'a [f32]),
+    /// IEEE half-precision bits.
+    F16(&'a [u16]),
+    /// bfloat16 bits.
+    Bf16(&'a [u16]),
+}
+
+impl DocTokens<'_> {
+    /// Number of stored values.
+    pub fn len(&self) -> usize {
+        match self {
+            DocTokens::F32(v) => v.len(),
+            DocTokens::F16(v) | DocTokens::Bf16(v) => v.len(),
+        }
+    }
+
+    /// True when no values are stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The storage type.
+    pub fn storage(&self) -> TokenStorage {
+        match self {
+            DocTokens::F32(_) => TokenStorage::F32,
+            DocTokens::F16(_) => TokenStorage::F16,
+            DocTokens::Bf16(_) => TokenStorage::Bf16,
+        }
+    }
+}
+
+/// One block of query lanes, dimension-major.
+struct Block {
+    lanes: usize,
+    /// Real (non-padding) query tokens in this block.
+    used: usize,
+    values: Vec<f32>,
+}
+
+/// `f32` values converted per tile of a 16-bit document (32 KiB on the stack).
+const CONVERT_TILE_VALUES: usize = 8192;
+
+/// A query prepared for exact MaxSim scoring against many documents.
+pub struct MaxSimQuery {
+    dim: usize,
+    isa: Isa,
+    blocks: Vec<Block>,
+}
+
+impl MaxSimQuery {
+    /// Prepares `query` for the best kernel this CPU supports.
+    pub fn new(query: &TokenMatrix<'_>) -> Self {
+        Self::with_isa(query, Isa::detect())
+    }
+
+    /// Prepares `query` for a specific kernel (tests and benchmarks compare them).
+    /// Panics if `isa` is not supported by this CPU; see [`Isa::available`].
+    pub fn with_isa(query: &TokenMatrix<'_>, isa: Isa) -> Self {
+        assert!(Isa::available().contains(&isa), "{isa:?} is not available on this CPU");
+        let dim = query.dim();
+        let rows = query.rows();
+        let mut blocks = Vec::with_capacity(rows.div_ceil(MAXSIM_BLOCK_LANES));
+        let mut start = 0;
+        while start < rows {
+            let used = (rows - start).min(MAXSIM_BLOCK_LANES);
+            let lanes = used.div_ceil(8) * 8;
+            let mut values = vec![0f32; dim * lanes];
+            for lane in 0..used {
+                for (c, &x) in query.row(start + lane).iter().enumerate() {
+                    values[c * lanes + lane] = x;
+                }
+            }
+            blocks.push(Block { lanes, used, values });
+            start += used;
+        }
+        MaxSimQuery { dim, isa, blocks }
+    }
+
+    /// The token dimension this query expects of documents.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The kernel this query runs on.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Exact MaxSim of the query against one document.
+    ///
+    /// Errors when the document is empty or its length is not a multiple of the query's dimension.
+    /// Document values are trusted to be finite (they were validated when stored).
+    pub fn score(&self, doc: DocTokens<'_>) -> Result<f32> {
+        if doc.is_empty() || doc.len() % self.dim != 0 {
+            return Err(Error::InvalidInput(format!(
+                "document of {} values is not a non-empty set of {}-dimensional tokens",
+                doc.len(),
+                self.dim
+            )));
+        }
+        let mut maxes: Vec<[f32; MAXSIM_BLOCK_LANES]> = vec![[f32::NEG_INFINITY; MAXSIM_BLOCK_LANES]; self.blocks.len()];
+        match doc {
+            DocTokens::F32(values) => self.accumulate(values, &mut maxes),
+            DocTokens::F16(bits) => self.accumulate_converted(bits, simd::f16_to_f32, &mut maxes),
+            DocTokens::Bf16(bits) => self.accumulate_converted(bits, simd::bf16_to_f32, &mut maxes),
+        }
+        let mut total = 0f32;
+        for (block, m) in self.blocks.iter().zip(&maxes) {
+            total += m[..block.used].iter().sum::<f32>();
+        }
+        Ok(total)
+    }
+
+    /// Exact MaxSim against a validated `f32` token matrix.
+    pub fn score_matrix(&self, doc: &TokenMatrix<'_>) -> Result<f32> {
+        self.score(DocTokens::F32(doc.as_slice()))
+    }
+
+    fn accumulate(&self, values: &[f32], maxes: &mut [[f32; MAXSIM_BLOCK_LANES]]) {
+        for (block, m) in self.blocks.iter().zip(maxes.iter_mut()) {
+            simd::max_dots(self.isa, &block.values, block.lanes, self.dim, values, &mut m[..block.lanes]);
+        }
+    }
+
+    fn accumulate_converted(&self, bits: &[u16], convert: fn(&[u16], &mut [f32]), maxes: &mut [[f32; MAXSIM_BLOCK_LANES]]) {
+        let mut tile = [0f32; CONVERT_TILE_VALUES];
+        let tile_values = (CONVERT_TILE_VALUES / self.dim).max(1) * self.dim;
+        for chunk in bits.chunks(tile_values) {
+            let converted = &mut tile[..chunk.len()];
+            convert(chunk, converted);
+            self.accumulate(converted, maxes);
+        }
+    }
+}
+
+/// The naive scalar definition of MaxSim, in `f32` with sequential sums: the reference
+/// every kernel is tested against.
+pub fn maxsim_reference(query: &TokenMatrix<'_>, doc: &TokenMatrix<'_>) -> Result<f32> {
+    if query.dim() != doc.dim() {
+        return Err(Error::InvalidInput(format!(
+            "query dimension {} differs from document dimension {}",
+            query.dim(),
+            doc.dim()
+        )));
+    }
+    Ok(query
+        .iter_rows()
+        .map(|q| {
+            doc.iter_rows()
+                .map(|d| q.iter().zip(d).fold(0f32, |acc, (a, b)| acc + a * b))
+                .fold(f32::NEG_INFINITY, f32::max)
+        })
+        .sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::rng::SplitMix64;
+    use crate::encode::storage::to_16bit;
+
+    fn random(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut rng = SplitMix64::new(seed);
+        (0..n * dim).map(|_| rng.normal() as f32).collect()
+    }
+
+    #[test]
+    fn kernels_match_reference_for_awkward_shapes() {
+        for &(nq, nd, dim) in &[(1, 1, 1), (3, 2, 5), (8, 3, 16), (33, 7, 128), (70, 4, 3), (32, 100, 128)] {
+            let q = random(nq, dim, 1);
+            let d = random(nd, dim, 2);
+            let qm = TokenMatrix::new(&q, dim).unwrap();
+            let dm = TokenMatrix::new(&d, dim).unwrap();
+            let want = maxsim_reference(&qm, &dm).unwrap();
+            for isa in Isa::available() {
+                let got = MaxSimQuery::with_isa(&qm, isa).score_matrix(&dm).unwrap();
+                let tol = 1e-4 * (nq * dim) as f32;
+                assert!((got - want).abs() <= tol, "{isa:?} nq={nq} nd={nd} dim={dim}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn sixteen_bit_documents_score_as_their_upcast() {
+        let dim = 64;
+        let q = random(9, dim, 3);
+        let d: Vec<f32> = random(50, dim, 4).iter().map(|v| v * 0.1).collect();
+        let qm = TokenMatrix::new(&q, dim).unwrap();
+        for storage in [TokenStorage::F16, TokenStorage::Bf16] {
+            let bits = to_16bit(&d, storage).unwrap();
+            let up: Vec<f32> = match storage {
+                TokenStorage::F16 => bits.iter().map(|&b| half::f16::from_bits(b).to_f32()).collect(),
+                _ => bits.iter().map(|&b| half::bf16::from_bits(b).to_f32()).collect(),
+            };
+            let want = maxsim_reference(&qm, &TokenMatrix::new(&up, dim).unwrap()).unwrap();
+            for isa in Isa::available() {
+                let query = MaxSimQuery::with_isa(&qm, isa);
+                let doc = match storage {
+                    TokenStorage::F16 => DocTokens::F16(&bits),
+                    _ => DocTokens::Bf16(&bits),
+                };
+                let got = query.score(doc).unwrap();
+                assert!((got - want).abs() < 1e-3, "{storage:?} {isa:?}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_documents_are_errors() {
+        let q = random(2, 4, 5);
+        let query = MaxSimQuery::new(&TokenMatrix::new(&q, 4).unwrap());
+        assert!(query.score(DocTokens::F32(&[])).is_err());
+        assert!(query.score(DocTokens::F32(&[1.0; 6])).is_err());
+        assert!(query.score(DocTokens::F16(&[0; 3])).is_err());
+    }
+}

@@ -1,0 +1,121 @@
+//! How token vectors are stored: `f32`, or a 16-bit type that halves the bytes read per rerank.
+//!
+//! `f16` (IEEE half: 10 mantissa bits, max 65,504) is more precise than `bf16` (7 mantissa bits,
+//! f32's range) for L2-normalised token vectors, whose values lie in [-1, 1]; `bf16` is offered
+//! for unnormalised embeddings whose magnitudes may exceed f16's range. The measured score error
+//! of each on real data is in the foundation issue's note (`cargo bench --bench maxsim` prints it).
+
+use crate::error::{Error, Result};
+
+/// The element type of stored token vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum TokenStorage {
+    /// 32-bit IEEE float: exact.
+    F32,
+    /// 16-bit IEEE half float, round to nearest even. Values beyond ±65,504 are refused.
+    F16,
+    /// bfloat16 (the top 16 bits of an f32), round to nearest even.
+    Bf16,
+}
+
+impl TokenStorage {
+    /// Bytes per stored value.
+    pub fn bytes_per_value(self) -> usize {
+        match self {
+            TokenStorage::F32 => 4,
+            TokenStorage::F16 | TokenStorage::Bf16 => 2,
+        }
+    }
+
+    /// The on-disk code of this type (see storage-format.md).
+    pub fn code(self) -> u8 {
+        match self {
+            TokenStorage::F32 => 0,
+            TokenStorage::F16 => 1,
+            TokenStorage::Bf16 => 2,
+        }
+    }
+
+    /// The type with on-disk code `code`, if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(TokenStorage::F32),
+            1 => Some(TokenStorage::F16),
+            2 => Some(TokenStorage::Bf16),
+            _ => None,
+        }
+    }
+
+    /// A short lowercase name (`f32`, `f16`, `bf16`), as the CLI spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenStorage::F32 => "f32",
+            TokenStorage::F16 => "f16",
+            TokenStorage::Bf16 => "bf16",
+        }
+    }
+
+    /// Parses a name as [`TokenStorage::name`] prints it.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "f32" => Ok(TokenStorage::F32),
+            "f16" => Ok(TokenStorage::F16),
+            "bf16" => Ok(TokenStorage::Bf16),
+            other => Err(Error::invalid_param("storage", format!("`{other}` is not one of f32, f16, bf16"))),
+        }
+    }
+}
+
+/// Converts finite `f32` values to 16-bit storage bits (`F16` or `Bf16`).
+///
+/// Errors for `F32` (nothing to convert) and for values that would overflow to infinity.
+pub fn to_16bit(values: &[f32], storage: TokenStorage) -> Result<Vec<u16>> {
+    match storage {
+        TokenStorage::F32 => Err(Error::invalid_param("storage", "f32 tokens are stored as they are")),
+        TokenStorage::F16 => values
+            .iter()
+            .map(|&v| {
+                let h = half::f16::from_f32(v);
+                if h.is_finite() {
+                    Ok(h.to_bits())
+                } else {
+                    Err(Error::InvalidInput(format!("value {v} exceeds the f16 range (±65504); store f32 or bf16")))
+                }
+            })
+            .collect(),
+        TokenStorage::Bf16 => values
+            .iter()
+            .map(|&v| {
+                let h = half::bf16::from_f32(v);
+                if h.is_finite() {
+                    Ok(h.to_bits())
+                } else {
+                    Err(Error::InvalidInput(format!("value {v} exceeds the bf16 range")))
+                }
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_names_round_trip() {
+        for s in [TokenStorage::F32, TokenStorage::F16, TokenStorage::Bf16] {
+            assert_eq!(TokenStorage::from_code(s.code()), Some(s));
+            assert_eq!(TokenStorage::from_name(s.name()).unwrap(), s);
+        }
+        assert_eq!(TokenStorage::from_code(9), None);
+        assert!(TokenStorage::from_name("f8").is_err());
+    }
+
+    #[test]
+    fn f16_overflow_is_refused() {
+        assert!(to_16bit(&[70_000.0], TokenStorage::F16).is_err());
+        assert!(to_16bit(&[70_000.0], TokenStorage::Bf16).is_ok());
+        assert_eq!(to_16bit(&[1.0], TokenStorage::F16).unwrap(), vec![0x3c00]);
+        assert_eq!(to_16bit(&[1.0], TokenStorage::Bf16).unwrap(), vec![0x3f80]);
+    }
+}

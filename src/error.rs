@@ -1,0 +1,66 @@
+//! The one public error type of quiverdb.
+//!
+//! Every fallible public function returns [`Result<T>`]. Bad input from the caller is
+//! [`Error::InvalidInput`] or [`Error::InvalidParameter`]; bytes on disk that do not decode are
+//! [`Error::Corruption`] (kept apart from [`Error::Io`], because a corrupt file must never be
+//! retried as if the disk were merely busy).
+
+use std::path::PathBuf;
+
+/// Shorthand for `std::result::Result<T, quiverdb::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in quiverdb.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A caller-supplied vector, matrix or document is malformed (wrong dimension, NaN, empty, ragged).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// A configuration parameter is out of its allowed range.
+    #[error("invalid parameter `{name}`: {reason}")]
+    InvalidParameter {
+        /// The parameter's name as the user sees it (e.g. `k_sim`).
+        name: &'static str,
+        /// Why the value was refused, including the allowed range.
+        reason: String,
+    },
+
+    /// Bytes read from a file do not decode: wrong magic, bad checksum, offset past the end, ...
+    #[error("corruption in {}: at byte {offset}: {what}", file.display())]
+    Corruption {
+        /// The file whose bytes are bad.
+        file: PathBuf,
+        /// Byte offset in the file where the problem was detected.
+        offset: u64,
+        /// What was expected and what was found.
+        what: String,
+    },
+
+    /// An operating-system I/O error, with the path it concerns.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory the failed operation was on.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Builds an [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    /// Builds an [`Error::Corruption`] for `file` at byte `offset`.
+    pub fn corruption(file: impl Into<PathBuf>, offset: u64, what: impl Into<String>) -> Self {
+        Error::Corruption { file: file.into(), offset, what: what.into() }
+    }
+
+    pub(crate) fn invalid_param(name: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidParameter { name, reason: reason.into() }
+    }
+}

@@ -1,0 +1,24 @@
+//! Hard limits, each a named constant with its unit (TigerBeetle's "put a limit on everything").
+//!
+//! Input beyond a limit is rejected with a clear error instead of being attempted. The limits
+//! are chosen far above any real late-interaction model (ColBERT: 128 dims, ≤ 512 tokens;
+//! ColPali: 128 dims, ~1,030 patches) while keeping every size computation inside `u32`/`u64`.
+
+/// Largest token-vector dimension accepted (elements).
+pub const MAX_DIM: usize = 4096;
+
+/// Most token vectors in one document (rows).
+pub const MAX_TOKENS_PER_DOC: usize = 16_384;
+
+/// Most token vectors in one query (rows).
+pub const MAX_TOKENS_PER_QUERY: usize = 4096;
+
+/// Longest fixed dimensional encoding produced (f32 elements): 4 MiB per FDE.
+pub const MAX_FDE_DIM: usize = 1 << 20;
+
+/// Most SimHash projections per repetition (`k_sim`); the bucket count is `2^k_sim`.
+/// The reference implementation refuses 31 and more because bucket indices are `u32`.
+pub const MAX_K_SIM: u32 = 30;
+
+/// Most FDE repetitions (`r_reps`).
+pub const MAX_REPETITIONS: u32 = 1024;
