@@ -42,10 +42,16 @@ impl MultiVectors {
         }
         for (i, w) in offsets.windows(2).enumerate() {
             if w[1] <= w[0] {
-                return Err(Error::InvalidInput(format!("set {i} is empty or offsets decrease ({} -> {})", w[0], w[1])));
+                return Err(Error::InvalidInput(format!(
+                    "set {i} is empty or offsets decrease ({} -> {})",
+                    w[0], w[1]
+                )));
             }
             if w[1] - w[0] > MAX_TOKENS_PER_DOC {
-                return Err(Error::InvalidInput(format!("set {i} has {} tokens, above {MAX_TOKENS_PER_DOC}", w[1] - w[0])));
+                return Err(Error::InvalidInput(format!(
+                    "set {i} has {} tokens, above {MAX_TOKENS_PER_DOC}",
+                    w[1] - w[0]
+                )));
             }
         }
         if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
@@ -77,7 +83,7 @@ impl MultiVectors {
     /// Set `i` as a validated token matrix.
     pub fn get(&self, i: usize) -> TokenMatrix<'_> {
         let (start, end) = (self.offsets[i] * self.dim, self.offsets[i + 1] * self.dim);
-        TokenMatrix::new(&self.values[start..end], self.dim).expect("validated in MultiVectors::new")
+        TokenMatrix::from_validated(&self.values[start..end], self.dim)
     }
 
     /// All sets in order.
@@ -137,7 +143,10 @@ impl Dataset {
     pub fn open(dir: impl AsRef<Path>) -> Result<Dataset> {
         let dir = dir.as_ref().to_path_buf();
         if !dir.is_dir() {
-            return Err(Error::io(&dir, std::io::Error::new(std::io::ErrorKind::NotFound, "dataset directory not found")));
+            return Err(Error::io(
+                &dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "dataset directory not found"),
+            ));
         }
         let docs = read_multivectors(&dir.join("docs.npy"), &dir.join("doc_offsets.npy"))?;
         let queries = read_multivectors(&dir.join("queries.npy"), &dir.join("query_offsets.npy"))?;
@@ -170,19 +179,31 @@ fn read_multivectors(values_path: &Path, offsets_path: &Path) -> Result<MultiVec
     let bytes = read_file(values_path)?;
     let header = npy::parse_header(&bytes).map_err(|e| e.in_file(values_path, 0))?;
     let [rows, dim] = header.shape[..] else {
-        return Err(Error::corruption(values_path, 0, format!("expected a 2-D token matrix, shape is {:?}", header.shape)));
+        return Err(Error::corruption(
+            values_path,
+            0,
+            format!("expected a 2-D token matrix, shape is {:?}", header.shape),
+        ));
     };
     let values = npy::read_f32(&bytes, &header).map_err(|e| e.in_file(values_path, header.data_offset as u64))?;
     drop(bytes);
     if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
         let offset = header.data_offset + pos * header.dtype.size();
-        return Err(Error::corruption(values_path, offset as u64, format!("row {} has a non-finite value", pos / dim.max(1))));
+        return Err(Error::corruption(
+            values_path,
+            offset as u64,
+            format!("row {} has a non-finite value", pos / dim.max(1)),
+        ));
     }
 
     let bytes = read_file(offsets_path)?;
     let oh = npy::parse_header(&bytes).map_err(|e| e.in_file(offsets_path, 0))?;
     if oh.shape.len() != 1 || oh.shape[0] == 0 {
-        return Err(Error::corruption(offsets_path, 0, format!("expected a 1-D offsets array, shape is {:?}", oh.shape)));
+        return Err(Error::corruption(
+            offsets_path,
+            0,
+            format!("expected a 1-D offsets array, shape is {:?}", oh.shape),
+        ));
     }
     let raw = npy::read_i64(&bytes, &oh).map_err(|e| e.in_file(offsets_path, oh.data_offset as u64))?;
     let at = |i: usize| (oh.data_offset + i * oh.dtype.size()) as u64;
@@ -197,12 +218,21 @@ fn read_multivectors(values_path: &Path, offsets_path: &Path) -> Result<MultiVec
         return Err(Error::corruption(
             offsets_path,
             at(0),
-            format!("offsets must start at 0 and end at {rows} (rows of {}), found {} and {}", values_path.display(), offsets[0], offsets[offsets.len() - 1]),
+            format!(
+                "offsets must start at 0 and end at {rows} (rows of {}), found {} and {}",
+                values_path.display(),
+                offsets[0],
+                offsets[offsets.len() - 1]
+            ),
         ));
     }
     for i in 1..offsets.len() {
         if offsets[i] <= offsets[i - 1] {
-            return Err(Error::corruption(offsets_path, at(i), format!("set {} is empty or offsets decrease ({} -> {})", i - 1, offsets[i - 1], offsets[i])));
+            return Err(Error::corruption(
+                offsets_path,
+                at(i),
+                format!("set {} is empty or offsets decrease ({} -> {})", i - 1, offsets[i - 1], offsets[i]),
+            ));
         }
     }
     MultiVectors::new(dim, values, offsets).map_err(|e| Error::corruption(values_path, 0, e.to_string()))
@@ -215,7 +245,11 @@ fn read_lines_if_present(path: &Path, expected: usize) -> Result<Option<Vec<Stri
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
     if lines.len() != expected {
-        return Err(Error::corruption(path, 0, format!("{} lines, expected one per document ({expected})", lines.len())));
+        return Err(Error::corruption(
+            path,
+            0,
+            format!("{} lines, expected one per document ({expected})", lines.len()),
+        ));
     }
     Ok(Some(lines))
 }
@@ -238,7 +272,9 @@ fn read_qrels(path: &Path, n_docs: usize, n_queries: usize) -> Result<Vec<Qrel>>
             let doc: u32 = fields[1].trim().parse().map_err(|_| bad(format!("bad document index '{}'", fields[1])))?;
             let relevance: f32 = fields[2].trim().parse().map_err(|_| bad(format!("bad relevance '{}'", fields[2])))?;
             if query as usize >= n_queries || doc as usize >= n_docs || !relevance.is_finite() {
-                return Err(bad(format!("query {query} / document {doc} out of range ({n_queries} queries, {n_docs} documents)")));
+                return Err(bad(format!(
+                    "query {query} / document {doc} out of range ({n_queries} queries, {n_docs} documents)"
+                )));
             }
             out.push(Qrel { query, doc, relevance });
         }
@@ -276,10 +312,12 @@ fn read_ground_truth(path: &Path, n_docs: usize, n_queries: usize) -> Result<Opt
 pub fn write_multivectors(dir: &Path, stem: &str, offsets_stem: &str, sets: &MultiVectors) -> Result<()> {
     let data: Vec<u8> = sets.values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let path = dir.join(format!("{stem}.npy"));
-    std::fs::write(&path, npy::encode(npy::NpyDtype::F32, &[sets.total_rows(), sets.dim], &data)).map_err(|e| Error::io(&path, e))?;
+    std::fs::write(&path, npy::encode(npy::NpyDtype::F32, &[sets.total_rows(), sets.dim], &data))
+        .map_err(|e| Error::io(&path, e))?;
     let offsets: Vec<u8> = sets.offsets.iter().flat_map(|&o| (o as i64).to_le_bytes()).collect();
     let path = dir.join(format!("{offsets_stem}.npy"));
-    std::fs::write(&path, npy::encode(npy::NpyDtype::I64, &[sets.offsets.len()], &offsets)).map_err(|e| Error::io(&path, e))?;
+    std::fs::write(&path, npy::encode(npy::NpyDtype::I64, &[sets.offsets.len()], &offsets))
+        .map_err(|e| Error::io(&path, e))?;
     Ok(())
 }
 

@@ -90,9 +90,8 @@ pub fn generate(spec: &CorpusSpec) -> Result<Corpus> {
             types.push(t);
         }
     }
-    let topics: Vec<Vec<usize>> = (0..TOPICS)
-        .map(|_| (0..CONCEPTS_PER_TOPIC).map(|_| rng.below(CONCEPTS as u64) as usize).collect())
-        .collect();
+    let topics: Vec<Vec<usize>> =
+        (0..TOPICS).map(|_| (0..CONCEPTS_PER_TOPIC).map(|_| rng.below(CONCEPTS as u64) as usize).collect()).collect();
     let topic_type = |rng: &mut SplitMix64, topic: usize| {
         let concept = topics[topic][rng.below(CONCEPTS_PER_TOPIC as u64) as usize];
         concept * TYPES_PER_CONCEPT + rng.below(TYPES_PER_CONCEPT as u64) as usize
@@ -107,7 +106,11 @@ pub fn generate(spec: &CorpusSpec) -> Result<Corpus> {
         doc_topics.push(topic);
         let n = spec.min_doc_tokens.max(1) + rng.below(span) as usize;
         for _ in 0..n {
-            let t = if rng.next_f64() < 0.75 { topic_type(&mut rng, topic) } else { rng.below(types.len() as u64) as usize };
+            let t = if rng.next_f64() < 0.75 {
+                topic_type(&mut rng, topic)
+            } else {
+                rng.below(types.len() as u64) as usize
+            };
             noisy_unit(&mut rng, &types[t], 0.35, &mut doc_values);
         }
         doc_offsets.push(doc_offsets.last().expect("non-empty") + n);

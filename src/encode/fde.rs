@@ -86,7 +86,10 @@ impl FdeParams {
             return Err(Error::invalid_param("dim", format!("{} is outside 1..={MAX_DIM}", self.dim)));
         }
         if self.k_sim > MAX_K_SIM {
-            return Err(Error::invalid_param("k_sim", format!("{} is above {MAX_K_SIM} (buckets = 2^k_sim)", self.k_sim)));
+            return Err(Error::invalid_param(
+                "k_sim",
+                format!("{} is above {MAX_K_SIM} (buckets = 2^k_sim)", self.k_sim),
+            ));
         }
         if self.r_reps == 0 || self.r_reps > MAX_REPETITIONS {
             return Err(Error::invalid_param("r_reps", format!("{} is outside 1..={MAX_REPETITIONS}", self.r_reps)));
@@ -142,10 +145,18 @@ impl FdeParams {
 /// The projection's random draws for all repetitions.
 enum ProjectionDraws {
     Identity,
-    /// Per repetition and input coordinate: the output coordinate and its sign.
-    Sparse { target: Vec<u32>, sign: Vec<f32> },
-    /// Per repetition: a `dim × d_proj` row-major matrix.
-    Dense { matrix: Vec<f32> },
+    /// Count Sketch or dense ±1/√d_proj. `matrix` holds, per repetition, the projection as a
+    /// `dim × padded_cols` row-major matrix, columns zero-padded to a multiple of
+    /// [`simd::MAT_MUL_COL_BLOCK`], so a batch of vectors is projected by one register-blocked
+    /// product. For the Count Sketch each row has one ±1: summing `x_i · m_ij` over ascending `i`
+    /// adds exactly the same terms in the same order as the sparse form. `sketch` keeps the Count
+    /// Sketch's draws (output coordinate and sign per repetition and input coordinate) for
+    /// fingerprints and inspection.
+    Matrix {
+        matrix: Vec<f32>,
+        padded_cols: usize,
+        sketch: Option<(Vec<u32>, Vec<f32>)>,
+    },
 }
 
 /// Which side of the asymmetric encoding is being computed.
@@ -159,9 +170,11 @@ enum Side {
 /// between threads (`Sync`); encoding allocates only its output and a small scratch.
 pub struct FdeEncoder {
     params: FdeParams,
-    /// `dim × (r_reps · k_sim)` row-major: row `i` holds coordinate `i` of every hyperplane,
-    /// repetition-major, so one token's sketch for all repetitions is a run of `add_scaled`.
+    /// `dim × simhash_cols` row-major: row `i` holds coordinate `i` of every hyperplane,
+    /// repetition-major, zero-padded to `simhash_cols` (a multiple of [`simd::MAT_MUL_COL_BLOCK`]),
+    /// so the sketches of all tokens in all repetitions are one matrix product.
     simhash: Vec<f32>,
+    simhash_cols: usize,
     projection: ProjectionDraws,
     /// The final Count Sketch: output coordinate and sign per raw FDE coordinate.
     final_sketch: Option<(Vec<u32>, Vec<f32>)>,
@@ -181,44 +194,53 @@ impl FdeEncoder {
         let k = params.k_sim as usize;
         let reps = params.r_reps as usize;
         let p = params.proj_dim();
-        let cols = reps * k;
+        let simhash_cols = (reps * k).div_ceil(simd::MAT_MUL_COL_BLOCK) * simd::MAT_MUL_COL_BLOCK;
 
-        let mut simhash = vec![0f32; dim * cols];
+        let mut simhash = vec![0f32; dim * simhash_cols];
         for rep in 0..reps {
             let block = simhash_matrix_from_seed(params.seed.wrapping_add(rep as u32), dim, k);
             for i in 0..dim {
-                simhash[i * cols + rep * k..i * cols + rep * k + k].copy_from_slice(&block[i * k..i * k + k]);
+                let at = i * simhash_cols + rep * k;
+                simhash[at..at + k].copy_from_slice(&block[i * k..i * k + k]);
             }
         }
 
+        let padded_cols = p.div_ceil(simd::MAT_MUL_COL_BLOCK) * simd::MAT_MUL_COL_BLOCK;
         let projection = match params.projection {
             Projection::Identity => ProjectionDraws::Identity,
             Projection::CountSketch { .. } => {
+                let mut matrix = vec![0f32; reps * dim * padded_cols];
                 let mut target = Vec::with_capacity(reps * dim);
                 let mut sign = Vec::with_capacity(reps * dim);
                 for rep in 0..reps {
                     let (t, s) = count_sketch_draws(params.seed.wrapping_add(rep as u32), dim, p as u32);
+                    for i in 0..dim {
+                        matrix[(rep * dim + i) * padded_cols + t[i] as usize] = s[i];
+                    }
                     target.extend(t);
                     sign.extend(s);
                 }
-                ProjectionDraws::Sparse { target, sign }
+                ProjectionDraws::Matrix { matrix, padded_cols, sketch: Some((target, sign)) }
             }
             Projection::DenseSign { .. } => {
                 let scale = 1.0 / (p as f32).sqrt();
-                let mut matrix = Vec::with_capacity(reps * dim * p);
+                let mut matrix = vec![0f32; reps * dim * padded_cols];
                 for rep in 0..reps {
                     let mut rng = Mt19937::new(params.seed.wrapping_add(rep as u32));
-                    matrix.extend((0..dim * p).map(|_| if rng.coin() { scale } else { -scale }));
+                    for i in 0..dim {
+                        for j in 0..p {
+                            matrix[(rep * dim + i) * padded_cols + j] = if rng.coin() { scale } else { -scale };
+                        }
+                    }
                 }
-                ProjectionDraws::Dense { matrix }
+                ProjectionDraws::Matrix { matrix, padded_cols, sketch: None }
             }
         };
 
-        let final_sketch = params
-            .final_dim
-            .map(|final_dim| count_sketch_draws(params.seed, params.raw_dim(), final_dim));
+        let final_sketch =
+            params.final_dim.map(|final_dim| count_sketch_draws(params.seed, params.raw_dim(), final_dim));
 
-        Ok(FdeEncoder { params, simhash, projection, final_sketch })
+        Ok(FdeEncoder { params, simhash, simhash_cols, projection, final_sketch })
     }
 
     /// The parameters this encoder was built with.
@@ -234,8 +256,7 @@ impl FdeEncoder {
     /// The SimHash hyperplanes of repetition `rep` as a `dim × k_sim` row-major matrix (the
     /// reference's `SimHashMatrixFromSeed(seed + rep, dim, k_sim)`), for inspection and tests.
     pub fn simhash_matrix(&self, rep: usize) -> Vec<f32> {
-        let (dim, k) = (self.params.dim as usize, self.params.k_sim as usize);
-        let cols = self.params.r_reps as usize * k;
+        let (dim, k, cols) = (self.params.dim as usize, self.params.k_sim as usize, self.simhash_cols);
         (0..dim).flat_map(|i| self.simhash[i * cols + rep * k..i * cols + rep * k + k].iter().copied()).collect()
     }
 
@@ -246,12 +267,12 @@ impl FdeEncoder {
         let mut out = vec![0f32; dim * p];
         match &self.projection {
             ProjectionDraws::Identity => (0..dim).for_each(|i| out[i * p + i] = 1.0),
-            ProjectionDraws::Sparse { target, sign } => {
+            ProjectionDraws::Matrix { matrix, padded_cols, .. } => {
                 for i in 0..dim {
-                    out[i * p + target[rep * dim + i] as usize] = sign[rep * dim + i];
+                    let at = (rep * dim + i) * padded_cols;
+                    out[i * p..(i + 1) * p].copy_from_slice(&matrix[at..at + p]);
                 }
             }
-            ProjectionDraws::Dense { matrix } => out.copy_from_slice(&matrix[rep * dim * p..(rep + 1) * dim * p]),
         }
         out
     }
@@ -262,14 +283,22 @@ impl FdeEncoder {
     pub fn fingerprint(&self) -> u64 {
         let mut h = Fnv64::new();
         h.write(&crate::format::fde_params::encode(&self.params));
-        self.simhash.iter().for_each(|v| h.write(&v.to_le_bytes()));
+        // Hash the draws in their canonical (unpadded, per-repetition) form, so the fingerprint
+        // does not depend on in-memory layout choices.
+        for rep in 0..self.params.r_reps as usize {
+            self.simhash_matrix(rep).iter().for_each(|v| h.write(&v.to_le_bytes()));
+        }
         match &self.projection {
             ProjectionDraws::Identity => {}
-            ProjectionDraws::Sparse { target, sign } => {
+            ProjectionDraws::Matrix { sketch: Some((target, sign)), .. } => {
                 target.iter().for_each(|v| h.write(&v.to_le_bytes()));
                 sign.iter().for_each(|v| h.write(&v.to_le_bytes()));
             }
-            ProjectionDraws::Dense { matrix } => matrix.iter().for_each(|v| h.write(&v.to_le_bytes())),
+            ProjectionDraws::Matrix { sketch: None, .. } => {
+                for rep in 0..self.params.r_reps as usize {
+                    self.projection_matrix(rep).iter().for_each(|v| h.write(&v.to_le_bytes()));
+                }
+            }
         }
         if let Some((target, sign)) = &self.final_sketch {
             target.iter().for_each(|v| h.write(&v.to_le_bytes()));
@@ -342,73 +371,98 @@ impl FdeEncoder {
 
         // SimHash codes of every token in every repetition: code bit (k-1-t) is projection t,
         // so the code of bucket `b` is `b ^ (b >> 1)` and Hamming distance is a popcount.
-        let cols = reps * k;
         let mut codes = vec![0u32; n * reps];
         if k > 0 {
-            let mut sketch = vec![0f32; cols];
-            for (row_index, row) in tokens.iter_rows().enumerate() {
-                sketch.fill(0.0);
-                for (i, &x) in row.iter().enumerate() {
-                    simd::add_scaled(&mut sketch, &self.simhash[i * cols..(i + 1) * cols], x);
-                }
+            let cols = self.simhash_cols;
+            let mut sketch = vec![0f32; n * cols];
+            simd::mat_mul(tokens.as_slice(), dim, &self.simhash, cols, &mut sketch, simd::Rounding::Separate);
+            for (t, row) in sketch.chunks_exact(cols).enumerate() {
                 for rep in 0..reps {
-                    let mut code = 0u32;
-                    for &value in &sketch[rep * k..rep * k + k] {
-                        code = (code << 1) | (value > 0.0) as u32;
-                    }
-                    codes[row_index * reps + rep] = code;
+                    let bits = &row[rep * k..rep * k + k];
+                    codes[t * reps + rep] = bits.iter().fold(0u32, |c, &v| (c << 1) | (v > 0.0) as u32);
                 }
             }
         }
 
-        // Per repetition: sum the raw tokens of each occupied bucket (slots, so the scratch is
-        // bounded by the token count however many buckets there are), then project once.
+        // Per repetition: sum the raw tokens of each occupied bucket in a "slot" (slots bound the
+        // scratch by the token count however many buckets there are), then project all sums of
+        // the repetition in one batch.
         let mut slot_of_bucket = vec![u32::MAX; buckets];
+        let mut slot_of_token: Vec<u32> = vec![0; n];
         let mut slot_bucket: Vec<usize> = Vec::with_capacity(n);
+        let mut slot_code: Vec<u32> = Vec::with_capacity(n);
+        let mut slot_first_token: Vec<u32> = Vec::with_capacity(n);
         let mut slot_count: Vec<u32> = Vec::with_capacity(n);
         let mut slot_sum: Vec<f32> = Vec::with_capacity(n * dim);
-        let mut projected = vec![0f32; p];
+        let mut projected: Vec<f32> = Vec::new();
+        let mut fill_from: Vec<(usize, usize)> = Vec::new(); // (bucket, slot whose first token fills it)
+        let mut fill_tokens: Vec<f32> = Vec::new();
+        let mut fill_row_of_slot: Vec<u32> = Vec::with_capacity(n);
         for rep in 0..reps {
             slot_bucket.clear();
+            slot_code.clear();
+            slot_first_token.clear();
             slot_count.clear();
-            slot_sum.clear();
-            for (row_index, row) in tokens.iter_rows().enumerate() {
-                let bucket = bucket_of_code(codes[row_index * reps + rep]) as usize;
-                let slot = match slot_of_bucket[bucket] {
-                    u32::MAX => {
-                        slot_of_bucket[bucket] = slot_bucket.len() as u32;
-                        slot_bucket.push(bucket);
-                        slot_count.push(0);
-                        slot_sum.resize(slot_sum.len() + dim, 0.0);
-                        slot_bucket.len() - 1
-                    }
-                    s => s as usize,
-                };
-                slot_count[slot] += 1;
-                simd::add(&mut slot_sum[slot * dim..(slot + 1) * dim], row);
+            for t in 0..n {
+                let code = codes[t * reps + rep];
+                let bucket = bucket_of_code(code) as usize;
+                if slot_of_bucket[bucket] == u32::MAX {
+                    slot_of_bucket[bucket] = slot_bucket.len() as u32;
+                    slot_bucket.push(bucket);
+                    slot_code.push(code);
+                    slot_first_token.push(t as u32);
+                    slot_count.push(0);
+                }
+                let slot = slot_of_bucket[bucket];
+                slot_of_token[t] = slot;
+                slot_count[slot as usize] += 1;
             }
+            slot_sum.clear();
+            slot_sum.resize(slot_bucket.len() * dim, 0.0);
+            simd::add_rows_into(&mut slot_sum, dim, tokens.as_slice(), &slot_of_token);
             let rep_out = &mut out[rep * buckets * p..(rep + 1) * buckets * p];
+            let stride = self.project_batch(rep, &slot_sum, &mut projected);
             for (slot, &bucket) in slot_bucket.iter().enumerate() {
-                self.project(rep, &slot_sum[slot * dim..(slot + 1) * dim], &mut projected);
+                let source = &projected[slot * stride..slot * stride + p];
                 let target = &mut rep_out[bucket * p..(bucket + 1) * p];
                 if side == Side::Document {
                     let count = slot_count[slot] as f32;
-                    target.iter_mut().zip(&projected).for_each(|(t, v)| *t = v / count);
+                    target.iter_mut().zip(source).for_each(|(t, v)| *t = v / count);
                 } else {
-                    target.copy_from_slice(&projected);
+                    target.copy_from_slice(source);
                 }
             }
             if side == Side::Document && params.fill_empty && k > 0 && slot_bucket.len() < buckets {
-                for bucket in 0..buckets {
-                    if slot_of_bucket[bucket] != u32::MAX {
-                        continue;
-                    }
+                // The nearest token by Hamming distance, first (lowest index) on ties, as in the
+                // reference. Tokens of one slot share a code, so only each slot's first token can
+                // win: search slots, keyed by (distance, first token).
+                const _: () = assert!(crate::limits::MAX_TOKENS_PER_DOC < 1 << 24);
+                fill_from.clear();
+                fill_tokens.clear();
+                fill_row_of_slot.clear();
+                fill_row_of_slot.resize(slot_bucket.len(), u32::MAX);
+                for bucket in (0..buckets).filter(|&b| slot_of_bucket[b] == u32::MAX) {
                     let pattern = (bucket ^ (bucket >> 1)) as u32;
-                    let nearest = (0..n)
-                        .min_by_key(|&t| ((codes[t * reps + rep] ^ pattern).count_ones(), t))
-                        .expect("token matrices are non-empty");
-                    self.project(rep, tokens.row(nearest), &mut projected);
-                    rep_out[bucket * p..(bucket + 1) * p].copy_from_slice(&projected);
+                    // Key = distance in the high bits, first token (< 2^24) in the low bits.
+                    let mut best_key = u32::MAX;
+                    let mut nearest = 0;
+                    for (s, (&code, &first)) in slot_code.iter().zip(&slot_first_token).enumerate() {
+                        let key = ((code ^ pattern).count_ones() << 24) | first;
+                        if key < best_key {
+                            best_key = key;
+                            nearest = s;
+                        }
+                    }
+                    if fill_row_of_slot[nearest] == u32::MAX {
+                        fill_row_of_slot[nearest] = (fill_tokens.len() / dim) as u32;
+                        fill_tokens.extend_from_slice(tokens.row(slot_first_token[nearest] as usize));
+                    }
+                    fill_from.push((bucket, nearest));
+                }
+                let stride = self.project_batch(rep, &fill_tokens, &mut projected);
+                for &(bucket, slot) in &fill_from {
+                    let row = fill_row_of_slot[slot] as usize;
+                    rep_out[bucket * p..(bucket + 1) * p].copy_from_slice(&projected[row * stride..row * stride + p]);
                 }
             }
             for &bucket in &slot_bucket {
@@ -417,25 +471,29 @@ impl FdeEncoder {
         }
     }
 
-    /// Projects one input-space vector with repetition `rep`'s projection.
-    fn project(&self, rep: usize, input: &[f32], out: &mut [f32]) {
+    /// Projects every `dim`-wide row of `inputs` with repetition `rep`'s projection into `out`
+    /// (resized), and returns the row stride of `out` (the first `d_proj` values of each row count).
+    fn project_batch(&self, rep: usize, inputs: &[f32], out: &mut Vec<f32>) -> usize {
         let dim = self.params.dim as usize;
+        let rows = inputs.len() / dim;
         match &self.projection {
-            ProjectionDraws::Identity => out.copy_from_slice(input),
-            ProjectionDraws::Sparse { target, sign } => {
-                out.fill(0.0);
-                let (target, sign) = (&target[rep * dim..(rep + 1) * dim], &sign[rep * dim..(rep + 1) * dim]);
-                for ((&x, &t), &s) in input.iter().zip(target).zip(sign) {
-                    out[t as usize] += s * x;
-                }
+            ProjectionDraws::Identity => {
+                out.clear();
+                out.extend_from_slice(inputs);
+                dim
             }
-            ProjectionDraws::Dense { matrix } => {
-                let p = out.len();
-                out.fill(0.0);
-                let matrix = &matrix[rep * dim * p..(rep + 1) * dim * p];
-                for (i, &x) in input.iter().enumerate() {
-                    simd::add_scaled(out, &matrix[i * p..(i + 1) * p], x);
+            ProjectionDraws::Matrix { matrix, padded_cols, sketch } => {
+                let cols = *padded_cols;
+                out.clear();
+                out.resize(rows * cols, 0.0);
+                // Count Sketch entries are ±1 or 0, so every product is exact and fused rounding
+                // gives the same bits as separate rounding, at half the instructions. The dense
+                // ±1/√d_proj products are inexact: keep them CPU-independent.
+                let rounding = if sketch.is_some() { simd::Rounding::Fused } else { simd::Rounding::Separate };
+                if rows > 0 {
+                    simd::mat_mul(inputs, dim, &matrix[rep * dim * cols..(rep + 1) * dim * cols], cols, out, rounding);
                 }
+                cols
             }
         }
     }

@@ -117,7 +117,8 @@ impl MaxSimQuery {
                 self.dim
             )));
         }
-        let mut maxes: Vec<[f32; MAXSIM_BLOCK_LANES]> = vec![[f32::NEG_INFINITY; MAXSIM_BLOCK_LANES]; self.blocks.len()];
+        let mut maxes: Vec<[f32; MAXSIM_BLOCK_LANES]> =
+            vec![[f32::NEG_INFINITY; MAXSIM_BLOCK_LANES]; self.blocks.len()];
         match doc {
             DocTokens::F32(values) => self.accumulate(values, &mut maxes),
             DocTokens::F16(bits) => self.accumulate_converted(bits, simd::f16_to_f32, &mut maxes),
@@ -141,7 +142,12 @@ impl MaxSimQuery {
         }
     }
 
-    fn accumulate_converted(&self, bits: &[u16], convert: fn(&[u16], &mut [f32]), maxes: &mut [[f32; MAXSIM_BLOCK_LANES]]) {
+    fn accumulate_converted(
+        &self,
+        bits: &[u16],
+        convert: fn(&[u16], &mut [f32]),
+        maxes: &mut [[f32; MAXSIM_BLOCK_LANES]],
+    ) {
         let mut tile = [0f32; CONVERT_TILE_VALUES];
         let tile_values = (CONVERT_TILE_VALUES / self.dim).max(1) * self.dim;
         for chunk in bits.chunks(tile_values) {

@@ -15,7 +15,7 @@
 //!    violated length would be an out-of-bounds read). Unaligned loads are used throughout, so
 //!    no alignment is assumed.
 //!
-//! Numerics. `add`/`add_scaled` compute `acc[i] += x * row[i]` with a separate multiply and add
+//! Numerics. `add_rows_into`/`add_scaled`/`mat_mul` (unless asked for fused rounding) compute `acc[i] += x * row[i]` with a separate multiply and add
 //! in every implementation, so the FDE's SimHash signs are bit-identical on every CPU. The
 //! MaxSim kernels use FMA where available: their scores differ from the scalar reference by
 //! rounding only (tested with a stated tolerance).
@@ -80,15 +80,121 @@ pub fn add_scaled(acc: &mut [f32], row: &[f32], x: f32) {
     }
 }
 
-/// `acc[i] += row[i]`.
-pub fn add(acc: &mut [f32], row: &[f32]) {
-    assert_eq!(acc.len(), row.len());
+/// For every row `r` of `rows` (`dim` wide): `sums[target[r]] += rows[r]`, where `sums` holds
+/// `dim`-wide rows. Rows are added in order, so each sum's rounding is CPU-independent.
+pub fn add_rows_into(sums: &mut [f32], dim: usize, rows: &[f32], target: &[u32]) {
+    assert!(dim > 0 && rows.len() == target.len() * dim && sums.len() % dim == 0);
+    let n_sums = (sums.len() / dim) as u32;
+    assert!(target.iter().all(|&t| t < n_sums), "target row out of range");
     match Isa::detect() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2 (see module docs).
-        Isa::Avx2 => unsafe { x86::add_avx2(acc, row) },
-        _ => add_portable(acc, row),
+        Isa::Avx2 => unsafe { x86::add_rows_into_avx2(sums, dim, rows, target) },
+        _ => add_rows_into_portable(sums, dim, rows, target),
     }
+}
+
+#[inline(always)]
+fn add_rows_into_portable(sums: &mut [f32], dim: usize, rows: &[f32], target: &[u32]) {
+    for (row, &t) in rows.chunks_exact(dim).zip(target) {
+        let t = t as usize;
+        add_portable(&mut sums[t * dim..(t + 1) * dim], row);
+    }
+}
+
+/// Columns per block of [`mat_mul`]; its `cols` must be a multiple of this.
+pub const MAT_MUL_COL_BLOCK: usize = 16;
+const MAT_MUL_ROW_BLOCK: usize = 4;
+
+/// How [`mat_mul`] rounds each step `acc + x·m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rounding {
+    /// Multiply, round, add, round: bit-identical on every CPU.
+    Separate,
+    /// One rounding per step where the CPU has FMA. Bit-identical to [`Rounding::Separate`]
+    /// whenever every product `x·m` is exact (e.g. `m` entries in {-1, 0, 1}); otherwise the
+    /// last bits may differ between CPUs.
+    Fused,
+}
+
+/// `out = x · m` for row-major `x` (`rows × inner`) and `m` (`inner × cols`), every element
+/// summed over `inner` in ascending order from 0 (see [`Rounding`]).
+/// `cols` must be a multiple of [`MAT_MUL_COL_BLOCK`].
+pub fn mat_mul(x: &[f32], inner: usize, m: &[f32], cols: usize, out: &mut [f32], rounding: Rounding) {
+    assert!(inner > 0 && cols % MAT_MUL_COL_BLOCK == 0);
+    assert_eq!(x.len() % inner, 0);
+    assert_eq!(m.len(), inner * cols);
+    assert_eq!(out.len(), x.len() / inner * cols);
+    match Isa::detect() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2+FMA (module docs);
+        // the lengths the kernel indexes by were asserted above.
+        Isa::Avx2 => unsafe {
+            match rounding {
+                Rounding::Separate => x86::mat_mul_avx2::<false>(x, inner, m, cols, out),
+                Rounding::Fused => x86::mat_mul_avx2::<true>(x, inner, m, cols, out),
+            }
+        },
+        _ => mat_mul_portable(x, inner, m, cols, out),
+    }
+}
+
+/// Register-blocked: 4 rows × 16 columns of accumulators stay in registers across `inner`.
+/// Always [`Rounding::Separate`] (a software FMA would be far slower).
+fn mat_mul_portable(x: &[f32], inner: usize, m: &[f32], cols: usize, out: &mut [f32]) {
+    let rows = x.len() / inner;
+    let mut padded = Vec::new();
+    for r0 in (0..rows).step_by(MAT_MUL_ROW_BLOCK) {
+        let used = (rows - r0).min(MAT_MUL_ROW_BLOCK);
+        // A short last block is zero-padded so the hot loop has fixed trip counts.
+        let xb: &[f32] = if used == MAT_MUL_ROW_BLOCK {
+            &x[r0 * inner..(r0 + MAT_MUL_ROW_BLOCK) * inner]
+        } else {
+            padded.clear();
+            padded.extend_from_slice(&x[r0 * inner..(r0 + used) * inner]);
+            padded.resize(MAT_MUL_ROW_BLOCK * inner, 0.0);
+            &padded
+        };
+        for c0 in (0..cols).step_by(MAT_MUL_COL_BLOCK) {
+            let mut acc = [[0f32; MAT_MUL_COL_BLOCK]; MAT_MUL_ROW_BLOCK];
+            for i in 0..inner {
+                let row: &[f32; MAT_MUL_COL_BLOCK] =
+                    m[i * cols + c0..i * cols + c0 + MAT_MUL_COL_BLOCK].try_into().expect("block");
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let xv = xb[r * inner + i];
+                    for c in 0..MAT_MUL_COL_BLOCK {
+                        acc_r[c] += xv * row[c];
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate().take(used) {
+                out[(r0 + r) * cols + c0..(r0 + r) * cols + c0 + MAT_MUL_COL_BLOCK].copy_from_slice(acc_r);
+            }
+        }
+    }
+}
+
+/// `⟨a, b⟩` in `f32` with eight partial sums (so it vectorises everywhere); with FMA on AVX2.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    match Isa::detect() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2+FMA (module docs).
+        Isa::Avx2 => unsafe { x86::dot_avx2(a, b) },
+        _ => dot_portable(a, b),
+    }
+}
+
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 #[inline(always)]
@@ -100,6 +206,22 @@ fn add_scaled_portable(acc: &mut [f32], row: &[f32], x: f32) {
 fn add_portable(acc: &mut [f32], row: &[f32]) {
     acc.iter_mut().zip(row).for_each(|(a, r)| *a += r);
 }
+
+/// Runs `iterations` rounds of 12 independent 8-wide FMA chains held in registers (24 FMAs,
+/// i.e. 384 FLOP, per round on AVX2) and returns a value that depends on all of them. Timing it
+/// measures this core's peak f32 FMA rate under the current load, the yardstick the MaxSim
+/// benchmark reports its kernels against. Returns `None` without AVX2+FMA.
+pub fn fma_peak_probe(iterations: u64) -> Option<f32> {
+    match Isa::detect() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2+FMA (module docs).
+        Isa::Avx2 => Some(unsafe { x86::fma_peak_probe(iterations) }),
+        _ => None,
+    }
+}
+
+/// FLOP per round of [`fma_peak_probe`].
+pub const FMA_PROBE_FLOP_PER_ROUND: u64 = 2 * 12 * 8 * 2;
 
 /// Converts IEEE half-precision bits to `f32` (exact: every f16 is an f32).
 pub fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
@@ -147,6 +269,69 @@ pub fn max_dots(isa: Isa, block: &[f32], lanes: usize, dim: usize, doc: &[f32], 
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_matches_naive_sum() {
+        for n in [0usize, 1, 7, 8, 15, 16, 17, 100, 1031] {
+            let a: Vec<f32> = (0..n).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
+            let want: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            assert!((dot(&a, &b) as f64 - want).abs() < 1e-3, "n={n}");
+            assert!((dot_portable(&a, &b) as f64 - want).abs() < 1e-3, "n={n}");
+        }
+    }
+
+    #[test]
+    fn mat_mul_is_the_sequential_sum_bit_for_bit() {
+        let (rows, inner, cols) = (7, 5, 32);
+        let x: Vec<f32> = (0..rows * inner).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+        let m: Vec<f32> = (0..inner * cols).map(|i| ((i * 53 % 97) as f32 - 48.0) / 13.0).collect();
+        let mut want = vec![0f32; rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                let mut acc = 0f32;
+                for i in 0..inner {
+                    acc += x[r * inner + i] * m[i * cols + c];
+                }
+                want[r * cols + c] = acc;
+            }
+        }
+        let mut got = vec![0f32; rows * cols];
+        mat_mul(&x, inner, &m, cols, &mut got, Rounding::Separate);
+        assert_eq!(got, want);
+        // With exact products (entries in {-1, 0, 1}) fused rounding is bit-identical too.
+        let signs: Vec<f32> = m.iter().map(|v| v.signum() * (v.abs() > 1.0) as u8 as f32).collect();
+        let mut want_signs = vec![0f32; rows * cols];
+        mat_mul_portable(&x, inner, &signs, cols, &mut want_signs);
+        mat_mul(&x, inner, &signs, cols, &mut got, Rounding::Fused);
+        assert_eq!(got, want_signs);
+        let mut portable = vec![0f32; rows * cols];
+        mat_mul_portable(&x, inner, &m, cols, &mut portable);
+        assert_eq!(portable, want);
+    }
+
+    #[test]
+    fn element_wise_helpers_are_exact() {
+        let mut acc = vec![1.0f32; 19];
+        let row: Vec<f32> = (0..19).map(|i| i as f32).collect();
+        add_scaled(&mut acc, &row, 0.5);
+        add_rows_into(&mut acc, 19, &row, &[0]);
+        assert!(acc.iter().enumerate().all(|(i, &v)| v == 1.0 + 1.5 * i as f32));
+        let mut sums = vec![0f32; 4];
+        add_rows_into(&mut sums, 2, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[1, 0, 1]);
+        assert_eq!(sums, vec![3.0, 4.0, 6.0, 8.0]);
+        let bits: Vec<u16> = (0..19).map(|i| half::f16::from_f32(i as f32 - 9.0).to_bits()).collect();
+        let mut out = vec![0f32; 19];
+        f16_to_f32(&bits, &mut out);
+        assert!(out.iter().enumerate().all(|(i, &v)| v == i as f32 - 9.0));
+        bf16_to_f32(&[0x3f80, 0xc000], &mut out[..2]);
+        assert_eq!(&out[..2], &[1.0, -2.0]);
+    }
+}
+
 fn max_dots_portable(block: &[f32], lanes: usize, dim: usize, doc: &[f32], maxes: &mut [f32]) {
     let mut acc = [0f32; MAXSIM_BLOCK_LANES];
     let acc = &mut acc[..lanes];
@@ -169,9 +354,124 @@ mod x86 {
         super::add_scaled_portable(acc, row, x)
     }
 
+    /// Rows per register block of `mat_mul_avx2`: 6 rows × 2 registers = 12 accumulators.
+    const MM_ROWS: usize = 6;
+
+    /// 6 × 16 register-blocked matrix product; `FUSED` selects FMA or multiply-then-add.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn mat_mul_avx2<const FUSED: bool>(
+        x: &[f32],
+        inner: usize,
+        m: &[f32],
+        cols: usize,
+        out: &mut [f32],
+    ) {
+        let rows = x.len() / inner;
+        let mut r0 = 0;
+        while r0 < rows {
+            let used = (rows - r0).min(MM_ROWS);
+            for c0 in (0..cols).step_by(16) {
+                // SAFETY: rows r0..r0+used < rows, so x offsets (r0+r)*inner + i < x.len();
+                // m offsets i*cols + c0 + 15 < inner*cols = m.len() since c0 + 16 <= cols;
+                // out offsets (r0+r)*cols + c0 + 15 < rows*cols = out.len() (all asserted by the caller).
+                unsafe {
+                    let mut acc = [[_mm256_setzero_ps(); 2]; MM_ROWS];
+                    let xp = x.as_ptr().add(r0 * inner);
+                    let mp = m.as_ptr().add(c0);
+                    if used == MM_ROWS {
+                        for i in 0..inner {
+                            let m0 = _mm256_loadu_ps(mp.add(i * cols));
+                            let m1 = _mm256_loadu_ps(mp.add(i * cols + 8));
+                            for (r, a) in acc.iter_mut().enumerate() {
+                                let xv = _mm256_broadcast_ss(&*xp.add(r * inner + i));
+                                if FUSED {
+                                    a[0] = _mm256_fmadd_ps(xv, m0, a[0]);
+                                    a[1] = _mm256_fmadd_ps(xv, m1, a[1]);
+                                } else {
+                                    a[0] = _mm256_add_ps(a[0], _mm256_mul_ps(xv, m0));
+                                    a[1] = _mm256_add_ps(a[1], _mm256_mul_ps(xv, m1));
+                                }
+                            }
+                        }
+                    } else {
+                        for i in 0..inner {
+                            let m0 = _mm256_loadu_ps(mp.add(i * cols));
+                            let m1 = _mm256_loadu_ps(mp.add(i * cols + 8));
+                            for (r, a) in acc.iter_mut().enumerate().take(used) {
+                                let xv = _mm256_broadcast_ss(&*xp.add(r * inner + i));
+                                if FUSED {
+                                    a[0] = _mm256_fmadd_ps(xv, m0, a[0]);
+                                    a[1] = _mm256_fmadd_ps(xv, m1, a[1]);
+                                } else {
+                                    a[0] = _mm256_add_ps(a[0], _mm256_mul_ps(xv, m0));
+                                    a[1] = _mm256_add_ps(a[1], _mm256_mul_ps(xv, m1));
+                                }
+                            }
+                        }
+                    }
+                    for (r, a) in acc.iter().enumerate().take(used) {
+                        let op = out.as_mut_ptr().add((r0 + r) * cols + c0);
+                        _mm256_storeu_ps(op, a[0]);
+                        _mm256_storeu_ps(op.add(8), a[1]);
+                    }
+                }
+            }
+            r0 += used;
+        }
+    }
+
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn add_avx2(acc: &mut [f32], row: &[f32]) {
-        super::add_portable(acc, row)
+    pub(super) unsafe fn add_rows_into_avx2(sums: &mut [f32], dim: usize, rows: &[f32], target: &[u32]) {
+        super::add_rows_into_portable(sums, dim, rows, target)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn fma_peak_probe(iterations: u64) -> f32 {
+        let mul = _mm256_set1_ps(0.999_999);
+        let add = _mm256_set1_ps(1e-7);
+        let mut acc = [_mm256_set1_ps(1.0); 12];
+        for _ in 0..iterations {
+            for a in acc.iter_mut() {
+                *a = _mm256_fmadd_ps(*a, mul, add);
+            }
+            for a in acc.iter_mut() {
+                *a = _mm256_fmadd_ps(*a, mul, add);
+            }
+        }
+        let mut total = _mm256_setzero_ps();
+        for a in acc {
+            total = _mm256_add_ps(total, a);
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` has room for eight f32.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), total) };
+        lanes.iter().sum()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut i = 0;
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        // SAFETY: every load reads [i, i + 8) or [i + 8, i + 16) with i + 16 <= n (or i + 8 <= n),
+        // and a.len() == b.len() == n (asserted by the caller).
+        unsafe {
+            while i + 16 <= n {
+                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
+                s1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8)), _mm256_loadu_ps(pb.add(i + 8)), s1);
+                i += 16;
+            }
+            if i + 8 <= n {
+                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
+                i += 8;
+            }
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` has room for eight f32.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(s0, s1)) };
+        let tail: f32 = a[i..].iter().zip(&b[i..]).map(|(x, y)| x * y).sum();
+        lanes.iter().sum::<f32>() + tail
     }
 
     #[target_feature(enable = "avx2,f16c")]
@@ -201,8 +501,8 @@ mod x86 {
         let n = doc.len() / dim;
         let q = block.as_ptr();
         let d = doc.as_ptr();
-        // SAFETY (whole body): the caller asserted block.len() == dim * lanes,
-        // doc.len() == n * dim and maxes.len() == lanes; every offset below stays inside those.
+        // SAFETY: the caller asserted block.len() == dim * lanes, doc.len() == n * dim and
+        // maxes.len() == lanes; every offset below stays inside those.
         unsafe {
             let mut best = [_mm256_setzero_ps(); NV];
             for (v, b) in best.iter_mut().enumerate() {
@@ -217,6 +517,7 @@ mod x86 {
                     let b0 = _mm256_broadcast_ss(&*d0.add(c));
                     let b1 = _mm256_broadcast_ss(&*d1.add(c));
                     let b2 = _mm256_broadcast_ss(&*d2.add(c));
+                    #[allow(clippy::needless_range_loop)] // v indexes three accumulator rows at once
                     for v in 0..NV {
                         let qv = _mm256_loadu_ps(qc.add(v * 8));
                         acc[0][v] = _mm256_fmadd_ps(b0, qv, acc[0][v]);

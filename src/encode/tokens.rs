@@ -20,12 +20,12 @@ impl<'a> TokenMatrix<'a> {
     /// of `dim`); more than [`MAX_TOKENS_PER_DOC`] rows; any NaN or infinite value.
     pub fn new(data: &'a [f32], dim: usize) -> Result<Self> {
         if dim == 0 || dim > MAX_DIM {
-            return Err(Error::InvalidInput(format!(
-                "token dimension {dim} is outside 1..={MAX_DIM}"
-            )));
+            return Err(Error::InvalidInput(format!("token dimension {dim} is outside 1..={MAX_DIM}")));
         }
         if data.is_empty() {
-            return Err(Error::InvalidInput("empty token set: a document or query needs at least one token vector".into()));
+            return Err(Error::InvalidInput(
+                "empty token set: a document or query needs at least one token vector".into(),
+            ));
         }
         if data.len() % dim != 0 {
             return Err(Error::InvalidInput(format!(
@@ -35,9 +35,7 @@ impl<'a> TokenMatrix<'a> {
         }
         let rows = data.len() / dim;
         if rows > MAX_TOKENS_PER_DOC {
-            return Err(Error::InvalidInput(format!(
-                "{rows} token vectors exceed the limit of {MAX_TOKENS_PER_DOC}"
-            )));
+            return Err(Error::InvalidInput(format!("{rows} token vectors exceed the limit of {MAX_TOKENS_PER_DOC}")));
         }
         if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
             return Err(Error::InvalidInput(format!(
@@ -48,6 +46,13 @@ impl<'a> TokenMatrix<'a> {
             )));
         }
         Ok(TokenMatrix { data, dim })
+    }
+
+    /// Wraps data that was already validated by [`TokenMatrix::new`] (e.g. a slice of a
+    /// [`crate::dataset::MultiVectors`], which validates on construction), without rescanning it.
+    pub(crate) fn from_validated(data: &'a [f32], dim: usize) -> Self {
+        debug_assert!(Self::new(data, dim).is_ok());
+        TokenMatrix { data, dim }
     }
 
     /// Like [`TokenMatrix::new`] but also requires the dimension to equal `expected_dim`.

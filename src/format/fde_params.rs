@@ -74,7 +74,10 @@ pub fn encode_record(params: &FdeParams, fingerprint: u64) -> [u8; RECORD_LEN] {
 /// built encoder's is the caller's job.
 pub fn decode_record(bytes: &[u8]) -> Result<(FdeParams, u64), DecodeError> {
     if bytes.len() != RECORD_LEN {
-        return Err(DecodeError::new(0, format!("FDE parameter record is {} bytes, expected {RECORD_LEN}", bytes.len())));
+        return Err(DecodeError::new(
+            0,
+            format!("FDE parameter record is {} bytes, expected {RECORD_LEN}", bytes.len()),
+        ));
     }
     let version = read_u32(bytes, OFF_VERSION)?;
     if version != RECORD_VERSION {

@@ -102,9 +102,8 @@ pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader, DecodeError> {
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| DecodeError::new(header_start, "shape overflows"))?;
-    let data_len = elements
-        .checked_mul(dtype.size())
-        .ok_or_else(|| DecodeError::new(header_start, "shape overflows"))?;
+    let data_len =
+        elements.checked_mul(dtype.size()).ok_or_else(|| DecodeError::new(header_start, "shape overflows"))?;
     let available = bytes.len() - data_offset;
     if available != data_len {
         return Err(DecodeError::new(
@@ -135,7 +134,9 @@ pub fn read_i64(bytes: &[u8], header: &NpyHeader) -> Result<Vec<i64>, DecodeErro
     let data = &bytes[header.data_offset..];
     match header.dtype {
         NpyDtype::I64 => Ok(data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8"))).collect()),
-        NpyDtype::I32 => Ok(data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4")) as i64).collect()),
+        NpyDtype::I32 => {
+            Ok(data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4")) as i64).collect())
+        }
         other => Err(DecodeError::new(0, format!("expected an integer array, found {other:?}"))),
     }
 }
@@ -291,7 +292,8 @@ mod tests {
         assert!(parse_header(&file[..file.len() - 1]).is_err(), "truncated data");
         assert!(parse_header(&file[..20]).is_err(), "truncated header");
         assert!(parse_header(b"hello world, not npy").is_err());
-        let offsets = encode(NpyDtype::I64, &[3], &[0i64, 2, 5].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+        let offsets =
+            encode(NpyDtype::I64, &[3], &[0i64, 2, 5].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
         let h = parse_header(&offsets).unwrap();
         assert_eq!(read_i64(&offsets, &h).unwrap(), vec![0, 2, 5]);
         assert!(read_f32(&offsets, &h).is_err());
@@ -310,7 +312,11 @@ mod tests {
         assert_eq!(parse_header(&ok).unwrap().dtype, NpyDtype::F16);
         assert!(parse_header(&raw("{'descr': '>f4', 'fortran_order': False, 'shape': (1,)}", &[0; 4])).is_err());
         assert!(parse_header(&raw("{'descr': '<f4', 'fortran_order': True, 'shape': (1,)}", &[0; 4])).is_err());
-        assert!(parse_header(&raw("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999, 99999999999)}", &[])).is_err());
+        assert!(parse_header(&raw(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999, 99999999999)}",
+            &[]
+        ))
+        .is_err());
         assert!(parse_header(&raw("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), 'x': 1}", &[0; 4])).is_err());
         let scalar = raw("{'descr': '<i8', 'fortran_order': False, 'shape': (), }", &[0; 8]);
         assert_eq!(parse_header(&scalar).unwrap().len(), 1);

@@ -248,11 +248,16 @@ fn cases_g_and_h_paper_scale_match_the_reference_bit_for_bit_rng() {
         check_summary(&fq, &summary_after(section, "query FDE:"), "query");
         check_summary(&fd, &summary_after(section, "doc FDE (fill):"), "doc fill");
         let s = GOLDEN.find(section).unwrap();
-        let want: f64 = GOLDEN[s..].split("<q,d_fill> = ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        let want: f64 =
+            GOLDEN[s..].split("<q,d_fill> = ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
         assert!((dot(&fq, &fd) - want).abs() < 1e-3, "{section}: {} vs {want}", dot(&fq, &fd));
         if d_proj == 32 {
             let nofill = FdeEncoder::new(params(128, 5, 20, Projection::CountSketch { d_proj }, false)).unwrap();
-            check_summary(&nofill.encode_document(&dm).unwrap(), &summary_after(section, "doc FDE (no fill):"), "doc no fill");
+            check_summary(
+                &nofill.encode_document(&dm).unwrap(),
+                &summary_after(section, "doc FDE (no fill):"),
+                "doc no fill",
+            );
         }
     }
 }

@@ -1,3 +1,7 @@
 //! The one integration-test binary (redb/Qdrant style): each module a kind of test.
 
+mod common;
+mod decoders;
 mod golden;
+mod props;
+mod real_data;
