@@ -20,6 +20,7 @@ pub mod exact;
 pub mod format;
 pub mod limits;
 pub mod synthetic;
+pub mod topk;
 
 pub use encode::fde::{FdeEncoder, FdeParams, Projection};
 pub use encode::maxsim::{DocTokens, MaxSimQuery};

@@ -3,6 +3,7 @@
 
 pub mod fde;
 pub mod maxsim;
+pub mod pq;
 pub mod rng;
 pub mod simd;
 pub mod storage;

@@ -102,6 +102,62 @@ fn add_rows_into_portable(sums: &mut [f32], dim: usize, rows: &[f32], target: &[
     }
 }
 
+/// Centroids per PQ subspace (one byte per code).
+pub const PQ_CENTROIDS: usize = 256;
+
+/// For each `sub_dim`-wide row of `points`: the nearest of 256 centroids by squared L2 distance
+/// (first one on ties) into `assign`, and that squared distance into `dist`. `centroids_t` is the
+/// codebook dimension-major (`sub_dim × 256`), `norms` the centroids' squared norms.
+pub fn nearest_centroid(
+    points: &[f32],
+    sub_dim: usize,
+    centroids_t: &[f32],
+    norms: &[f32],
+    assign: &mut [u8],
+    dist: &mut [f32],
+) {
+    assert!(sub_dim > 0 && points.len() % sub_dim == 0);
+    let n = points.len() / sub_dim;
+    assert!(centroids_t.len() == sub_dim * PQ_CENTROIDS && norms.len() == PQ_CENTROIDS);
+    assert!(assign.len() == n && dist.len() == n);
+    match Isa::detect() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2+FMA (module docs);
+        // the lengths the kernel indexes by were asserted above.
+        Isa::Avx2 => unsafe { x86::nearest_centroid_avx2(points, sub_dim, centroids_t, norms, assign, dist) },
+        _ => nearest_centroid_portable(points, sub_dim, centroids_t, norms, assign, dist),
+    }
+}
+
+fn nearest_centroid_portable(
+    points: &[f32],
+    sub_dim: usize,
+    centroids_t: &[f32],
+    norms: &[f32],
+    assign: &mut [u8],
+    dist: &mut [f32],
+) {
+    let mut values = [0f32; PQ_CENTROIDS];
+    for (p, x) in points.chunks_exact(sub_dim).enumerate() {
+        values.copy_from_slice(norms);
+        for (d, &xd) in x.iter().enumerate() {
+            let scaled = -2.0 * xd;
+            let row = &centroids_t[d * PQ_CENTROIDS..(d + 1) * PQ_CENTROIDS];
+            values.iter_mut().zip(row).for_each(|(v, c)| *v += scaled * c);
+        }
+        let (mut best, mut best_value) = (0, values[0]);
+        for (c, &v) in values.iter().enumerate().skip(1) {
+            if v < best_value {
+                best = c;
+                best_value = v;
+            }
+        }
+        let norm: f32 = x.iter().map(|v| v * v).sum();
+        assign[p] = best as u8;
+        dist[p] = (best_value + norm).max(0.0);
+    }
+}
+
 /// Columns per block of [`mat_mul`]; its `cols` must be a multiple of this.
 pub const MAT_MUL_COL_BLOCK: usize = 16;
 const MAT_MUL_ROW_BLOCK: usize = 4;
@@ -314,6 +370,39 @@ mod tests {
     }
 
     #[test]
+    fn nearest_centroid_kernels_agree_with_brute_force() {
+        let sub_dim = 5;
+        let centroids: Vec<f32> = (0..PQ_CENTROIDS * sub_dim).map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 100.0).collect();
+        let mut ct = vec![0f32; sub_dim * PQ_CENTROIDS];
+        for c in 0..PQ_CENTROIDS {
+            for d in 0..sub_dim {
+                ct[d * PQ_CENTROIDS + c] = centroids[c * sub_dim + d];
+            }
+        }
+        let norms: Vec<f32> = centroids.chunks(sub_dim).map(|c| c.iter().map(|v| v * v).sum()).collect();
+        // Points on top of centroids (incl. a duplicate-free tie check) and in between.
+        let mut points: Vec<f32> = centroids[..40 * sub_dim].to_vec();
+        points.extend((0..60 * sub_dim).map(|i| ((i * 104729 % 997) as f32 - 498.0) / 90.0));
+        let n = points.len() / sub_dim;
+        let (mut assign, mut dist) = (vec![0u8; n], vec![0f32; n]);
+        nearest_centroid(&points, sub_dim, &ct, &norms, &mut assign, &mut dist);
+        let (mut assign_p, mut dist_p) = (vec![0u8; n], vec![0f32; n]);
+        nearest_centroid_portable(&points, sub_dim, &ct, &norms, &mut assign_p, &mut dist_p);
+        for p in 0..n {
+            let x = &points[p * sub_dim..(p + 1) * sub_dim];
+            let d2 = |c: usize| x.iter().zip(&centroids[c * sub_dim..(c + 1) * sub_dim]).map(|(a, b)| (a - b) * (a - b)).sum::<f32>();
+            let best = (0..PQ_CENTROIDS).map(d2).fold(f32::INFINITY, f32::min);
+            for (a, d) in [(assign[p], dist[p]), (assign_p[p], dist_p[p])] {
+                assert!(d2(a as usize) <= best + 1e-3, "point {p}: {} vs {best}", d2(a as usize));
+                assert!((d - best).abs() <= 1e-3, "point {p}: distance {d} vs {best}");
+            }
+            if p < 40 {
+                assert_eq!(assign[p] as usize, p, "a point on centroid {p}");
+            }
+        }
+    }
+
+    #[test]
     fn element_wise_helpers_are_exact() {
         let mut acc = vec![1.0f32; 19];
         let row: Vec<f32> = (0..19).map(|i| i as f32).collect();
@@ -423,6 +512,70 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn add_rows_into_avx2(sums: &mut [f32], dim: usize, rows: &[f32], target: &[u32]) {
         super::add_rows_into_portable(sums, dim, rows, target)
+    }
+
+    /// Nearest of 256 centroids: four blocks of 64 centroids (8 accumulators) per point, with a
+    /// vectorised running minimum whose strict `<` keeps the first index within each lane; lanes
+    /// are then combined by (value, index), so ties go to the lowest index as in the portable code.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn nearest_centroid_avx2(
+        points: &[f32],
+        sub_dim: usize,
+        centroids_t: &[f32],
+        norms: &[f32],
+        assign: &mut [u8],
+        dist: &mut [f32],
+    ) {
+        let ct = centroids_t.as_ptr();
+        let lane_ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for (p, x) in points.chunks_exact(sub_dim).enumerate() {
+            let mut best_value = _mm256_set1_ps(f32::INFINITY);
+            let mut best_index = _mm256_setzero_si256();
+            for block in 0..4 {
+                let base = block * 64;
+                // SAFETY: base + 63 < 256 = norms.len(); d * 256 + base + 63 < sub_dim * 256 =
+                // centroids_t.len() (asserted by the caller).
+                unsafe {
+                    let mut acc = [_mm256_setzero_ps(); 8];
+                    for (v, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_loadu_ps(norms.as_ptr().add(base + v * 8));
+                    }
+                    for (d, &xd) in x.iter().enumerate() {
+                        let scaled = _mm256_set1_ps(-2.0 * xd);
+                        let row = ct.add(d * 256 + base);
+                        for (v, a) in acc.iter_mut().enumerate() {
+                            *a = _mm256_fmadd_ps(scaled, _mm256_loadu_ps(row.add(v * 8)), *a);
+                        }
+                    }
+                    for (v, a) in acc.iter().enumerate() {
+                        let ids = _mm256_add_epi32(lane_ids, _mm256_set1_epi32((base + v * 8) as i32));
+                        let better = _mm256_cmp_ps::<_CMP_LT_OQ>(*a, best_value);
+                        best_value = _mm256_blendv_ps(best_value, *a, better);
+                        best_index = _mm256_castps_si256(_mm256_blendv_ps(
+                            _mm256_castsi256_ps(best_index),
+                            _mm256_castsi256_ps(ids),
+                            better,
+                        ));
+                    }
+                }
+            }
+            let mut values = [0f32; 8];
+            let mut indices = [0i32; 8];
+            // SAFETY: both arrays hold eight 32-bit lanes.
+            unsafe {
+                _mm256_storeu_ps(values.as_mut_ptr(), best_value);
+                _mm256_storeu_si256(indices.as_mut_ptr() as *mut __m256i, best_index);
+            }
+            let mut lane = 0;
+            for l in 1..8 {
+                if values[l] < values[lane] || (values[l] == values[lane] && indices[l] < indices[lane]) {
+                    lane = l;
+                }
+            }
+            let norm: f32 = x.iter().map(|v| v * v).sum();
+            assign[p] = indices[lane] as u8;
+            dist[p] = (values[lane] + norm).max(0.0);
+        }
     }
 
     #[target_feature(enable = "avx2,fma")]

@@ -10,7 +10,8 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use quiverdb::eval::recall_at_k;
-use quiverdb::exact::{exact_top_k_batch, Scored, TopK};
+use quiverdb::exact::exact_top_k_batch;
+use quiverdb::topk::{Scored, TopK};
 use quiverdb::synthetic::{generate, CorpusSpec};
 use quiverdb::{DocTokens, FdeEncoder, FdeParams, MaxSimQuery};
 

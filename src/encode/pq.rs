@@ -1,0 +1,438 @@
+//! Product quantization of FDEs, with asymmetric distance computation (ADC) for inner products.
+//!
+//! An FDE of `dim` values is cut into `m` subspaces of `dim / m` values; each subspace has 256
+//! centroids trained by k-means (Lloyd's algorithm) and a vector is stored as `m` bytes, the index
+//! of the nearest centroid in each subspace (PQ-256-8 by default: 8 values per byte, 1,280 bytes
+//! for a 10,240-dimensional FDE).
+//!
+//! Search never decodes: for a query FDE `q`, [`PqCodebook::adc_table`] computes the `m × 256`
+//! inner products `⟨q_s, c_{s,j}⟩` once, and the score of a code is `m` table lookups — exactly
+//! `⟨q, decode(code)⟩` up to float rounding. Quantization minimises squared L2 error, which bounds
+//! the inner-product error by Cauchy–Schwarz: `|⟨q, x⟩ - ⟨q, x̂⟩| ≤ ‖q‖·‖x - x̂‖`.
+//!
+//! Training is deterministic for a given sample and seed (subspaces are independent tasks, so the
+//! thread count does not matter). Why not linfa-clustering: measured side by side in
+//! `benches/pq.rs` (same data, same initial centroids, same iterations); see the note there.
+
+use rayon::prelude::*;
+
+use crate::encode::rng::SplitMix64;
+use crate::encode::simd::{self, PQ_CENTROIDS};
+use crate::error::{Error, Result};
+use crate::topk::{Scored, TopK};
+
+/// Training parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PqParams {
+    /// Subspaces `m`: the code length in bytes. Must divide the FDE dimension.
+    pub subspaces: u32,
+    /// Lloyd iterations (fewer if the assignment stops changing).
+    pub iterations: u32,
+    /// Most training vectors used (a deterministic sample of the input beyond that).
+    pub max_training_vectors: u32,
+    /// Seed of the sampling and initial centroids.
+    pub seed: u64,
+}
+
+/// Most training vectors accepted (the cap).
+pub const MAX_TRAINING_VECTORS: u32 = 100_000;
+
+impl PqParams {
+    /// PQ-256-8 for an FDE of `fde_dim` values (8 values per subspace), 16 iterations, at most
+    /// 32,768 training vectors (128 per centroid, well above the ~39 k-means needs).
+    pub fn for_dim(fde_dim: usize) -> Self {
+        PqParams { subspaces: (fde_dim / 8).max(1) as u32, iterations: 16, max_training_vectors: 32_768, seed: 0x5eed }
+    }
+
+    /// Checks the parameters against an FDE dimension.
+    pub fn validate(&self, fde_dim: usize) -> Result<()> {
+        if self.subspaces == 0 || fde_dim % self.subspaces as usize != 0 {
+            return Err(Error::invalid_param(
+                "pq_subspaces",
+                format!("{} does not divide the FDE dimension {fde_dim}", self.subspaces),
+            ));
+        }
+        if self.iterations == 0 || self.iterations > 1000 {
+            return Err(Error::invalid_param("pq_iterations", format!("{} is outside 1..=1000", self.iterations)));
+        }
+        if self.max_training_vectors == 0 || self.max_training_vectors > MAX_TRAINING_VECTORS {
+            return Err(Error::invalid_param(
+                "pq_max_training_vectors",
+                format!("{} is outside 1..={MAX_TRAINING_VECTORS}", self.max_training_vectors),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A trained codebook: `m` subspaces × 256 centroids × `dim / m` values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PqCodebook {
+    dim: usize,
+    subspaces: usize,
+    /// Centroids, subspace-major: `[subspace][centroid][sub_dim]`.
+    centroids: Vec<f32>,
+    /// The same, dimension-major within each subspace (`[subspace][sub_dim][centroid]`), for the
+    /// nearest-centroid kernel.
+    centroids_t: Vec<f32>,
+    /// Squared norms, `[subspace][centroid]`.
+    norms: Vec<f32>,
+}
+
+/// Result of training: the codebook and its mean squared quantisation error on the sample.
+#[derive(Debug)]
+pub struct Trained {
+    /// The codebook.
+    pub codebook: PqCodebook,
+    /// Mean over training vectors of `‖x - decode(encode(x))‖²`.
+    pub distortion: f64,
+}
+
+impl PqCodebook {
+    /// Trains on `vectors` (row-major, `dim` wide). Errors on an empty or ragged input, bad
+    /// parameters or non-finite values.
+    pub fn train(vectors: &[f32], dim: usize, params: &PqParams) -> Result<Trained> {
+        params.validate(dim)?;
+        if dim == 0 || vectors.is_empty() || vectors.len() % dim != 0 {
+            return Err(Error::InvalidInput(format!(
+                "PQ training needs a non-empty set of {dim}-dimensional vectors, got {} values",
+                vectors.len()
+            )));
+        }
+        if vectors.iter().any(|v| !v.is_finite()) {
+            return Err(Error::InvalidInput("PQ training vectors contain NaN or infinity".into()));
+        }
+        let n_all = vectors.len() / dim;
+        let mut rng = SplitMix64::new(params.seed);
+        let sample: Vec<usize> = sample_indices(n_all, params.max_training_vectors as usize, &mut rng);
+        let m = params.subspaces as usize;
+        let sub_dim = dim / m;
+
+        let per_subspace: Vec<(Vec<f32>, f64)> = (0..m)
+            .into_par_iter()
+            .map(|s| {
+                let mut data = Vec::with_capacity(sample.len() * sub_dim);
+                for &i in &sample {
+                    data.extend_from_slice(&vectors[i * dim + s * sub_dim..i * dim + (s + 1) * sub_dim]);
+                }
+                lloyd(&data, sub_dim, params.iterations, params.seed ^ (s as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            })
+            .collect();
+
+        let mut centroids = Vec::with_capacity(m * PQ_CENTROIDS * sub_dim);
+        let mut distortion = 0f64;
+        for (c, d) in per_subspace {
+            centroids.extend(c);
+            distortion += d;
+        }
+        Ok(Trained { codebook: Self::from_centroids(dim, m, centroids)?, distortion: distortion / sample.len() as f64 })
+    }
+
+    /// A codebook from stored centroids (`[subspace][centroid][sub_dim]`), as a segment holds them.
+    pub fn from_centroids(dim: usize, subspaces: usize, centroids: Vec<f32>) -> Result<Self> {
+        if subspaces == 0 || dim % subspaces != 0 || centroids.len() != dim * PQ_CENTROIDS {
+            return Err(Error::InvalidInput(format!(
+                "a codebook of {subspaces} subspaces for dimension {dim} needs {} centroid values, got {}",
+                dim * PQ_CENTROIDS,
+                centroids.len()
+            )));
+        }
+        if centroids.iter().any(|v| !v.is_finite()) {
+            return Err(Error::InvalidInput("codebook centroids contain NaN or infinity".into()));
+        }
+        let sub_dim = dim / subspaces;
+        let mut centroids_t = vec![0f32; centroids.len()];
+        let mut norms = vec![0f32; subspaces * PQ_CENTROIDS];
+        for s in 0..subspaces {
+            let block = &centroids[s * PQ_CENTROIDS * sub_dim..(s + 1) * PQ_CENTROIDS * sub_dim];
+            for c in 0..PQ_CENTROIDS {
+                let centroid = &block[c * sub_dim..(c + 1) * sub_dim];
+                norms[s * PQ_CENTROIDS + c] = centroid.iter().map(|v| v * v).sum();
+                for (d, &v) in centroid.iter().enumerate() {
+                    centroids_t[s * PQ_CENTROIDS * sub_dim + d * PQ_CENTROIDS + c] = v;
+                }
+            }
+        }
+        Ok(PqCodebook { dim, subspaces, centroids, centroids_t, norms })
+    }
+
+    /// The vector dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Subspaces `m` = bytes per code.
+    pub fn subspaces(&self) -> usize {
+        self.subspaces
+    }
+
+    /// Values per subspace.
+    pub fn sub_dim(&self) -> usize {
+        self.dim / self.subspaces
+    }
+
+    /// The centroids, `[subspace][centroid][sub_dim]`.
+    pub fn centroids(&self) -> &[f32] {
+        &self.centroids
+    }
+
+    /// Encodes one vector into `code` (`m` bytes).
+    pub fn encode(&self, vector: &[f32], code: &mut [u8]) -> Result<()> {
+        if vector.len() != self.dim || code.len() != self.subspaces {
+            return Err(Error::InvalidInput(format!(
+                "encode needs a {}-value vector and a {}-byte code, got {} and {}",
+                self.dim,
+                self.subspaces,
+                vector.len(),
+                code.len()
+            )));
+        }
+        let sub_dim = self.sub_dim();
+        let mut dist = [0f32; 1];
+        for s in 0..self.subspaces {
+            simd::nearest_centroid(
+                &vector[s * sub_dim..(s + 1) * sub_dim],
+                sub_dim,
+                &self.centroids_t[s * PQ_CENTROIDS * sub_dim..(s + 1) * PQ_CENTROIDS * sub_dim],
+                &self.norms[s * PQ_CENTROIDS..(s + 1) * PQ_CENTROIDS],
+                &mut code[s..s + 1],
+                &mut dist,
+            );
+        }
+        Ok(())
+    }
+
+    /// Encodes many vectors (row-major) into consecutive codes, in parallel.
+    pub fn encode_batch(&self, vectors: &[f32], codes: &mut [u8]) -> Result<()> {
+        if vectors.len() % self.dim != 0 || codes.len() != vectors.len() / self.dim * self.subspaces {
+            return Err(Error::InvalidInput("encode_batch: vector and code buffers disagree in count".into()));
+        }
+        vectors
+            .par_chunks(self.dim)
+            .zip(codes.par_chunks_mut(self.subspaces))
+            .try_for_each(|(v, c)| self.encode(v, c))
+    }
+
+    /// The vector a code stands for.
+    pub fn decode(&self, code: &[u8], out: &mut [f32]) {
+        assert!(code.len() == self.subspaces && out.len() == self.dim);
+        let sub_dim = self.sub_dim();
+        for (s, &c) in code.iter().enumerate() {
+            let at = (s * PQ_CENTROIDS + c as usize) * sub_dim;
+            out[s * sub_dim..(s + 1) * sub_dim].copy_from_slice(&self.centroids[at..at + sub_dim]);
+        }
+    }
+
+    /// The ADC table of `query`: `⟨q_s, c_{s,j}⟩` for every subspace `s` and centroid `j`.
+    pub fn adc_table(&self, query: &[f32]) -> Result<AdcTable> {
+        if query.len() != self.dim {
+            return Err(Error::InvalidInput(format!("query FDE has {} values, the codebook {}", query.len(), self.dim)));
+        }
+        let sub_dim = self.sub_dim();
+        let mut table = vec![0f32; self.subspaces * PQ_CENTROIDS];
+        for s in 0..self.subspaces {
+            let row = &mut table[s * PQ_CENTROIDS..(s + 1) * PQ_CENTROIDS];
+            let ct = &self.centroids_t[s * PQ_CENTROIDS * sub_dim..(s + 1) * PQ_CENTROIDS * sub_dim];
+            for (d, &q) in query[s * sub_dim..(s + 1) * sub_dim].iter().enumerate() {
+                simd::add_scaled(row, &ct[d * PQ_CENTROIDS..(d + 1) * PQ_CENTROIDS], q);
+            }
+        }
+        Ok(AdcTable { subspaces: self.subspaces, table })
+    }
+}
+
+/// Per-query lookup table for asymmetric inner products against PQ codes.
+#[derive(Clone, Debug)]
+pub struct AdcTable {
+    subspaces: usize,
+    table: Vec<f32>,
+}
+
+impl AdcTable {
+    /// Bytes per code this table scores.
+    pub fn subspaces(&self) -> usize {
+        self.subspaces
+    }
+
+    /// `⟨q, decode(code)⟩` by `m` lookups. `code` must be `m` bytes.
+    #[inline]
+    pub fn score(&self, code: &[u8]) -> f32 {
+        debug_assert_eq!(code.len(), self.subspaces);
+        // Four partial sums so consecutive lookups do not wait on each other's additions.
+        let mut acc = [0f32; 4];
+        let chunks = code.chunks_exact(4);
+        let rest = chunks.remainder();
+        let mut s = 0;
+        for c in chunks {
+            for (l, &b) in c.iter().enumerate() {
+                acc[l] += self.table[(s + l) * PQ_CENTROIDS + b as usize];
+            }
+            s += 4;
+        }
+        for (l, &b) in rest.iter().enumerate() {
+            acc[l] += self.table[(s + l) * PQ_CENTROIDS + b as usize];
+        }
+        (acc[0] + acc[1]) + (acc[2] + acc[3])
+    }
+
+    /// Flat scan: the best `top_n` of `codes` (consecutive `m`-byte codes; ordinal = position),
+    /// skipping ordinals for which `skip` returns true.
+    pub fn scan(&self, codes: &[u8], top_n: usize, skip: impl Fn(u32) -> bool) -> Vec<Scored> {
+        let mut top = TopK::new(top_n);
+        for (doc, code) in codes.chunks_exact(self.subspaces).enumerate() {
+            if !skip(doc as u32) {
+                top.push(Scored { doc: doc as u32, score: self.score(code) });
+            }
+        }
+        top.into_sorted()
+    }
+}
+
+/// `k` distinct indices of `0..n` (all of them, in order, when `n ≤ k`), by a partial
+/// Fisher–Yates shuffle; sorted so reads of the input stay sequential.
+fn sample_indices(n: usize, k: usize, rng: &mut SplitMix64) -> Vec<usize> {
+    if n <= k {
+        return (0..n).collect();
+    }
+    let mut all: Vec<usize> = (0..n).collect();
+    for i in 0..k {
+        let j = i + rng.below((n - i) as u64) as usize;
+        all.swap(i, j);
+    }
+    all.truncate(k);
+    all.sort_unstable();
+    all
+}
+
+/// Lloyd's k-means with 256 centroids on `data` (`n × sub_dim`); returns the centroids
+/// (`[centroid][sub_dim]`) and the summed squared distance of the final assignment.
+///
+/// Initial centroids: distinct sample points chosen by `seed` (every point, repeated, when there
+/// are fewer than 256). An emptied cluster takes the point farthest from its centroid, the usual
+/// repair, so all 256 codes stay useful.
+pub(crate) fn lloyd(data: &[f32], sub_dim: usize, iterations: u32, seed: u64) -> (Vec<f32>, f64) {
+    let n = data.len() / sub_dim;
+    let mut rng = SplitMix64::new(seed);
+    let mut centroids = vec![0f32; PQ_CENTROIDS * sub_dim];
+    let init = sample_indices(n, PQ_CENTROIDS, &mut rng);
+    for c in 0..PQ_CENTROIDS {
+        let p = init[c % init.len()];
+        centroids[c * sub_dim..(c + 1) * sub_dim].copy_from_slice(&data[p * sub_dim..(p + 1) * sub_dim]);
+    }
+    let mut assign = vec![0u8; n];
+    let mut previous = vec![0u8; n];
+    let mut dist = vec![0f32; n];
+    let mut ct = vec![0f32; PQ_CENTROIDS * sub_dim];
+    let mut norms = vec![0f32; PQ_CENTROIDS];
+    let mut sums = vec![0f64; PQ_CENTROIDS * sub_dim];
+    let mut counts = vec![0u32; PQ_CENTROIDS];
+    for iteration in 0..iterations {
+        transpose_centroids(&centroids, sub_dim, &mut ct, &mut norms);
+        simd::nearest_centroid(data, sub_dim, &ct, &norms, &mut assign, &mut dist);
+        if iteration > 0 && assign == previous {
+            break;
+        }
+        previous.copy_from_slice(&assign);
+        if iteration + 1 == iterations {
+            break;
+        }
+        sums.fill(0.0);
+        counts.fill(0);
+        for (p, &a) in assign.iter().enumerate() {
+            counts[a as usize] += 1;
+            for d in 0..sub_dim {
+                sums[a as usize * sub_dim + d] += data[p * sub_dim + d] as f64;
+            }
+        }
+        for c in 0..PQ_CENTROIDS {
+            if counts[c] > 0 {
+                for d in 0..sub_dim {
+                    centroids[c * sub_dim + d] = (sums[c * sub_dim + d] / counts[c] as f64) as f32;
+                }
+            } else if n > PQ_CENTROIDS {
+                // Take the worst-served point, then make sure no other empty cluster takes it too.
+                let (far, _) = dist.iter().enumerate().fold((0, -1f32), |b, (i, &d)| if d > b.1 { (i, d) } else { b });
+                centroids[c * sub_dim..(c + 1) * sub_dim].copy_from_slice(&data[far * sub_dim..(far + 1) * sub_dim]);
+                dist[far] = 0.0;
+            }
+        }
+    }
+    transpose_centroids(&centroids, sub_dim, &mut ct, &mut norms);
+    simd::nearest_centroid(data, sub_dim, &ct, &norms, &mut assign, &mut dist);
+    (centroids, dist.iter().map(|&d| d as f64).sum())
+}
+
+fn transpose_centroids(centroids: &[f32], sub_dim: usize, ct: &mut [f32], norms: &mut [f32]) {
+    for c in 0..PQ_CENTROIDS {
+        let centroid = &centroids[c * sub_dim..(c + 1) * sub_dim];
+        norms[c] = centroid.iter().map(|v| v * v).sum();
+        for (d, &v) in centroid.iter().enumerate() {
+            ct[d * PQ_CENTROIDS + c] = v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gaussian(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut rng = SplitMix64::new(seed);
+        (0..n * dim).map(|_| rng.normal() as f32).collect()
+    }
+
+    #[test]
+    fn adc_score_is_inner_product_with_decoded_vector() {
+        let dim = 32;
+        let data = gaussian(600, dim, 1);
+        let params = PqParams { subspaces: 8, iterations: 8, max_training_vectors: 600, seed: 3 };
+        let trained = PqCodebook::train(&data, dim, &params).unwrap();
+        let cb = &trained.codebook;
+        let query = gaussian(1, dim, 2);
+        let table = cb.adc_table(&query).unwrap();
+        let mut codes = vec![0u8; 600 * 8];
+        cb.encode_batch(&data, &mut codes).unwrap();
+        let mut decoded = vec![0f32; dim];
+        for code in codes.chunks(8) {
+            cb.decode(code, &mut decoded);
+            let want: f32 = decoded.iter().zip(&query).map(|(a, b)| a * b).sum();
+            assert!((table.score(code) - want).abs() < 1e-4 * (1.0 + want.abs()));
+        }
+        let top = table.scan(&codes, 5, |d| d == 0);
+        assert_eq!(top.len(), 5);
+        assert!(top.iter().all(|s| s.doc != 0));
+        assert!(top.windows(2).all(|w| w[0].score >= w[1].score));
+    }
+
+    #[test]
+    fn distortion_drops_as_subspaces_grow() {
+        let dim = 32;
+        let data = gaussian(2000, dim, 4);
+        let mut last = f64::INFINITY;
+        for m in [1, 2, 4, 8, 16] {
+            let params = PqParams { subspaces: m, iterations: 10, max_training_vectors: 2000, seed: 5 };
+            let d = PqCodebook::train(&data, dim, &params).unwrap().distortion;
+            assert!(d < last, "m={m}: distortion {d} did not drop below {last}");
+            last = d;
+        }
+    }
+
+    #[test]
+    fn training_is_deterministic_and_handles_tiny_inputs() {
+        let dim = 16;
+        let data = gaussian(300, dim, 6);
+        let params = PqParams { subspaces: 4, iterations: 5, max_training_vectors: 200, seed: 9 };
+        let a = PqCodebook::train(&data, dim, &params).unwrap();
+        let b = PqCodebook::train(&data, dim, &params).unwrap();
+        assert_eq!(a.codebook, b.codebook);
+        // Fewer vectors than centroids: each vector becomes a centroid, so distortion is zero up
+        // to the cancellation of the ‖x‖² + ‖c‖² - 2⟨x, c⟩ form.
+        let few = gaussian(10, dim, 7);
+        let t = PqCodebook::train(&few, dim, &params).unwrap();
+        assert!(t.distortion < 1e-5, "{}", t.distortion);
+        assert!(PqCodebook::train(&[], dim, &params).is_err());
+        assert!(PqCodebook::train(&data[..17], dim, &params).is_err());
+        let bad = PqParams { subspaces: 3, ..params };
+        assert!(PqCodebook::train(&data, dim, &bad).is_err());
+    }
+}
