@@ -207,10 +207,7 @@ impl PqCodebook {
         if vectors.len() % self.dim != 0 || codes.len() != vectors.len() / self.dim * self.subspaces {
             return Err(Error::InvalidInput("encode_batch: vector and code buffers disagree in count".into()));
         }
-        vectors
-            .par_chunks(self.dim)
-            .zip(codes.par_chunks_mut(self.subspaces))
-            .try_for_each(|(v, c)| self.encode(v, c))
+        vectors.par_chunks(self.dim).zip(codes.par_chunks_mut(self.subspaces)).try_for_each(|(v, c)| self.encode(v, c))
     }
 
     /// The vector a code stands for.
@@ -226,17 +223,14 @@ impl PqCodebook {
     /// The ADC table of `query`: `⟨q_s, c_{s,j}⟩` for every subspace `s` and centroid `j`.
     pub fn adc_table(&self, query: &[f32]) -> Result<AdcTable> {
         if query.len() != self.dim {
-            return Err(Error::InvalidInput(format!("query FDE has {} values, the codebook {}", query.len(), self.dim)));
+            return Err(Error::InvalidInput(format!(
+                "query FDE has {} values, the codebook {}",
+                query.len(),
+                self.dim
+            )));
         }
-        let sub_dim = self.sub_dim();
         let mut table = vec![0f32; self.subspaces * PQ_CENTROIDS];
-        for s in 0..self.subspaces {
-            let row = &mut table[s * PQ_CENTROIDS..(s + 1) * PQ_CENTROIDS];
-            let ct = &self.centroids_t[s * PQ_CENTROIDS * sub_dim..(s + 1) * PQ_CENTROIDS * sub_dim];
-            for (d, &q) in query[s * sub_dim..(s + 1) * sub_dim].iter().enumerate() {
-                simd::add_scaled(row, &ct[d * PQ_CENTROIDS..(d + 1) * PQ_CENTROIDS], q);
-            }
-        }
+        simd::centroid_dots(query, self.sub_dim(), &self.centroids_t, &mut table);
         Ok(AdcTable { subspaces: self.subspaces, table })
     }
 }
@@ -319,6 +313,11 @@ pub(crate) fn lloyd(data: &[f32], sub_dim: usize, iterations: u32, seed: u64) ->
         let p = init[c % init.len()];
         centroids[c * sub_dim..(c + 1) * sub_dim].copy_from_slice(&data[p * sub_dim..(p + 1) * sub_dim]);
     }
+    lloyd_from(data, sub_dim, iterations, centroids)
+}
+
+fn lloyd_from(data: &[f32], sub_dim: usize, iterations: u32, mut centroids: Vec<f32>) -> (Vec<f32>, f64) {
+    let n = data.len() / sub_dim;
     let mut assign = vec![0u8; n];
     let mut previous = vec![0u8; n];
     let mut dist = vec![0f32; n];
@@ -360,6 +359,13 @@ pub(crate) fn lloyd(data: &[f32], sub_dim: usize, iterations: u32, seed: u64) ->
     transpose_centroids(&centroids, sub_dim, &mut ct, &mut norms);
     simd::nearest_centroid(data, sub_dim, &ct, &norms, &mut assign, &mut dist);
     (centroids, dist.iter().map(|&d| d as f64).sum())
+}
+
+/// Lloyd's iterations from given initial centroids, for the side-by-side benchmark against
+/// linfa-clustering (same start, same iteration count). Returns centroids and summed squared error.
+#[doc(hidden)]
+pub fn lloyd_for_bench(data: &[f32], sub_dim: usize, iterations: u32, init: &[f32]) -> (Vec<f32>, f64) {
+    lloyd_from(data, sub_dim, iterations, init.to_vec())
 }
 
 fn transpose_centroids(centroids: &[f32], sub_dim: usize, ct: &mut [f32], norms: &mut [f32]) {

@@ -129,6 +129,30 @@ pub fn nearest_centroid(
     }
 }
 
+/// ADC table rows: for each subspace `s`, `out[s][c] = ⟨x_s, centroid_{s,c}⟩` for the 256
+/// centroids, where `x` is cut into `sub_dim`-wide pieces and `centroids_t` holds each subspace's
+/// codebook dimension-major (`[subspace][sub_dim][256]`).
+pub fn centroid_dots(x: &[f32], sub_dim: usize, centroids_t: &[f32], out: &mut [f32]) {
+    assert!(sub_dim > 0 && x.len() % sub_dim == 0);
+    let m = x.len() / sub_dim;
+    assert!(centroids_t.len() == m * sub_dim * PQ_CENTROIDS && out.len() == m * PQ_CENTROIDS);
+    match Isa::detect() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2+FMA (module docs);
+        // the lengths the kernel indexes by were asserted above.
+        Isa::Avx2 => unsafe { x86::centroid_dots_avx2(x, sub_dim, centroids_t, out) },
+        _ => {
+            for (s, (xs, row)) in x.chunks_exact(sub_dim).zip(out.chunks_exact_mut(PQ_CENTROIDS)).enumerate() {
+                row.fill(0.0);
+                let ct = &centroids_t[s * sub_dim * PQ_CENTROIDS..(s + 1) * sub_dim * PQ_CENTROIDS];
+                for (d, &xd) in xs.iter().enumerate() {
+                    add_scaled_portable(row, &ct[d * PQ_CENTROIDS..(d + 1) * PQ_CENTROIDS], xd);
+                }
+            }
+        }
+    }
+}
+
 fn nearest_centroid_portable(
     points: &[f32],
     sub_dim: usize,
@@ -372,7 +396,8 @@ mod tests {
     #[test]
     fn nearest_centroid_kernels_agree_with_brute_force() {
         let sub_dim = 5;
-        let centroids: Vec<f32> = (0..PQ_CENTROIDS * sub_dim).map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 100.0).collect();
+        let centroids: Vec<f32> =
+            (0..PQ_CENTROIDS * sub_dim).map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 100.0).collect();
         let mut ct = vec![0f32; sub_dim * PQ_CENTROIDS];
         for c in 0..PQ_CENTROIDS {
             for d in 0..sub_dim {
@@ -390,7 +415,9 @@ mod tests {
         nearest_centroid_portable(&points, sub_dim, &ct, &norms, &mut assign_p, &mut dist_p);
         for p in 0..n {
             let x = &points[p * sub_dim..(p + 1) * sub_dim];
-            let d2 = |c: usize| x.iter().zip(&centroids[c * sub_dim..(c + 1) * sub_dim]).map(|(a, b)| (a - b) * (a - b)).sum::<f32>();
+            let d2 = |c: usize| {
+                x.iter().zip(&centroids[c * sub_dim..(c + 1) * sub_dim]).map(|(a, b)| (a - b) * (a - b)).sum::<f32>()
+            };
             let best = (0..PQ_CENTROIDS).map(d2).fold(f32::INFINITY, f32::min);
             for (a, d) in [(assign[p], dist[p]), (assign_p[p], dist_p[p])] {
                 assert!(d2(a as usize) <= best + 1e-3, "point {p}: {} vs {best}", d2(a as usize));
@@ -575,6 +602,31 @@ mod x86 {
             let norm: f32 = x.iter().map(|v| v * v).sum();
             assign[p] = indices[lane] as u8;
             dist[p] = (values[lane] + norm).max(0.0);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn centroid_dots_avx2(x: &[f32], sub_dim: usize, centroids_t: &[f32], out: &mut [f32]) {
+        for (s, xs) in x.chunks_exact(sub_dim).enumerate() {
+            let ct = centroids_t[s * sub_dim * 256..].as_ptr();
+            let row = out[s * 256..].as_mut_ptr();
+            for block in 0..4 {
+                // SAFETY: (d * 256 + block * 64 + 63) < sub_dim * 256 within subspace s's codebook,
+                // and block * 64 + 63 < 256 within its output row (lengths asserted by the caller).
+                unsafe {
+                    let mut acc = [_mm256_setzero_ps(); 8];
+                    for (d, &xd) in xs.iter().enumerate() {
+                        let b = _mm256_set1_ps(xd);
+                        let cp = ct.add(d * 256 + block * 64);
+                        for (v, a) in acc.iter_mut().enumerate() {
+                            *a = _mm256_fmadd_ps(b, _mm256_loadu_ps(cp.add(v * 8)), *a);
+                        }
+                    }
+                    for (v, a) in acc.iter().enumerate() {
+                        _mm256_storeu_ps(row.add(block * 64 + v * 8), *a);
+                    }
+                }
+            }
         }
     }
 

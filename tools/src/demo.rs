@@ -11,8 +11,8 @@ use rayon::prelude::*;
 
 use quiverdb::eval::recall_at_k;
 use quiverdb::exact::exact_top_k_batch;
-use quiverdb::topk::{Scored, TopK};
 use quiverdb::synthetic::{generate, CorpusSpec};
+use quiverdb::topk::{Scored, TopK};
 use quiverdb::{DocTokens, FdeEncoder, FdeParams, MaxSimQuery};
 
 /// Arguments of `quiver demo`.
