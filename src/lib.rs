@@ -18,7 +18,9 @@ pub mod error;
 pub mod eval;
 pub mod exact;
 pub mod format;
+pub mod io;
 pub mod limits;
+pub mod segment;
 pub mod synthetic;
 pub mod topk;
 

@@ -22,3 +22,10 @@ pub const MAX_K_SIM: u32 = 30;
 
 /// Most FDE repetitions (`r_reps`).
 pub const MAX_REPETITIONS: u32 = 1024;
+
+/// Most documents in one segment. PQ codes of a segment under construction are held in RAM
+/// (`pq_subspaces` bytes per document: 21 GB at this limit with 1,280-byte codes).
+pub const MAX_DOCS_PER_SEGMENT: u64 = 1 << 24;
+
+/// Largest payload stored with one document (bytes).
+pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;

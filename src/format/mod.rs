@@ -7,6 +7,7 @@
 
 pub mod fde_params;
 pub mod npy;
+pub mod segment;
 
 use std::path::Path;
 

@@ -67,4 +67,21 @@ fn fuzz_corpus_replays_cleanly() {
         }
     }
     assert!(replayed >= 4, "the committed corpus is missing");
+
+    // Segment inputs: open, verify and read everything; only errors, never panics.
+    let scratch = crate::common::TempDir::new("segment-corpus");
+    let path = scratch.0.join("input.qseg");
+    let mut segments = 0;
+    for entry in std::fs::read_dir(root.join("segment_open")).unwrap() {
+        std::fs::copy(entry.unwrap().path(), &path).unwrap();
+        if let Ok(reader) = quiverdb::segment::SegmentReader::open(&path) {
+            let _ = reader.verify();
+            let _ = reader.pq_codebook();
+            for i in 0..reader.doc_count() {
+                let _ = (reader.tokens(i), reader.payload(i), reader.pq_code(i));
+            }
+        }
+        segments += 1;
+    }
+    assert!(segments >= 1, "the committed segment corpus is missing");
 }

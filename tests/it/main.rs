@@ -2,6 +2,8 @@
 
 mod common;
 mod decoders;
+mod fixtures;
 mod golden;
 mod props;
 mod real_data;
+mod segment;

@@ -1,0 +1,81 @@
+//! Durable publication of new files (tantivy's `atomic_write`, fjall's `fsync_directory`).
+//!
+//! A file becomes visible under its final name only complete and durable:
+//! 1. write it as `<name>.tmp` in the same directory;
+//! 2. fsync the file (its data and length are on disk);
+//! 3. rename `<name>.tmp` → `<name>` (atomic within a directory);
+//! 4. fsync the directory (the rename itself is on disk).
+//!
+//! Crash reasoning: before step 3 only a `.tmp` file exists, which recovery deletes as an orphan;
+//! after step 3 but before 4, power loss may undo the rename (the file is back to `.tmp` or gone),
+//! which is why nothing may reference the new name (no catalog commit) until step 4 returned; after
+//! step 4 the file is durable under its final name. A published file is never opened for writing.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The temporary name a file is written under before publication.
+pub fn tmp_path(final_path: &Path) -> PathBuf {
+    let mut name = final_path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    final_path.with_file_name(name)
+}
+
+/// Creates (truncating any stale leftover) the temporary file for `final_path`.
+pub fn create_tmp(final_path: &Path) -> Result<(PathBuf, File)> {
+    let tmp = tmp_path(final_path);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| Error::io(&tmp, e))?;
+    Ok((tmp, file))
+}
+
+/// Steps 2–4: fsync `file` (written at `tmp`), rename it to `final_path`, fsync the directory.
+/// Refuses to replace an existing `final_path` (published files are never overwritten).
+pub fn publish(file: File, tmp: &Path, final_path: &Path) -> Result<()> {
+    file.sync_all().map_err(|e| Error::io(tmp, e))?;
+    drop(file);
+    if final_path.exists() {
+        return Err(Error::io(
+            final_path,
+            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "refusing to overwrite a published file"),
+        ));
+    }
+    std::fs::rename(tmp, final_path).map_err(|e| Error::io(final_path, e))?;
+    sync_dir(final_path.parent().unwrap_or(Path::new(".")))
+}
+
+/// fsyncs a directory, making renames and creations in it durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn publish_renames_and_refuses_overwrite() {
+        let dir = std::env::temp_dir().join(format!("quiverdb-fs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("seg-1.qseg");
+        let _ = std::fs::remove_file(&target);
+        let (tmp, mut file) = create_tmp(&target).unwrap();
+        assert!(tmp.to_string_lossy().ends_with("seg-1.qseg.tmp"));
+        file.write_all(b"data").unwrap();
+        publish(file, &tmp, &target).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"data");
+        assert!(!tmp.exists());
+        let (tmp, file) = create_tmp(&target).unwrap();
+        assert!(publish(file, &tmp, &target).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

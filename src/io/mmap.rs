@@ -1,0 +1,125 @@
+//! Read-only memory maps of sealed files, and typed views into them.
+//!
+//! # Safety
+//!
+//! This is one of the two modules allowed `unsafe` (the other is the SIMD dispatch).
+//!
+//! **Mapping.** `memmap2::Mmap::map` is `unsafe` because the program has undefined behaviour if the
+//! mapped file is modified or truncated while mapped: the bytes behind a `&[u8]` would change under
+//! the borrow checker's feet. quiverdb maps only *published* segment files, which are written
+//! completely, fsynced and renamed into place before anyone maps them, and are never opened for
+//! writing again (compaction writes new files; old ones are deleted only after the last reader
+//! drops its map, and unlinking does not affect an existing mapping on POSIX systems). What no
+//! process can prevent is another program truncating the file: on Linux that raises SIGBUS on
+//! access (see RELIABILITY.md); `quiver verify` and the checksums detect every other kind of damage.
+//! Maps are read-only (`PROT_READ`), so a bug cannot write through them.
+//!
+//! **Typed views.** [`cast_slice`] reinterprets bytes as `u16`, `u32`, `u64` or `f32`. All four are
+//! plain-old-data types for which every bit pattern is a valid value, and the function checks
+//! alignment and length before the cast (it returns `None` otherwise), so the resulting slice covers
+//! exactly the same, properly aligned bytes with the same lifetime.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A read-only memory map of a whole, sealed file.
+#[derive(Debug)]
+pub struct ReadOnlyMap {
+    path: PathBuf,
+    map: memmap2::Mmap,
+}
+
+impl ReadOnlyMap {
+    /// Maps `path`. An empty file is reported as [`Error::Corruption`] (nothing quiverdb maps is
+    /// ever empty; mapping zero bytes is also not portable).
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len == 0 {
+            return Err(Error::corruption(path, 0, "file is empty"));
+        }
+        // SAFETY: see the module docs: only sealed files that are never written again are mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        Ok(ReadOnlyMap { path: path.to_path_buf(), map })
+    }
+
+    /// The mapped bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// The mapped file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Tells the kernel the given range will be read at random (no read-ahead), as graph and
+    /// token accesses are. Advisory: errors are ignored.
+    pub fn advise_random(&self) {
+        #[cfg(unix)]
+        let _ = self.map.advise(memmap2::Advice::Random);
+    }
+}
+
+/// Types that [`cast_slice`] may produce: every bit pattern is a valid value.
+pub trait Pod: Copy + private::Sealed {}
+impl Pod for u16 {}
+impl Pod for u32 {}
+impl Pod for u64 {}
+impl Pod for f32 {}
+mod private {
+    pub trait Sealed {}
+    impl Sealed for u16 {}
+    impl Sealed for u32 {}
+    impl Sealed for u64 {}
+    impl Sealed for f32 {}
+}
+
+/// Views `bytes` as a slice of `T`, or `None` if it is misaligned or not a whole number of `T`.
+pub fn cast_slice<T: Pod>(bytes: &[u8]) -> Option<&[T]> {
+    let size = std::mem::size_of::<T>();
+    if bytes.len() % size != 0 || (bytes.as_ptr() as usize) % std::mem::align_of::<T>() != 0 {
+        return None;
+    }
+    // SAFETY: alignment and length were checked just above; `T: Pod` admits every bit pattern; the
+    // returned slice borrows `bytes`, so it cannot outlive the memory.
+    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, bytes.len() / size) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cast_checks_alignment_and_length() {
+        // A mapped file starts on a page boundary, so alignment is known exactly.
+        let dir = std::env::temp_dir().join(format!("quiverdb-cast-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("words");
+        let words = [1u64, 2, 3];
+        std::fs::write(&path, words.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+        let map = ReadOnlyMap::open(&path).unwrap();
+        let bytes = map.bytes();
+        assert_eq!(cast_slice::<u64>(bytes), Some(&words[..]));
+        assert_eq!(cast_slice::<u32>(&bytes[4..12]), Some(&[0u32, 2][..]));
+        assert!(cast_slice::<u32>(&bytes[1..9]).is_none(), "misaligned");
+        assert!(cast_slice::<u64>(&bytes[..12]).is_none(), "length not a multiple");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn empty_and_missing_files_are_errors() {
+        let dir = std::env::temp_dir().join(format!("quiverdb-mmap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(matches!(ReadOnlyMap::open(&empty), Err(Error::Corruption { .. })));
+        assert!(matches!(ReadOnlyMap::open(&dir.join("missing")), Err(Error::Io { .. })));
+        std::fs::write(&empty, b"abc").unwrap();
+        assert_eq!(ReadOnlyMap::open(&empty).unwrap().bytes(), b"abc");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,401 @@
+//! Reading a segment: map the file, verify its framing, expose zero-copy typed views.
+//!
+//! `open` checks, before anything is followed: the header (magic, version, CRC), the tail (magic,
+//! recorded length = actual length), the section table (CRC, known kinds, no duplicates, 64-byte
+//! alignment, inside the file, no overlaps), that every required section exists with exactly the
+//! length the header's counts imply, the FDE parameter record (CRC and fields), and the token and
+//! payload offset arrays (CRC, monotone, ending at the section lengths). After `open`, no access
+//! can go out of bounds. The large sections (tokens, codes, codebook, payloads) are not read by
+//! `open`; [`SegmentReader::verify`] checks every section's CRC on demand.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::encode::fde::FdeParams;
+use crate::encode::maxsim::DocTokens;
+use crate::encode::pq::PqCodebook;
+use crate::encode::simd::PQ_CENTROIDS;
+use crate::encode::storage::TokenStorage;
+use crate::error::{Error, Result};
+use crate::format::fde_params;
+use crate::format::segment::{
+    decode_entry, decode_header, decode_tail, Header, SectionEntry, SectionKind, ENTRY_LEN, HEADER_LEN, SECTION_ALIGN,
+    TAIL_LEN, TOKEN_SECTION_ALIGN,
+};
+use crate::io::mmap::{cast_slice, ReadOnlyMap};
+
+/// A section as `quiver inspect` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SectionInfo {
+    /// Kind.
+    pub kind: SectionKind,
+    /// Byte offset.
+    pub offset: u64,
+    /// Length in bytes.
+    pub length: u64,
+    /// Stored CRC-32.
+    pub crc: u32,
+}
+
+/// An open, structurally verified segment. Cheap to share (`Arc` inside); `Send + Sync`.
+#[derive(Clone, Debug)]
+pub struct SegmentReader {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    map: ReadOnlyMap,
+    header: Header,
+    storage: TokenStorage,
+    fde_params: FdeParams,
+    fde_fingerprint: u64,
+    sections: BTreeMap<SectionKind, SectionEntry>,
+}
+
+fn corrupt(path: &Path, offset: u64, what: impl Into<String>) -> Error {
+    Error::corruption(path, offset, what)
+}
+
+impl SegmentReader {
+    /// Opens and structurally verifies `path` (see the module docs).
+    pub fn open(path: &Path) -> Result<Self> {
+        let map = ReadOnlyMap::open(path)?;
+        let bytes = map.bytes();
+        let len = bytes.len() as u64;
+        let header = decode_header(bytes).map_err(|e| e.in_file(path, 0))?;
+        if len < (HEADER_LEN + TAIL_LEN) as u64 {
+            return Err(corrupt(path, len, format!("file of {len} bytes is too short for a segment")));
+        }
+        let tail_at = len - TAIL_LEN as u64;
+        let tail = decode_tail(&bytes[tail_at as usize..]).map_err(|e| e.in_file(path, tail_at))?;
+        if tail.file_len != len {
+            return Err(corrupt(
+                path,
+                tail_at,
+                format!("segment records {} bytes but the file has {len}", tail.file_len),
+            ));
+        }
+        let table_len = tail.section_count as u64 * ENTRY_LEN as u64;
+        if tail.table_offset < HEADER_LEN as u64 || tail.table_offset.checked_add(table_len) != Some(tail_at) {
+            return Err(corrupt(
+                path,
+                tail_at,
+                format!("section table at {} (+{table_len}) does not end at the tail", tail.table_offset),
+            ));
+        }
+        let table = &bytes[tail.table_offset as usize..tail_at as usize];
+        let table_crc = crc32fast::hash(table);
+        if table_crc != tail.table_crc {
+            return Err(corrupt(
+                path,
+                tail.table_offset,
+                format!("section table checksum mismatch: stored {:08x}, computed {table_crc:08x}", tail.table_crc),
+            ));
+        }
+
+        let mut sections = BTreeMap::new();
+        for (i, raw) in table.chunks_exact(ENTRY_LEN).enumerate() {
+            let at = tail.table_offset + (i * ENTRY_LEN) as u64;
+            let entry = decode_entry(raw).map_err(|e| e.in_file(path, at))?;
+            let end = entry.offset.checked_add(entry.length);
+            if entry.offset < HEADER_LEN as u64 || end.is_none_or(|e| e > tail.table_offset) {
+                return Err(corrupt(
+                    path,
+                    at,
+                    format!(
+                        "section {} at {}+{} lies outside the data area",
+                        entry.kind.name(),
+                        entry.offset,
+                        entry.length
+                    ),
+                ));
+            }
+            let align = if entry.kind == SectionKind::Tokens { TOKEN_SECTION_ALIGN } else { SECTION_ALIGN };
+            if entry.offset % align != 0 {
+                return Err(corrupt(
+                    path,
+                    at,
+                    format!("section {} at {} is not {align}-byte aligned", entry.kind.name(), entry.offset),
+                ));
+            }
+            if sections.insert(entry.kind, entry).is_some() {
+                return Err(corrupt(path, at, format!("section {} appears twice", entry.kind.name())));
+            }
+        }
+        let mut by_offset: Vec<&SectionEntry> = sections.values().collect();
+        by_offset.sort_by_key(|e| e.offset);
+        for pair in by_offset.windows(2) {
+            if pair[0].offset + pair[0].length > pair[1].offset {
+                return Err(corrupt(
+                    path,
+                    pair[1].offset,
+                    format!("sections {} and {} overlap", pair[0].kind.name(), pair[1].kind.name()),
+                ));
+            }
+        }
+        for kind in SectionKind::ALL {
+            if !sections.contains_key(&kind) {
+                return Err(corrupt(path, tail.table_offset, format!("required section {} is missing", kind.name())));
+            }
+        }
+
+        let storage = TokenStorage::from_code(header.storage)
+            .ok_or_else(|| corrupt(path, 44, format!("unknown token storage code {}", header.storage)))?;
+        let fde_entry = sections[&SectionKind::FdeParams];
+        let fde_bytes = &bytes[fde_entry.offset as usize..(fde_entry.offset + fde_entry.length) as usize];
+        check_crc(path, &fde_entry, fde_bytes)?;
+        let (fde_params, fde_fingerprint) =
+            fde_params::decode_record(fde_bytes).map_err(|e| e.in_file(path, fde_entry.offset))?;
+        if fde_params.dim != header.dim {
+            return Err(corrupt(
+                path,
+                fde_entry.offset,
+                format!("FDE parameters are for dimension {}, the header says {}", fde_params.dim, header.dim),
+            ));
+        }
+
+        // Every section's length follows from the header's counts; check them all.
+        let n = header.doc_count;
+        let dim = header.dim as u64;
+        let m = header.pq_subspaces as u64;
+        let fde_dim = fde_params.fde_dim() as u64;
+        if n == 0 || m == 0 || fde_dim % m != 0 {
+            return Err(corrupt(
+                path,
+                0,
+                format!("header counts are inconsistent: {n} documents, {m} PQ subspaces for FDE dimension {fde_dim}"),
+            ));
+        }
+        let expect = |kind: SectionKind, want: Option<u64>| -> Result<()> {
+            let e = sections[&kind];
+            match want {
+                Some(w) if w == e.length => Ok(()),
+                _ => Err(corrupt(
+                    path,
+                    e.offset,
+                    format!("section {} is {} bytes, the header implies {want:?}", kind.name(), e.length),
+                )),
+            }
+        };
+        let mul = |a: u64, b: u64| a.checked_mul(b);
+        expect(SectionKind::DocIds, mul(n, 8))?;
+        expect(SectionKind::TokenOffsets, mul(n + 1, 8))?;
+        expect(SectionKind::PayloadOffsets, mul(n + 1, 8))?;
+        expect(
+            SectionKind::Tokens,
+            mul(header.token_rows, dim).and_then(|v| mul(v, storage.bytes_per_value() as u64)),
+        )?;
+        expect(SectionKind::PqCodebook, mul(fde_dim, PQ_CENTROIDS as u64 * 4))?;
+        expect(SectionKind::PqCodes, mul(n, m))?;
+
+        let reader =
+            SegmentReader { inner: Arc::new(Inner { map, header, storage, fde_params, fde_fingerprint, sections }) };
+        reader.check_offsets(SectionKind::TokenOffsets, header.token_rows)?;
+        let payload_len = reader.inner.sections[&SectionKind::PayloadBytes].length;
+        reader.check_offsets(SectionKind::PayloadOffsets, payload_len)?;
+        reader.inner.map.advise_random();
+        Ok(reader)
+    }
+
+    /// Checks an offsets section: CRC, starts at 0, never decreases, ends at `end`.
+    fn check_offsets(&self, kind: SectionKind, end: u64) -> Result<()> {
+        let entry = self.inner.sections[&kind];
+        check_crc(self.path(), &entry, self.section_bytes(kind))?;
+        let offsets = self.u64s(kind);
+        if offsets.first() != Some(&0) || offsets.last() != Some(&end) {
+            return Err(corrupt(self.path(), entry.offset, format!("{} must run from 0 to {end}", kind.name())));
+        }
+        if let Some(i) = offsets.windows(2).position(|w| w[1] < w[0]) {
+            return Err(corrupt(
+                self.path(),
+                entry.offset + 8 * (i as u64 + 1),
+                format!("{} decrease at entry {}", kind.name(), i + 1),
+            ));
+        }
+        if kind == SectionKind::TokenOffsets {
+            if let Some(i) = offsets.windows(2).position(|w| w[1] == w[0]) {
+                return Err(corrupt(
+                    self.path(),
+                    entry.offset + 8 * (i as u64 + 1),
+                    format!("document {i} has no tokens"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn section_bytes(&self, kind: SectionKind) -> &[u8] {
+        let e = &self.inner.sections[&kind];
+        &self.inner.map.bytes()[e.offset as usize..(e.offset + e.length) as usize]
+    }
+
+    fn u64s(&self, kind: SectionKind) -> &[u64] {
+        // Sections are 64-byte aligned in a page-aligned map and their lengths were checked.
+        cast_slice(self.section_bytes(kind)).expect("aligned u64 section")
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        self.inner.map.path()
+    }
+
+    /// The segment id recorded in the header.
+    pub fn segment_id(&self) -> u64 {
+        self.inner.header.segment_id
+    }
+
+    /// Documents in the segment.
+    pub fn doc_count(&self) -> usize {
+        self.inner.header.doc_count as usize
+    }
+
+    /// Token vectors in the segment.
+    pub fn token_rows(&self) -> u64 {
+        self.inner.header.token_rows
+    }
+
+    /// Token dimension.
+    pub fn dim(&self) -> usize {
+        self.inner.header.dim as usize
+    }
+
+    /// Token storage type.
+    pub fn storage(&self) -> TokenStorage {
+        self.inner.storage
+    }
+
+    /// The FDE parameters the codes were computed with.
+    pub fn fde_params(&self) -> &FdeParams {
+        &self.inner.fde_params
+    }
+
+    /// The stored fingerprint of the FDE matrices (compare with `FdeEncoder::fingerprint`).
+    pub fn fde_fingerprint(&self) -> u64 {
+        self.inner.fde_fingerprint
+    }
+
+    /// Errors unless `encoder` is the encoder this segment was written with (same parameters and
+    /// the same random matrices): a segment encoded otherwise must not be searched.
+    pub fn check_encoder(&self, encoder: &crate::encode::fde::FdeEncoder) -> Result<()> {
+        if encoder.params() != self.fde_params() || encoder.fingerprint() != self.fde_fingerprint() {
+            return Err(Error::InvalidInput(format!(
+                "{}: segment was encoded with FDE parameters {:?} (fingerprint {:016x}), not {:?} ({:016x})",
+                self.path().display(),
+                self.fde_params(),
+                self.fde_fingerprint(),
+                encoder.params(),
+                encoder.fingerprint()
+            )));
+        }
+        Ok(())
+    }
+
+    /// External ids in ordinal order.
+    pub fn doc_ids(&self) -> &[u64] {
+        self.u64s(SectionKind::DocIds)
+    }
+
+    /// Token row range of document `ordinal`.
+    pub fn token_range(&self, ordinal: usize) -> std::ops::Range<u64> {
+        let o = self.u64s(SectionKind::TokenOffsets);
+        o[ordinal]..o[ordinal + 1]
+    }
+
+    /// Tokens of document `ordinal`, zero-copy from the map. Panics if `ordinal >= doc_count()`.
+    pub fn tokens(&self, ordinal: usize) -> DocTokens<'_> {
+        let rows = self.token_range(ordinal);
+        let width = self.dim() as u64 * self.storage().bytes_per_value() as u64;
+        let all = self.section_bytes(SectionKind::Tokens);
+        let bytes = &all[(rows.start * width) as usize..(rows.end * width) as usize];
+        match self.storage() {
+            TokenStorage::F32 => DocTokens::F32(cast_slice(bytes).expect("page-aligned token section")),
+            TokenStorage::F16 => DocTokens::F16(cast_slice(bytes).expect("page-aligned token section")),
+            TokenStorage::Bf16 => DocTokens::Bf16(cast_slice(bytes).expect("page-aligned token section")),
+        }
+    }
+
+    /// Payload of document `ordinal` (empty when it was stored without one).
+    pub fn payload(&self, ordinal: usize) -> &[u8] {
+        let o = self.u64s(SectionKind::PayloadOffsets);
+        &self.section_bytes(SectionKind::PayloadBytes)[o[ordinal] as usize..o[ordinal + 1] as usize]
+    }
+
+    /// PQ code length in bytes.
+    pub fn pq_subspaces(&self) -> usize {
+        self.inner.header.pq_subspaces as usize
+    }
+
+    /// All PQ codes, `doc_count × pq_subspaces` bytes.
+    pub fn pq_codes(&self) -> &[u8] {
+        self.section_bytes(SectionKind::PqCodes)
+    }
+
+    /// The PQ code of document `ordinal`.
+    pub fn pq_code(&self, ordinal: usize) -> &[u8] {
+        let m = self.pq_subspaces();
+        &self.pq_codes()[ordinal * m..(ordinal + 1) * m]
+    }
+
+    /// The stored codebook (copied out and prepared for encoding and ADC; its CRC is checked).
+    pub fn pq_codebook(&self) -> Result<PqCodebook> {
+        let entry = self.inner.sections[&SectionKind::PqCodebook];
+        let bytes = self.section_bytes(SectionKind::PqCodebook);
+        check_crc(self.path(), &entry, bytes)?;
+        let centroids: Vec<f32> = cast_slice::<f32>(bytes).expect("aligned f32 section").to_vec();
+        PqCodebook::from_centroids(self.fde_params().fde_dim(), self.pq_subspaces(), centroids)
+            .map_err(|e| corrupt(self.path(), entry.offset, e.to_string()))
+    }
+
+    /// Every section, in file order.
+    pub fn sections(&self) -> Vec<SectionInfo> {
+        let mut out: Vec<SectionInfo> = self
+            .inner
+            .sections
+            .values()
+            .map(|e| SectionInfo { kind: e.kind, offset: e.offset, length: e.length, crc: e.crc })
+            .collect();
+        out.sort_by_key(|s| s.offset);
+        out
+    }
+
+    /// File length in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.inner.map.bytes().len() as u64
+    }
+
+    /// Verifies every byte of the file: each section against its CRC, and the alignment padding
+    /// between sections as zeros (the header, table and tail were verified by `open`).
+    pub fn verify(&self) -> Result<()> {
+        for entry in self.inner.sections.values() {
+            check_crc(self.path(), entry, self.section_bytes(entry.kind))?;
+        }
+        let bytes = self.inner.map.bytes();
+        let table_offset = (bytes.len() - TAIL_LEN) as u64 - self.inner.sections.len() as u64 * ENTRY_LEN as u64;
+        let mut gap_start = HEADER_LEN as u64;
+        for s in self.sections().iter().map(|s| (s.offset, s.offset + s.length)).chain([(table_offset, table_offset)]) {
+            if let Some(pos) = bytes[gap_start as usize..s.0 as usize].iter().position(|&b| b != 0) {
+                return Err(corrupt(
+                    self.path(),
+                    gap_start + pos as u64,
+                    "non-zero byte in the padding between sections",
+                ));
+            }
+            gap_start = s.1;
+        }
+        Ok(())
+    }
+}
+
+fn check_crc(path: &Path, entry: &SectionEntry, bytes: &[u8]) -> Result<()> {
+    let crc = crc32fast::hash(bytes);
+    if crc != entry.crc {
+        return Err(corrupt(
+            path,
+            entry.offset,
+            format!("section {} checksum mismatch: stored {:08x}, computed {crc:08x}", entry.kind.name(), entry.crc),
+        ));
+    }
+    Ok(())
+}

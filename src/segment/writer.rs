@@ -1,0 +1,420 @@
+//! Writing a segment.
+//!
+//! Order of work (crash reasoning in [`crate::io::fs`]): everything is written to `<name>.tmp`;
+//! only [`SegmentWriter::finish`] fsyncs, renames and fsyncs the directory. A crash at any earlier
+//! point leaves a `.tmp` orphan that recovery deletes; a writer dropped without `finish` deletes
+//! its own temporary file.
+//!
+//! Memory: token data is streamed to the file as documents arrive. Held in RAM: ids, token and
+//! payload offsets (24 bytes per document), payload bytes, the PQ codes (`m` bytes per document),
+//! and, when the codebook is trained here, a reservoir sample of at most `max_training_vectors`
+//! FDEs. With a trained codebook the codes need a second pass: tokens are read back from the
+//! temporary file (as stored, so FDEs always describe the stored values) and re-encoded.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+#[cfg(unix)]
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::encode::fde::FdeEncoder;
+use crate::encode::pq::{PqCodebook, PqParams};
+use crate::encode::rng::SplitMix64;
+use crate::encode::simd;
+use crate::encode::storage::{to_16bit, TokenStorage};
+use crate::encode::tokens::TokenMatrix;
+use crate::error::{Error, Result};
+use crate::format::fde_params;
+use crate::format::segment::{
+    encode_entry, encode_header, encode_tail, Header, SectionEntry, SectionKind, Tail, HEADER_LEN, SECTION_ALIGN,
+    TOKEN_SECTION_ALIGN,
+};
+use crate::io::fs as durable;
+use crate::limits::{MAX_DOCS_PER_SEGMENT, MAX_PAYLOAD_BYTES};
+
+/// One document to store.
+#[derive(Clone, Copy, Debug)]
+pub struct Document<'a> {
+    /// External id.
+    pub id: u64,
+    /// Token vectors (validated).
+    pub tokens: TokenMatrix<'a>,
+    /// Optional payload bytes (e.g. JSON).
+    pub payload: Option<&'a [u8]>,
+}
+
+/// Where the segment's PQ codebook comes from.
+#[derive(Clone, Debug)]
+pub enum PqSource {
+    /// Train a codebook on this segment's documents.
+    Train(PqParams),
+    /// Use an existing codebook (e.g. the collection's), so codes are computed in one pass and
+    /// ADC tables can be shared across segments.
+    Reuse(Arc<PqCodebook>),
+}
+
+/// What a segment is written with.
+#[derive(Clone, Debug)]
+pub struct SegmentConfig {
+    /// The segment's id in its collection (also in its file name).
+    pub segment_id: u64,
+    /// Token storage type.
+    pub storage: TokenStorage,
+    /// PQ codebook source.
+    pub pq: PqSource,
+}
+
+/// A published segment.
+#[derive(Clone, Debug)]
+pub struct SegmentSummary {
+    /// Final path.
+    pub path: PathBuf,
+    /// Documents.
+    pub doc_count: u64,
+    /// Token vectors.
+    pub token_rows: u64,
+    /// File length.
+    pub bytes: u64,
+    /// Mean squared PQ error of the training sample, when the codebook was trained here.
+    pub pq_distortion: Option<f64>,
+}
+
+/// Streams documents into a new segment file. See the module docs.
+pub struct SegmentWriter {
+    final_path: PathBuf,
+    tmp_path: PathBuf,
+    out: Option<BufWriter<File>>,
+    encoder: Arc<FdeEncoder>,
+    config: SegmentConfig,
+    /// Bytes written so far (the file position).
+    pos: u64,
+    entries: Vec<SectionEntry>,
+    tokens_start: u64,
+    tokens_crc: crc32fast::Hasher,
+    ids: Vec<u64>,
+    token_offsets: Vec<u64>,
+    payload_offsets: Vec<u64>,
+    payload_bytes: Vec<u8>,
+    codes: Vec<u8>,
+    /// Reservoir of FDEs for training (when `PqSource::Train`), `fde_dim` each.
+    reservoir: Vec<f32>,
+    reservoir_rng: SplitMix64,
+    finished: bool,
+}
+
+impl SegmentWriter {
+    /// Starts `path` (written as `path.tmp` until [`SegmentWriter::finish`]).
+    pub fn create(path: &Path, encoder: Arc<FdeEncoder>, config: SegmentConfig) -> Result<Self> {
+        if let PqSource::Reuse(codebook) = &config.pq {
+            if codebook.dim() != encoder.fde_dim() {
+                return Err(Error::InvalidInput(format!(
+                    "codebook dimension {} differs from the FDE dimension {}",
+                    codebook.dim(),
+                    encoder.fde_dim()
+                )));
+            }
+        }
+        if let PqSource::Train(params) = &config.pq {
+            params.validate(encoder.fde_dim())?;
+        }
+        let (tmp_path, file) = durable::create_tmp(path)?;
+        let mut writer = SegmentWriter {
+            final_path: path.to_path_buf(),
+            tmp_path,
+            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            reservoir_rng: SplitMix64::new(match &config.pq {
+                PqSource::Train(p) => p.seed,
+                PqSource::Reuse(_) => 0,
+            }),
+            encoder,
+            config,
+            pos: 0,
+            entries: Vec::new(),
+            tokens_start: 0,
+            tokens_crc: crc32fast::Hasher::new(),
+            ids: Vec::new(),
+            token_offsets: vec![0],
+            payload_offsets: vec![0],
+            payload_bytes: Vec::new(),
+            codes: Vec::new(),
+            reservoir: Vec::new(),
+            finished: false,
+        };
+        // The header is written last, when the counts are known.
+        writer.write_raw(&[0u8; HEADER_LEN])?;
+        let record = fde_params::encode_record(writer.encoder.params(), writer.encoder.fingerprint());
+        writer.write_section(SectionKind::FdeParams, &record, SECTION_ALIGN)?;
+        writer.pad_to(TOKEN_SECTION_ALIGN)?;
+        writer.tokens_start = writer.pos;
+        Ok(writer)
+    }
+
+    fn out(&mut self) -> &mut BufWriter<File> {
+        self.out.as_mut().expect("the writer is open until finish")
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        let path = self.tmp_path.clone();
+        self.out().write_all(bytes).map_err(|e| Error::io(&path, e))?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn pad_to(&mut self, align: u64) -> Result<()> {
+        let pad = (align - self.pos % align) % align;
+        self.write_raw(&vec![0u8; pad as usize])
+    }
+
+    fn write_section(&mut self, kind: SectionKind, bytes: &[u8], align: u64) -> Result<()> {
+        self.pad_to(align)?;
+        let entry = SectionEntry { kind, offset: self.pos, length: bytes.len() as u64, crc: crc32fast::hash(bytes) };
+        self.write_raw(bytes)?;
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Documents added so far.
+    pub fn doc_count(&self) -> u64 {
+        self.ids.len() as u64
+    }
+
+    /// Adds documents in order (their ordinals are their positions). Token conversion and FDE/PQ
+    /// encoding run in parallel; token bytes are appended to the file.
+    pub fn add_batch(&mut self, docs: &[Document<'_>]) -> Result<()> {
+        let dim = self.encoder.params().dim as usize;
+        if self.doc_count() + docs.len() as u64 > MAX_DOCS_PER_SEGMENT {
+            return Err(Error::InvalidInput(format!("a segment holds at most {MAX_DOCS_PER_SEGMENT} documents")));
+        }
+        for doc in docs {
+            if doc.tokens.dim() != dim {
+                return Err(Error::InvalidInput(format!(
+                    "document {}: {}-dimensional tokens, the segment stores {dim}",
+                    doc.id,
+                    doc.tokens.dim()
+                )));
+            }
+            if doc.payload.is_some_and(|p| p.len() > MAX_PAYLOAD_BYTES) {
+                return Err(Error::InvalidInput(format!(
+                    "document {}: payload above {MAX_PAYLOAD_BYTES} bytes",
+                    doc.id
+                )));
+            }
+        }
+        let storage = self.config.storage;
+        let encoder = &self.encoder;
+        let codebook = match &self.config.pq {
+            PqSource::Reuse(cb) => Some(cb.clone()),
+            PqSource::Train(_) => None,
+        };
+        // (stored bytes, FDE of the stored values, PQ code if the codebook is known)
+        let encoded: Vec<(Vec<u8>, Vec<f32>, Vec<u8>)> = docs
+            .par_iter()
+            .map(|doc| {
+                let (bytes, stored) = store_tokens(doc.tokens.as_slice(), storage)?;
+                let values = stored.as_deref().unwrap_or(doc.tokens.as_slice());
+                let fde = encoder.encode_document(&TokenMatrix::new(values, dim)?)?;
+                let mut code = Vec::new();
+                if let Some(cb) = &codebook {
+                    code = vec![0u8; cb.subspaces()];
+                    cb.encode(&fde, &mut code)?;
+                }
+                Ok((bytes, fde, code))
+            })
+            .collect::<Result<_>>()?;
+        for (doc, (bytes, fde, code)) in docs.iter().zip(encoded) {
+            self.tokens_crc.update(&bytes);
+            self.write_raw(&bytes)?;
+            self.token_offsets.push(self.token_offsets.last().expect("starts with 0") + doc.tokens.rows() as u64);
+            self.payload_bytes.extend_from_slice(doc.payload.unwrap_or(&[]));
+            self.payload_offsets.push(self.payload_bytes.len() as u64);
+            self.ids.push(doc.id);
+            self.codes.extend_from_slice(&code);
+            self.offer_for_training(fde);
+        }
+        Ok(())
+    }
+
+    /// Reservoir sampling (Vitter's algorithm R), deterministic for a given seed and order.
+    fn offer_for_training(&mut self, fde: Vec<f32>) {
+        let PqSource::Train(params) = &self.config.pq else { return };
+        let capacity = params.max_training_vectors as usize;
+        let dim = fde.len();
+        let seen = self.ids.len(); // this document is number `seen` (1-based)
+        if seen <= capacity {
+            self.reservoir.extend_from_slice(&fde);
+        } else {
+            let slot = self.reservoir_rng.below(seen as u64) as usize;
+            if slot < capacity {
+                self.reservoir[slot * dim..(slot + 1) * dim].copy_from_slice(&fde);
+            }
+        }
+    }
+
+    /// Trains the codebook if needed, writes the remaining sections, the table, the tail and the
+    /// header, then publishes the file durably. The segment must hold at least one document.
+    pub fn finish(mut self) -> Result<SegmentSummary> {
+        let n = self.ids.len();
+        if n == 0 {
+            return Err(Error::InvalidInput("a segment needs at least one document".into()));
+        }
+        let dim = self.encoder.params().dim as usize;
+        let token_rows = *self.token_offsets.last().expect("non-empty");
+        let tokens_len = self.pos - self.tokens_start;
+        let tokens_crc = std::mem::take(&mut self.tokens_crc).finalize();
+        self.entries.push(SectionEntry {
+            kind: SectionKind::Tokens,
+            offset: self.tokens_start,
+            length: tokens_len,
+            crc: tokens_crc,
+        });
+
+        let (codebook, pq_distortion) = match self.config.pq.clone() {
+            PqSource::Reuse(cb) => (cb, None),
+            PqSource::Train(params) => {
+                let trained = PqCodebook::train(&self.reservoir, self.encoder.fde_dim(), &params)?;
+                self.reservoir = Vec::new();
+                let cb = Arc::new(trained.codebook);
+                self.codes = self.encode_stored_tokens(&cb)?;
+                (cb, Some(trained.distortion))
+            }
+        };
+
+        let ids: Vec<u8> = self.ids.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.write_section(SectionKind::DocIds, &ids, SECTION_ALIGN)?;
+        let offsets: Vec<u8> = self.token_offsets.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.write_section(SectionKind::TokenOffsets, &offsets, SECTION_ALIGN)?;
+        let payload_offsets: Vec<u8> = self.payload_offsets.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.write_section(SectionKind::PayloadOffsets, &payload_offsets, SECTION_ALIGN)?;
+        let payload_bytes = std::mem::take(&mut self.payload_bytes);
+        self.write_section(SectionKind::PayloadBytes, &payload_bytes, SECTION_ALIGN)?;
+        let centroids: Vec<u8> = codebook.centroids().iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.write_section(SectionKind::PqCodebook, &centroids, SECTION_ALIGN)?;
+        let codes = std::mem::take(&mut self.codes);
+        self.write_section(SectionKind::PqCodes, &codes, SECTION_ALIGN)?;
+
+        self.pad_to(SECTION_ALIGN)?;
+        let table_offset = self.pos;
+        let table: Vec<u8> = self.entries.iter().flat_map(encode_entry).collect();
+        self.write_raw(&table)?;
+        let file_len = self.pos + crate::format::segment::TAIL_LEN as u64;
+        let tail = Tail {
+            table_offset,
+            section_count: self.entries.len() as u32,
+            table_crc: crc32fast::hash(&table),
+            file_len,
+        };
+        self.write_raw(&encode_tail(&tail))?;
+        let header = Header {
+            segment_id: self.config.segment_id,
+            doc_count: n as u64,
+            token_rows,
+            dim: dim as u32,
+            storage: self.config.storage.code(),
+            pq_subspaces: codebook.subspaces() as u32,
+        };
+        let file = self.take_file()?;
+        write_at(&file, &self.tmp_path, &encode_header(&header), 0)?;
+        durable::publish(file, &self.tmp_path, &self.final_path)?;
+        self.finished = true;
+        Ok(SegmentSummary {
+            path: self.final_path.clone(),
+            doc_count: n as u64,
+            token_rows,
+            bytes: file_len,
+            pq_distortion,
+        })
+    }
+
+    fn take_file(&mut self) -> Result<File> {
+        let out = self.out.take().expect("open until finish");
+        out.into_inner().map_err(|e| Error::io(&self.tmp_path, e.into_error()))
+    }
+
+    /// Second pass: reads every document's stored tokens back from the temporary file and
+    /// computes its PQ code, in parallel batches.
+    fn encode_stored_tokens(&mut self, codebook: &PqCodebook) -> Result<Vec<u8>> {
+        let path = self.tmp_path.clone();
+        self.out().flush().map_err(|e| Error::io(&path, e))?;
+        let file = self.out().get_ref().try_clone().map_err(|e| Error::io(&path, e))?;
+        let dim = self.encoder.params().dim as usize;
+        let bpv = self.config.storage.bytes_per_value() as u64;
+        let n = self.ids.len();
+        let m = codebook.subspaces();
+        let mut codes = vec![0u8; n * m];
+        const BATCH: usize = 256;
+        for start in (0..n).step_by(BATCH) {
+            let end = (start + BATCH).min(n);
+            let first = self.token_offsets[start];
+            let last = self.token_offsets[end];
+            let mut bytes = vec![0u8; ((last - first) * dim as u64 * bpv) as usize];
+            read_at(&file, &path, &mut bytes, self.tokens_start + first * dim as u64 * bpv)?;
+            let storage = self.config.storage;
+            let offsets = &self.token_offsets;
+            let encoder = &self.encoder;
+            codes[start * m..end * m].par_chunks_mut(m).enumerate().try_for_each(|(i, code)| {
+                let doc = start + i;
+                let lo = ((offsets[doc] - first) * dim as u64 * bpv) as usize;
+                let hi = ((offsets[doc + 1] - first) * dim as u64 * bpv) as usize;
+                let values = load_tokens(&bytes[lo..hi], storage);
+                let fde = encoder.encode_document(&TokenMatrix::new(&values, dim)?)?;
+                codebook.encode(&fde, code)
+            })?;
+        }
+        Ok(codes)
+    }
+}
+
+impl Drop for SegmentWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Best effort: an unfinished segment must not linger (recovery would also remove it).
+            self.out.take();
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+/// Token values as stored: the little-endian bytes, and (for 16-bit types) the values they
+/// round-trip to, so FDEs are computed from exactly what the segment holds.
+fn store_tokens(values: &[f32], storage: TokenStorage) -> Result<(Vec<u8>, Option<Vec<f32>>)> {
+    match storage {
+        TokenStorage::F32 => Ok((values.iter().flat_map(|v| v.to_le_bytes()).collect(), None)),
+        TokenStorage::F16 | TokenStorage::Bf16 => {
+            let bits = to_16bit(values, storage)?;
+            let bytes = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+            Ok((bytes, Some(decode_16bit(&bits, storage))))
+        }
+    }
+}
+
+fn decode_16bit(bits: &[u16], storage: TokenStorage) -> Vec<f32> {
+    let mut out = vec![0f32; bits.len()];
+    match storage {
+        TokenStorage::F16 => simd::f16_to_f32(bits, &mut out),
+        _ => simd::bf16_to_f32(bits, &mut out),
+    }
+    out
+}
+
+fn load_tokens(bytes: &[u8], storage: TokenStorage) -> Vec<f32> {
+    match storage {
+        TokenStorage::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect(),
+        _ => {
+            let bits: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+            decode_16bit(&bits, storage)
+        }
+    }
+}
+
+#[cfg(unix)]
+fn write_at(file: &File, path: &Path, bytes: &[u8], offset: u64) -> Result<()> {
+    file.write_all_at(bytes, offset).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
+    file.read_exact_at(buf, offset).map_err(|e| Error::io(path, e))
+}

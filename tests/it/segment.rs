@@ -1,0 +1,294 @@
+//! Segment files: writer → reader round trips and every class of corruption.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use quiverdb::encode::pq::{PqCodebook, PqParams};
+use quiverdb::encode::rng::SplitMix64;
+use quiverdb::encode::storage::to_16bit;
+use quiverdb::format::segment::{decode_tail, encode_tail, SectionKind, ENTRY_LEN, TAIL_LEN};
+use quiverdb::segment::{Document, PqSource, SegmentConfig, SegmentReader, SegmentWriter};
+use quiverdb::{DocTokens, Error, FdeEncoder, FdeParams, Projection, TokenMatrix, TokenStorage};
+
+use crate::common::TempDir;
+
+const DIM: usize = 8;
+
+fn small_encoder() -> Arc<FdeEncoder> {
+    let params = FdeParams {
+        dim: DIM as u32,
+        k_sim: 2,
+        projection: Projection::CountSketch { d_proj: 4 },
+        r_reps: 2,
+        fill_empty: true,
+        final_dim: None,
+        seed: 3,
+    };
+    Arc::new(FdeEncoder::new(params).unwrap())
+}
+
+fn pq_params() -> PqParams {
+    PqParams { subspaces: 4, iterations: 4, max_training_vectors: 64, seed: 1 }
+}
+
+struct Docs {
+    ids: Vec<u64>,
+    tokens: Vec<Vec<f32>>,
+    payloads: Vec<Option<Vec<u8>>>,
+}
+
+fn random_docs(seed: u64, n: usize) -> Docs {
+    let mut rng = SplitMix64::new(seed);
+    let mut docs = Docs { ids: Vec::new(), tokens: Vec::new(), payloads: Vec::new() };
+    for i in 0..n {
+        docs.ids.push(rng.next_u64() ^ i as u64);
+        let rows = 1 + rng.below(12) as usize;
+        docs.tokens.push((0..rows * DIM).map(|_| rng.normal() as f32 * 0.3).collect());
+        docs.payloads.push(if rng.below(3) == 0 { None } else { Some(format!("{{\"n\":{i}}}").into_bytes()) });
+    }
+    docs
+}
+
+fn write(path: &Path, docs: &Docs, storage: TokenStorage, pq: PqSource, batch: usize) -> quiverdb::Result<()> {
+    let mut w = SegmentWriter::create(path, small_encoder(), SegmentConfig { segment_id: 9, storage, pq })?;
+    let all: Vec<Document> = (0..docs.ids.len())
+        .map(|i| Document {
+            id: docs.ids[i],
+            tokens: TokenMatrix::new(&docs.tokens[i], DIM).unwrap(),
+            payload: docs.payloads[i].as_deref(),
+        })
+        .collect();
+    for chunk in all.chunks(batch.max(1)) {
+        w.add_batch(chunk)?;
+    }
+    w.finish()?;
+    Ok(())
+}
+
+fn stored(values: &[f32], storage: TokenStorage) -> Vec<f32> {
+    match storage {
+        TokenStorage::F32 => values.to_vec(),
+        TokenStorage::F16 => {
+            to_16bit(values, storage).unwrap().iter().map(|&b| half::f16::from_bits(b).to_f32()).collect()
+        }
+        TokenStorage::Bf16 => {
+            to_16bit(values, storage).unwrap().iter().map(|&b| half::bf16::from_bits(b).to_f32()).collect()
+        }
+    }
+}
+
+fn as_f32(tokens: DocTokens<'_>) -> Vec<f32> {
+    match tokens {
+        DocTokens::F32(v) => v.to_vec(),
+        DocTokens::F16(v) => v.iter().map(|&b| half::f16::from_bits(b).to_f32()).collect(),
+        DocTokens::Bf16(v) => v.iter().map(|&b| half::bf16::from_bits(b).to_f32()).collect(),
+    }
+}
+
+fn check_round_trip(path: &Path, docs: &Docs, storage: TokenStorage) -> PqCodebook {
+    let reader = SegmentReader::open(path).unwrap();
+    reader.verify().unwrap();
+    reader.check_encoder(&small_encoder()).unwrap();
+    assert_eq!(reader.doc_count(), docs.ids.len());
+    assert_eq!(reader.doc_ids(), &docs.ids[..]);
+    assert_eq!(reader.segment_id(), 9);
+    assert_eq!(reader.storage(), storage);
+    let codebook = reader.pq_codebook().unwrap();
+    let enc = small_encoder();
+    for i in 0..docs.ids.len() {
+        let want = stored(&docs.tokens[i], storage);
+        assert_eq!(as_f32(reader.tokens(i)), want, "tokens of {i}");
+        assert_eq!(reader.payload(i), docs.payloads[i].as_deref().unwrap_or(&[]));
+        let fde = enc.encode_document(&TokenMatrix::new(&want, DIM).unwrap()).unwrap();
+        let mut code = vec![0u8; codebook.subspaces()];
+        codebook.encode(&fde, &mut code).unwrap();
+        assert_eq!(reader.pq_code(i), &code[..], "code of {i}");
+    }
+    codebook
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn writer_reader_round_trip(seed in any::<u64>(), n in 1usize..40, storage in 0u8..3, batch in 1usize..9) {
+        let tmp = TempDir::new(&format!("seg-rt-{seed}"));
+        let storage = TokenStorage::from_code(storage).unwrap();
+        let docs = random_docs(seed, n);
+        let path = tmp.0.join("a.qseg");
+        write(&path, &docs, storage, PqSource::Train(pq_params()), batch).unwrap();
+        let codebook = check_round_trip(&path, &docs, storage);
+        // A second segment reusing the first one's codebook stores that codebook and its codes.
+        let reused = tmp.0.join("b.qseg");
+        write(&reused, &docs, storage, PqSource::Reuse(Arc::new(codebook.clone())), batch).unwrap();
+        let again = check_round_trip(&reused, &docs, storage);
+        prop_assert_eq!(again, codebook);
+    }
+}
+
+#[test]
+fn writer_refuses_bad_input_and_leaves_no_file() {
+    let tmp = TempDir::new("seg-bad-input");
+    let path = tmp.0.join("x.qseg");
+    let empty = SegmentWriter::create(
+        &path,
+        small_encoder(),
+        SegmentConfig { segment_id: 1, storage: TokenStorage::F32, pq: PqSource::Train(pq_params()) },
+    )
+    .unwrap();
+    assert!(matches!(empty.finish(), Err(Error::InvalidInput(_))));
+    let mut w = SegmentWriter::create(
+        &path,
+        small_encoder(),
+        SegmentConfig { segment_id: 1, storage: TokenStorage::F16, pq: PqSource::Train(pq_params()) },
+    )
+    .unwrap();
+    let wrong_dim = [0.5f32; 12];
+    let doc = Document { id: 1, tokens: TokenMatrix::new(&wrong_dim, 4).unwrap(), payload: None };
+    assert!(matches!(w.add_batch(&[doc]), Err(Error::InvalidInput(_))));
+    let huge = [70_000f32; DIM];
+    let doc = Document { id: 2, tokens: TokenMatrix::new(&huge, DIM).unwrap(), payload: None };
+    assert!(matches!(w.add_batch(&[doc]), Err(Error::InvalidInput(_))), "f16 overflow");
+    drop(w);
+    let leftovers: Vec<PathBuf> = std::fs::read_dir(&tmp.0).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(leftovers.is_empty(), "unfinished writers must clean up: {leftovers:?}");
+    // A codebook of the wrong dimension is refused up front.
+    let other = PqCodebook::train(&[0.1f32; 64 * 16], 16, &PqParams { subspaces: 2, ..pq_params() }).unwrap().codebook;
+    assert!(SegmentWriter::create(
+        &path,
+        small_encoder(),
+        SegmentConfig { segment_id: 1, storage: TokenStorage::F32, pq: PqSource::Reuse(Arc::new(other)) }
+    )
+    .is_err());
+}
+
+/// A published segment of 20 documents to damage.
+fn sample_segment(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let path = dir.join("good.qseg");
+    write(&path, &random_docs(77, 20), TokenStorage::F16, PqSource::Train(pq_params()), 7).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    (path, bytes)
+}
+
+/// Opens `bytes` as a segment and touches everything: the outcome of any damage must be a
+/// Corruption error from open or verify, never a panic and never a clean pass.
+fn open_and_verify(path: &Path, bytes: &[u8]) -> quiverdb::Result<()> {
+    std::fs::write(path, bytes).unwrap();
+    let reader = SegmentReader::open(path)?;
+    reader.verify()?;
+    reader.pq_codebook()?;
+    for i in 0..reader.doc_count() {
+        let _ = (reader.tokens(i), reader.payload(i), reader.pq_code(i));
+    }
+    Ok(())
+}
+
+fn expect_corruption(result: quiverdb::Result<()>, what: &str) {
+    match result {
+        Err(Error::Corruption { file, .. }) => assert!(file.ends_with("bad.qseg"), "{what}: names {file:?}"),
+        other => panic!("{what}: expected a Corruption error, got {other:?}"),
+    }
+}
+
+#[test]
+fn truncation_at_every_structural_boundary_is_corruption() {
+    let tmp = TempDir::new("seg-truncate");
+    let (good, bytes) = sample_segment(&tmp.0);
+    let bad = tmp.0.join("bad.qseg");
+    let reader = SegmentReader::open(&good).unwrap();
+    let mut cuts = vec![0, 1, 63, 64, 65, bytes.len() - 1, bytes.len() - TAIL_LEN, bytes.len() - TAIL_LEN + 1];
+    for s in reader.sections() {
+        cuts.extend([s.offset as usize, s.offset as usize + 1, (s.offset + s.length) as usize]);
+    }
+    let tail = decode_tail(&bytes[bytes.len() - TAIL_LEN..]).unwrap();
+    cuts.extend([tail.table_offset as usize, tail.table_offset as usize + ENTRY_LEN]);
+    cuts.sort_unstable();
+    cuts.dedup();
+    for cut in cuts.into_iter().filter(|&c| c < bytes.len()) {
+        let result = open_and_verify(&bad, &bytes[..cut]);
+        expect_corruption(result, &format!("truncated to {cut}"));
+    }
+}
+
+#[test]
+fn a_bit_flip_in_any_section_is_detected() {
+    let tmp = TempDir::new("seg-flip");
+    let (good, bytes) = sample_segment(&tmp.0);
+    let bad = tmp.0.join("bad.qseg");
+    let reader = SegmentReader::open(&good).unwrap();
+    let mut places: Vec<(String, usize)> = reader
+        .sections()
+        .iter()
+        .filter(|s| s.length > 0)
+        .flat_map(|s| {
+            let name = s.kind.name().to_string();
+            [
+                (name.clone(), s.offset as usize),
+                (name.clone(), (s.offset + s.length / 2) as usize),
+                (name, (s.offset + s.length - 1) as usize),
+            ]
+        })
+        .collect();
+    places.extend([
+        ("header".into(), 3),
+        ("header crc".into(), 61),
+        ("table".into(), decode_tail(&bytes[bytes.len() - TAIL_LEN..]).unwrap().table_offset as usize + 9),
+        ("tail".into(), bytes.len() - 20),
+    ]);
+    assert!(places.iter().any(|(n, _)| n == SectionKind::Tokens.name()));
+    for (name, at) in places {
+        for bit in [0, 7] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 1 << bit;
+            expect_corruption(open_and_verify(&bad, &damaged), &format!("{name} byte {at} bit {bit}"));
+        }
+    }
+}
+
+#[test]
+fn foreign_versions_offsets_past_eof_and_empty_files_are_refused() {
+    let tmp = TempDir::new("seg-foreign");
+    let (_, bytes) = sample_segment(&tmp.0);
+    let bad = tmp.0.join("bad.qseg");
+
+    let mut magic = bytes.clone();
+    magic[0] = b'X';
+    expect_corruption(open_and_verify(&bad, &magic), "magic");
+    let mut version = bytes.clone();
+    version[8] = 2;
+    let err = open_and_verify(&bad, &version).unwrap_err().to_string();
+    assert!(err.contains("version") || err.contains("checksum"), "{err}");
+    expect_corruption(open_and_verify(&bad, b""), "empty file");
+    expect_corruption(open_and_verify(&bad, &[0u8; 10]), "tiny file");
+    expect_corruption(open_and_verify(&bad, &vec![0u8; 8192]), "zeros");
+
+    // An entry whose offset points past the end, with the table checksum made valid again, so
+    // only the bounds check can catch it.
+    let tail_at = bytes.len() - TAIL_LEN;
+    let mut tail = decode_tail(&bytes[tail_at..]).unwrap();
+    let mut past = bytes.clone();
+    let entry = tail.table_offset as usize; // the first entry
+    past[entry + 8..entry + 16].copy_from_slice(&(bytes.len() as u64 * 2).to_le_bytes());
+    tail.table_crc = crc32fast::hash(&past[tail.table_offset as usize..tail_at]);
+    past[tail_at..].copy_from_slice(&encode_tail(&tail));
+    let err = open_and_verify(&bad, &past).unwrap_err();
+    assert!(err.to_string().contains("outside"), "{err}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Random damage anywhere never panics and is never silently accepted.
+    #[test]
+    fn random_mutations_never_panic(flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4)) {
+        let tmp = TempDir::new("seg-mutate");
+        let (_, mut bytes) = sample_segment(&tmp.0);
+        for (at, mask) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= mask;
+        }
+        let bad = tmp.0.join("bad.qseg");
+        prop_assert!(open_and_verify(&bad, &bytes).is_err());
+    }
+}
