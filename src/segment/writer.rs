@@ -203,17 +203,26 @@ impl SegmentWriter {
                 )));
             }
         }
+        // Reservoir decisions first (sequential, so deterministic), so that FDEs are computed only
+        // for documents that need one now: all of them with a known codebook, else the sampled.
+        let first = self.ids.len();
+        let slots: Vec<Option<usize>> = (0..docs.len()).map(|i| self.reservoir_slot(first + i + 1)).collect();
         let storage = self.config.storage;
         let encoder = &self.encoder;
         let codebook = match &self.config.pq {
             PqSource::Reuse(cb) => Some(cb.clone()),
             PqSource::Train(_) => None,
         };
-        // (stored bytes, FDE of the stored values, PQ code if the codebook is known)
-        let encoded: Vec<(Vec<u8>, Vec<f32>, Vec<u8>)> = docs
+        // (stored bytes, FDE of the stored values if needed, PQ code if the codebook is known)
+        type Encoded = (Vec<u8>, Option<Vec<f32>>, Vec<u8>);
+        let encoded: Vec<Encoded> = docs
             .par_iter()
-            .map(|doc| {
+            .zip(&slots)
+            .map(|(doc, slot)| {
                 let (bytes, stored) = store_tokens(doc.tokens.as_slice(), storage)?;
+                if codebook.is_none() && slot.is_none() {
+                    return Ok((bytes, None, Vec::new()));
+                }
                 let values = stored.as_deref().unwrap_or(doc.tokens.as_slice());
                 let fde = encoder.encode_document(&TokenMatrix::new(values, dim)?)?;
                 let mut code = Vec::new();
@@ -221,10 +230,10 @@ impl SegmentWriter {
                     code = vec![0u8; cb.subspaces()];
                     cb.encode(&fde, &mut code)?;
                 }
-                Ok((bytes, fde, code))
+                Ok((bytes, Some(fde), code))
             })
             .collect::<Result<_>>()?;
-        for (doc, (bytes, fde, code)) in docs.iter().zip(encoded) {
+        for ((doc, (bytes, fde, code)), slot) in docs.iter().zip(encoded).zip(slots) {
             self.tokens_crc.update(&bytes);
             self.write_raw(&bytes)?;
             self.token_offsets.push(self.token_offsets.last().expect("starts with 0") + doc.tokens.rows() as u64);
@@ -232,24 +241,28 @@ impl SegmentWriter {
             self.payload_offsets.push(self.payload_bytes.len() as u64);
             self.ids.push(doc.id);
             self.codes.extend_from_slice(&code);
-            self.offer_for_training(fde);
+            if let (Some(slot), Some(fde)) = (slot, fde) {
+                let d = fde.len();
+                if slot * d == self.reservoir.len() {
+                    self.reservoir.extend_from_slice(&fde);
+                } else {
+                    self.reservoir[slot * d..(slot + 1) * d].copy_from_slice(&fde);
+                }
+            }
         }
         Ok(())
     }
 
-    /// Reservoir sampling (Vitter's algorithm R), deterministic for a given seed and order.
-    fn offer_for_training(&mut self, fde: Vec<f32>) {
-        let PqSource::Train(params) = &self.config.pq else { return };
+    /// Reservoir sampling (Vitter's algorithm R), deterministic for a given seed and order: the
+    /// slot document number `seen` (1-based) takes in the training sample, if any.
+    fn reservoir_slot(&mut self, seen: usize) -> Option<usize> {
+        let PqSource::Train(params) = &self.config.pq else { return None };
         let capacity = params.max_training_vectors as usize;
-        let dim = fde.len();
-        let seen = self.ids.len(); // this document is number `seen` (1-based)
         if seen <= capacity {
-            self.reservoir.extend_from_slice(&fde);
+            Some(seen - 1)
         } else {
             let slot = self.reservoir_rng.below(seen as u64) as usize;
-            if slot < capacity {
-                self.reservoir[slot * dim..(slot + 1) * dim].copy_from_slice(&fde);
-            }
+            (slot < capacity).then_some(slot)
         }
     }
 
