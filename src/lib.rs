@@ -20,6 +20,7 @@ pub mod exact;
 pub mod format;
 pub mod io;
 pub mod limits;
+pub mod search;
 pub mod segment;
 pub mod synthetic;
 pub mod topk;

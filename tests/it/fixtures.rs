@@ -10,10 +10,19 @@ use quiverdb::segment::{Document, PqSource, SegmentConfig, SegmentReader, Segmen
 use quiverdb::{FdeEncoder, FdeParams, Projection, TokenMatrix, TokenStorage};
 
 fn seed_segment(path: &Path) {
-    let params = FdeParams { dim: 4, k_sim: 1, projection: Projection::CountSketch { d_proj: 2 }, r_reps: 1, fill_empty: true, final_dim: None, seed: 1 };
+    let params = FdeParams {
+        dim: 4,
+        k_sim: 1,
+        projection: Projection::CountSketch { d_proj: 2 },
+        r_reps: 1,
+        fill_empty: true,
+        final_dim: None,
+        seed: 1,
+    };
     let encoder = Arc::new(FdeEncoder::new(params).unwrap());
     let pq = PqSource::Train(PqParams { subspaces: 2, iterations: 2, max_training_vectors: 8, seed: 1 });
-    let mut w = SegmentWriter::create(path, encoder, SegmentConfig { segment_id: 1, storage: TokenStorage::F16, pq }).unwrap();
+    let mut w =
+        SegmentWriter::create(path, encoder, SegmentConfig { segment_id: 1, storage: TokenStorage::F16, pq }).unwrap();
     let a = [0.5f32, -0.5, 0.25, 0.0, 0.1, 0.2, 0.3, 0.4];
     let b = [1.0f32, 0.0, 0.0, 0.0];
     w.add_batch(&[
