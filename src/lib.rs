@@ -18,6 +18,7 @@ pub mod error;
 pub mod eval;
 pub mod exact;
 pub mod format;
+pub mod graph;
 pub mod io;
 pub mod limits;
 pub mod search;

@@ -4,6 +4,7 @@ mod common;
 mod decoders;
 mod fixtures;
 mod golden;
+mod graph;
 mod props;
 mod real_data;
 mod segment;

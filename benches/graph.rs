@@ -1,0 +1,136 @@
+//! Vamana graph benchmarks (plain harness; one JSON object per line).
+//!
+//! For a corpus (scifact-mini's 500 documents, or `QUIVERDB_BENCH_GRAPH_N` generated documents,
+//! default 20,000): document FDEs, a PQ-256-8 codebook and codes, then for each build-vector option
+//! (`full`: the 10,240-dim FDE; `cs<D>`: a Count Sketch of the FDE to D dims) the build time and,
+//! at several search list sizes L, recall@100 of PQ-ADC graph search against the exhaustive PQ-ADC
+//! scan, distance computations per query, and single-threaded queries/s.
+//!
+//! `cargo bench --bench graph -- [synthetic] [scifact] [full]` (`full` adds the full-FDE build option,
+//! which is slow).
+#![allow(missing_docs)]
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use quiverdb::dataset::{Dataset, MultiVectors};
+use quiverdb::encode::fde::apply_count_sketch;
+use quiverdb::encode::pq::{PqCodebook, PqParams};
+use quiverdb::graph::{beam_search, build, SearchStats, VamanaParams};
+use quiverdb::synthetic::{generate, CorpusSpec};
+use quiverdb::{FdeEncoder, FdeParams};
+
+fn fdes(sets: &MultiVectors, enc: &FdeEncoder, doc: bool) -> Vec<f32> {
+    let dim = enc.fde_dim();
+    let mut out = vec![0f32; sets.len() * dim];
+    out.par_chunks_mut(dim).enumerate().for_each(|(i, o)| {
+        let t = sets.get(i);
+        if doc {
+            enc.encode_document_into(&t, o).unwrap()
+        } else {
+            enc.encode_query_into(&t, o).unwrap()
+        }
+    });
+    out
+}
+
+fn project(fdes: &[f32], dim: usize, target: usize) -> Vec<f32> {
+    fdes.par_chunks(dim).flat_map_iter(|v| apply_count_sketch(v, target as u32, 77).unwrap()).collect()
+}
+
+fn run(name: &str, docs: &MultiVectors, queries: &MultiVectors, with_full: bool) {
+    let enc = FdeEncoder::new(FdeParams::new(docs.dim() as u32)).unwrap();
+    let dim = enc.fde_dim();
+    let doc_fdes = fdes(docs, &enc, true);
+    let query_fdes = fdes(queries, &enc, false);
+    let cb = PqCodebook::train(&doc_fdes, dim, &PqParams::for_dim(dim)).unwrap().codebook;
+    let m = cb.subspaces();
+    let mut codes = vec![0u8; docs.len() * m];
+    cb.encode_batch(&doc_fdes, &mut codes).unwrap();
+    let tables: Vec<_> = query_fdes.chunks(dim).map(|q| cb.adc_table(q).unwrap()).collect();
+    let truth: Vec<Vec<u32>> =
+        tables.iter().map(|t| t.scan(&codes, 100, |_| false).iter().map(|s| s.doc).collect()).collect();
+    let t = Instant::now();
+    for table in &tables {
+        std::hint::black_box(table.scan(&codes, 100, |_| false));
+    }
+    let scan_qps = tables.len() as f64 / t.elapsed().as_secs_f64();
+
+    let only: Option<String> = std::env::var("QUIVERDB_BENCH_GRAPH_OPTIONS").ok();
+    let mut options: Vec<(String, usize, bool)> =
+        vec![("cs256".into(), 256, false), ("cs1024".into(), 1024, false), ("cs1024n".into(), 1024, true)];
+    if with_full {
+        options.push(("full".into(), dim, false));
+        options.push(("fulln".into(), dim, true));
+    }
+    for (option, target, normalize) in options {
+        if only.as_ref().is_some_and(|o| !o.split(',').any(|x| x == option)) {
+            continue;
+        }
+        let mut vectors = if target == dim { doc_fdes.clone() } else { project(&doc_fdes, dim, target) };
+        if normalize {
+            for v in vectors.chunks_mut(target) {
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                v.iter_mut().for_each(|x| *x /= n);
+            }
+        }
+        let params = VamanaParams::default();
+        let t = Instant::now();
+        let (graph, stats) = build(&vectors, target, &params).unwrap();
+        let build_s = t.elapsed().as_secs_f64();
+        drop(vectors);
+        for l in [32usize, 64, 100, 200, 400] {
+            let mut recall = 0.0;
+            let mut distances = 0u64;
+            let t = Instant::now();
+            for (table, truth) in tables.iter().zip(&truth) {
+                let mut s = SearchStats::default();
+                let found = beam_search(
+                    &graph,
+                    l.max(100),
+                    |i| table.score(&codes[i as usize * m..(i as usize + 1) * m]),
+                    |_| false,
+                    &mut s,
+                )
+                .unwrap();
+                distances += s.distance_computations;
+                recall += found.iter().take(100).filter(|f| truth.contains(&f.doc)).count() as f64
+                    / truth.len().min(100) as f64;
+            }
+            let qps = tables.len() as f64 / t.elapsed().as_secs_f64();
+            let nq = tables.len() as f64;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "bench": "graph", "corpus": name, "n_docs": docs.len(), "build_vectors": option,
+                    "params": {"R": params.max_degree, "L_build": params.build_list, "alpha": params.alpha, "L": l.max(100)},
+                    "build_s": build_s, "build_docs_per_s": docs.len() as f64 / build_s,
+                    "build_distances_per_doc": stats.distance_computations as f64 / docs.len() as f64,
+                    "graph_bytes_per_doc": 4 * params.max_degree,
+                    "recall@100_vs_adc_scan": recall / nq, "distances_per_query": distances as f64 / nq,
+                    "distance_share_of_scan": distances as f64 / nq / docs.len() as f64,
+                    "qps_1thread": qps, "scan_qps_1thread": scan_qps,
+                })
+            );
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let wants = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
+    let with_full = args.iter().any(|a| a == "full");
+    rayon::ThreadPoolBuilder::new().build_global().ok();
+    if wants("scifact") {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/scifact-mini");
+        if let Ok(ds) = Dataset::open(&dir) {
+            run("scifact-mini", &ds.docs, &ds.queries, with_full);
+        }
+    }
+    if wants("synthetic") {
+        let n: usize = std::env::var("QUIVERDB_BENCH_GRAPH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+        let corpus = generate(&CorpusSpec { n_docs: n, n_queries: 100, ..CorpusSpec::small() }).unwrap();
+        run("synthetic", &corpus.docs, &corpus.queries, with_full);
+    }
+}

@@ -1,0 +1,72 @@
+//! Beam search over a stored graph (the "greedy search" of the DiskANN papers with list size L).
+
+use super::Neighbors;
+use crate::error::Result;
+use crate::topk::{Scored, TopK};
+
+/// Counters of one search.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SearchStats {
+    /// Nodes scored (PQ-ADC distance computations).
+    pub distance_computations: u64,
+    /// Nodes expanded (adjacency lists read).
+    pub hops: u64,
+}
+
+/// Searches `graph` from its entry point with a beam of `list_size`, scoring nodes with `score`
+/// (higher is better, e.g. an ADC inner product). Every node is traversed, but nodes for which
+/// `skip` is true (deleted or superseded documents) are never returned. Returns the best
+/// `list_size` returnable nodes seen, best first (ties: lower id).
+pub fn beam_search<G: Neighbors>(
+    graph: &G,
+    list_size: usize,
+    mut score: impl FnMut(u32) -> f32,
+    skip: impl Fn(u32) -> bool,
+    stats: &mut SearchStats,
+) -> Result<Vec<Scored>> {
+    let list_size = list_size.max(1);
+    let nodes = graph.nodes();
+    let mut seen = vec![0u64; nodes.div_ceil(64)];
+    let mut mark = |id: u32| {
+        let (w, b) = (id as usize / 64, id as usize % 64);
+        let fresh = seen[w] & (1 << b) == 0;
+        seen[w] |= 1 << b;
+        fresh
+    };
+    // The beam: (score, id, expanded), best first.
+    let mut beam: Vec<(f32, u32, bool)> = Vec::with_capacity(list_size + 1);
+    let mut results = TopK::new(list_size);
+    let entry = graph.entry_point();
+    mark(entry);
+    let s = score(entry);
+    stats.distance_computations += 1;
+    beam.push((s, entry, false));
+    if !skip(entry) {
+        results.push(Scored { doc: entry, score: s });
+    }
+    let mut neighbors = Vec::new();
+    while let Some(i) = beam.iter().position(|c| !c.2) {
+        beam[i].2 = true;
+        stats.hops += 1;
+        neighbors.clear();
+        graph.neighbors_into(beam[i].1, &mut neighbors)?;
+        for &nb in &neighbors {
+            if !mark(nb) {
+                continue;
+            }
+            let s = score(nb);
+            stats.distance_computations += 1;
+            if !skip(nb) {
+                results.push(Scored { doc: nb, score: s });
+            }
+            let better = |a: (f32, u32), b: (f32, u32)| a.0 > b.0 || (a.0 == b.0 && a.1 < b.1);
+            if beam.len() == list_size && !better((s, nb), (beam[list_size - 1].0, beam[list_size - 1].1)) {
+                continue;
+            }
+            let at = beam.partition_point(|c| better((c.0, c.1), (s, nb)));
+            beam.insert(at, (s, nb, false));
+            beam.truncate(list_size);
+        }
+    }
+    Ok(results.into_sorted())
+}

@@ -1,0 +1,317 @@
+//! Vamana construction. See the module docs of [`crate::graph`] for the MIPS reduction and the
+//! batch-synchronous (deterministic) parallel insertion.
+
+use rayon::prelude::*;
+
+use super::{Adjacency, NO_NEIGHBOR};
+use crate::encode::rng::SplitMix64;
+use crate::encode::simd;
+use crate::error::{Error, Result};
+
+/// Build parameters.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VamanaParams {
+    /// Out-degree bound R.
+    pub max_degree: u32,
+    /// Search list size L used while inserting.
+    pub build_list: u32,
+    /// α of the second pass (the first uses 1.0).
+    pub alpha: f32,
+    /// Largest insertion batch (batches double from 1 up to this).
+    pub max_batch: u32,
+    /// Seed of the insertion order.
+    pub seed: u64,
+}
+
+impl Default for VamanaParams {
+    /// R = 32, L = 64, α = 1.2, batches up to 1,024 points.
+    fn default() -> Self {
+        VamanaParams { max_degree: 32, build_list: 64, alpha: 1.2, max_batch: 1024, seed: 0x9a4e }
+    }
+}
+
+impl VamanaParams {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<()> {
+        if !(2..=256).contains(&self.max_degree) {
+            return Err(Error::invalid_param("max_degree", format!("{} is outside 2..=256", self.max_degree)));
+        }
+        if self.build_list < self.max_degree || self.build_list > 4096 {
+            return Err(Error::invalid_param(
+                "build_list",
+                format!("{} must be in max_degree..=4096", self.build_list),
+            ));
+        }
+        if !(1.0..=4.0).contains(&self.alpha) {
+            return Err(Error::invalid_param("alpha", format!("{} is outside 1.0..=4.0", self.alpha)));
+        }
+        if self.max_batch == 0 {
+            return Err(Error::invalid_param("max_batch", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// Counters of a build.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BuildStats {
+    /// Vector-to-vector distances computed.
+    pub distance_computations: u64,
+}
+
+/// Build vectors scaled to unit length: the graph is built for angular (cosine) proximity.
+struct Vectors {
+    data: Vec<f32>,
+    width: usize,
+}
+
+impl Vectors {
+    fn new(vectors: &[f32], dim: usize) -> Self {
+        let mut data = vectors.to_vec();
+        for v in data.chunks_exact_mut(dim) {
+            let norm = simd::dot(v, v).sqrt();
+            if norm > 0.0 {
+                v.iter_mut().for_each(|x| *x /= norm);
+            }
+        }
+        Vectors { data, width: dim }
+    }
+
+    fn row(&self, i: u32) -> &[f32] {
+        &self.data[i as usize * self.width..(i as usize + 1) * self.width]
+    }
+
+    /// Euclidean distance between unit vectors: `√(2 − 2 cos)`.
+    fn dist(&self, a: u32, b: u32) -> f32 {
+        (2.0 - 2.0 * simd::dot(self.row(a), self.row(b))).max(0.0).sqrt()
+    }
+}
+
+/// A small open-addressing set of node ids (no hashing crate, no allocation per probe).
+struct IdSet {
+    slots: Vec<u32>,
+    len: usize,
+}
+
+impl IdSet {
+    fn new() -> Self {
+        IdSet { slots: vec![NO_NEIGHBOR; 256], len: 0 }
+    }
+
+    /// Inserts `id`; false if it was present.
+    fn insert(&mut self, id: u32) -> bool {
+        if (self.len + 1) * 2 > self.slots.len() {
+            let grown = vec![NO_NEIGHBOR; self.slots.len() * 2];
+            let old = std::mem::replace(&mut self.slots, grown);
+            self.len = 0;
+            for v in old.into_iter().filter(|&v| v != NO_NEIGHBOR) {
+                self.insert(v);
+            }
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = (id.wrapping_mul(0x9e37_79b9) as usize) & mask;
+        loop {
+            match self.slots[i] {
+                NO_NEIGHBOR => {
+                    self.slots[i] = id;
+                    self.len += 1;
+                    return true;
+                }
+                v if v == id => return false,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+}
+
+/// A candidate in a sorted search list.
+#[derive(Clone, Copy)]
+struct Candidate {
+    dist: f32,
+    id: u32,
+    expanded: bool,
+}
+
+/// Greedy search for node `p` from `start` with list size `l`; returns every expanded node with
+/// its distance to `p` (Vamana's visited set V).
+fn greedy_search(p: u32, start: u32, l: usize, adj: &[Vec<u32>], v: &Vectors, count: &mut u64) -> Vec<(u32, f32)> {
+    let mut seen = IdSet::new();
+    let mut list: Vec<Candidate> = Vec::with_capacity(l + 1);
+    let mut visited = Vec::new();
+    seen.insert(start);
+    *count += 1;
+    list.push(Candidate { dist: v.dist(p, start), id: start, expanded: false });
+    while let Some(i) = list.iter().position(|c| !c.expanded) {
+        list[i].expanded = true;
+        let node = list[i].id;
+        visited.push((node, list[i].dist));
+        for &nb in &adj[node as usize] {
+            if !seen.insert(nb) {
+                continue;
+            }
+            *count += 1;
+            let dist = v.dist(p, nb);
+            if list.len() == l && !closer(dist, nb, list[l - 1].dist, list[l - 1].id) {
+                continue;
+            }
+            let at = list.partition_point(|c| closer(c.dist, c.id, dist, nb));
+            list.insert(at, Candidate { dist, id: nb, expanded: false });
+            list.truncate(l);
+        }
+    }
+    visited
+}
+
+/// Strict order by (distance, id): deterministic ties.
+fn closer(d1: f32, id1: u32, d2: f32, id2: u32) -> bool {
+    d1 < d2 || (d1 == d2 && id1 < id2)
+}
+
+/// RobustPrune(p, V, α, R): take the closest remaining candidate, drop every candidate it
+/// "covers" (α·d(p*, p') ≤ d(p, p')), repeat until R neighbours or no candidates remain.
+fn robust_prune(
+    p: u32,
+    mut candidates: Vec<(u32, f32)>,
+    alpha: f32,
+    r: usize,
+    v: &Vectors,
+    count: &mut u64,
+) -> Vec<u32> {
+    candidates.retain(|&(id, _)| id != p);
+    candidates.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    candidates.dedup_by_key(|c| c.0);
+    let mut alive = vec![true; candidates.len()];
+    let mut out = Vec::with_capacity(r);
+    for i in 0..candidates.len() {
+        if !alive[i] {
+            continue;
+        }
+        let (star, _) = candidates[i];
+        out.push(star);
+        if out.len() == r {
+            break;
+        }
+        for j in i + 1..candidates.len() {
+            if alive[j] {
+                *count += 1;
+                if alpha * v.dist(star, candidates[j].0) <= candidates[j].1 {
+                    alive[j] = false;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Builds a Vamana graph over `vectors` (row-major, `dim` wide). Deterministic for a given input
+/// and `params.seed`, whatever the thread count.
+pub fn build(vectors: &[f32], dim: usize, params: &VamanaParams) -> Result<(Adjacency, BuildStats)> {
+    params.validate()?;
+    if dim == 0 || vectors.is_empty() || vectors.len() % dim != 0 {
+        return Err(Error::InvalidInput(format!(
+            "graph build needs {dim}-dimensional vectors, got {} values",
+            vectors.len()
+        )));
+    }
+    if vectors.iter().any(|x| !x.is_finite()) {
+        return Err(Error::InvalidInput("graph build vectors contain NaN or infinity".into()));
+    }
+    let n = vectors.len() / dim;
+    if n > u32::MAX as usize - 1 {
+        return Err(Error::InvalidInput(format!("{n} nodes exceed the graph's u32 ids")));
+    }
+    let v = Vectors::new(vectors, dim);
+    let r = params.max_degree as usize;
+    let l = params.build_list as usize;
+    let entry = medoid(vectors, dim);
+    let mut count = 0u64;
+
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let mut rng = SplitMix64::new(params.seed);
+    for i in (1..n).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+
+    let mut adj: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for alpha in [1.0, params.alpha] {
+        let mut start = 0;
+        let mut batch = 1usize;
+        while start < n {
+            let points = &order[start..(start + batch).min(n)];
+            let updates: Vec<(u32, Vec<u32>, u64)> = points
+                .par_iter()
+                .map(|&p| {
+                    let mut c = 0;
+                    let mut visited = greedy_search(p, entry, l, &adj, &v, &mut c);
+                    for &nb in &adj[p as usize] {
+                        c += 1;
+                        visited.push((nb, v.dist(p, nb)));
+                    }
+                    let out = robust_prune(p, visited, alpha, r, &v, &mut c);
+                    (p, out, c)
+                })
+                .collect();
+            let mut reverse: Vec<(u32, u32)> = Vec::new();
+            for (p, out, c) in &updates {
+                count += c;
+                reverse.extend(out.iter().map(|&j| (j, *p)));
+            }
+            for (p, out, _) in updates {
+                adj[p as usize] = out;
+            }
+            reverse.sort_unstable();
+            reverse.dedup();
+            let groups: Vec<(u32, Vec<u32>)> =
+                reverse.chunk_by(|a, b| a.0 == b.0).map(|g| (g[0].0, g.iter().map(|e| e.1).collect())).collect();
+            let merged: Vec<(u32, Vec<u32>, u64)> = groups
+                .par_iter()
+                .map(|(j, sources)| {
+                    let mut list = adj[*j as usize].clone();
+                    for &s in sources {
+                        if !list.contains(&s) {
+                            list.push(s);
+                        }
+                    }
+                    if list.len() <= r {
+                        return (*j, list, 0);
+                    }
+                    let mut c = list.len() as u64;
+                    let with_dist: Vec<(u32, f32)> = list.iter().map(|&x| (x, v.dist(*j, x))).collect();
+                    let pruned = robust_prune(*j, with_dist, alpha, r, &v, &mut c);
+                    (*j, pruned, c)
+                })
+                .collect();
+            for (j, list, c) in merged {
+                count += c;
+                adj[j as usize] = list;
+            }
+            start += batch;
+            batch = (batch * 2).min(params.max_batch as usize);
+        }
+    }
+
+    let mut slots = vec![NO_NEIGHBOR; n * r];
+    for (node, list) in adj.iter().enumerate() {
+        debug_assert!(list.len() <= r && !list.contains(&(node as u32)));
+        slots[node * r..node * r + list.len()].copy_from_slice(list);
+    }
+    Ok((Adjacency { max_degree: r as u32, entry_point: entry, slots }, BuildStats { distance_computations: count }))
+}
+
+/// The vector closest to the mean (ties: lowest index).
+fn medoid(vectors: &[f32], dim: usize) -> u32 {
+    let n = vectors.len() / dim;
+    let mut mean = vec![0f64; dim];
+    for v in vectors.chunks_exact(dim) {
+        mean.iter_mut().zip(v).for_each(|(m, &x)| *m += x as f64);
+    }
+    let mean: Vec<f32> = mean.iter().map(|m| (m / n as f64) as f32).collect();
+    let mut best = (f32::INFINITY, 0u32);
+    for (i, v) in vectors.chunks_exact(dim).enumerate() {
+        let d: f32 = v.iter().zip(&mean).map(|(a, b)| (a - b) * (a - b)).sum();
+        if d < best.0 {
+            best = (d, i as u32);
+        }
+    }
+    best.1
+}
