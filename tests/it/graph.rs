@@ -2,7 +2,7 @@
 
 use quiverdb::encode::rng::SplitMix64;
 use quiverdb::encode::simd::dot;
-use quiverdb::graph::{beam_search, build, Adjacency, Neighbors, SearchStats, VamanaParams};
+use quiverdb::graph::{beam_search, build, Adjacency, SearchStats, VamanaParams};
 use quiverdb::topk::{Scored, TopK};
 
 fn gaussian(n: usize, dim: usize, seed: u64) -> Vec<f32> {
