@@ -39,8 +39,12 @@ fn main() {
     let encoder = Arc::new(FdeEncoder::new(FdeParams::new(128)).unwrap());
     let pq = PqSource::Train(PqParams::for_dim(encoder.fde_dim()));
     let t = Instant::now();
-    let mut writer =
-        SegmentWriter::create(&path, encoder, SegmentConfig { segment_id: 1, storage: TokenStorage::F16, pq }).unwrap();
+    let mut writer = SegmentWriter::create(
+        &path,
+        encoder,
+        SegmentConfig { segment_id: 1, storage: TokenStorage::F16, pq, graph: None },
+    )
+    .unwrap();
     let docs: Vec<Document> =
         corpus.docs.iter().enumerate().map(|(i, tokens)| Document { id: i as u64, tokens, payload: None }).collect();
     for chunk in docs.chunks(1024) {

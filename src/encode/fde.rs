@@ -566,17 +566,46 @@ impl Fnv64 {
     }
 }
 
+/// A Count Sketch from `in_dim` to `out_dim` values with the reference's draws (seeded
+/// `mt19937`): `out[target_i] += sign_i · input_i`. Inner products are preserved in expectation.
+#[derive(Clone, Debug)]
+pub struct CountSketch {
+    out_dim: usize,
+    target: Vec<u32>,
+    sign: Vec<f32>,
+}
+
+impl CountSketch {
+    /// Draws the sketch.
+    pub fn new(in_dim: usize, out_dim: u32, seed: u32) -> Result<Self> {
+        if out_dim == 0 || out_dim as usize > MAX_FDE_DIM {
+            return Err(Error::invalid_param("sketch_dim", format!("{out_dim} is outside 1..={MAX_FDE_DIM}")));
+        }
+        let (target, sign) = count_sketch_draws(seed, in_dim, out_dim);
+        Ok(CountSketch { out_dim: out_dim as usize, target, sign })
+    }
+
+    /// Output dimension.
+    pub fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
+    /// Sketches `input` (length `in_dim`) into `out` (length `out_dim`, overwritten).
+    pub fn apply(&self, input: &[f32], out: &mut [f32]) {
+        assert!(input.len() == self.target.len() && out.len() == self.out_dim);
+        out.fill(0.0);
+        for ((&x, &t), &s) in input.iter().zip(&self.target).zip(&self.sign) {
+            out[t as usize] += s * x;
+        }
+    }
+}
+
 /// Applies the reference's final Count Sketch to `input` (exposed for the golden tests and
 /// for `quiver inspect`): `out[target_i] += sign_i · input_i`.
 pub fn apply_count_sketch(input: &[f32], out_dim: u32, seed: u32) -> Result<Vec<f32>> {
-    if out_dim == 0 || out_dim as usize > MAX_FDE_DIM {
-        return Err(Error::invalid_param("final_dim", format!("{out_dim} is outside 1..={MAX_FDE_DIM}")));
-    }
-    let (target, sign) = count_sketch_draws(seed, input.len(), out_dim);
+    let sketch = CountSketch::new(input.len(), out_dim, seed)?;
     let mut out = vec![0f32; out_dim as usize];
-    for ((&x, &t), &s) in input.iter().zip(&target).zip(&sign) {
-        out[t as usize] += s * x;
-    }
+    sketch.apply(input, &mut out);
     Ok(out)
 }
 

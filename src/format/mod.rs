@@ -6,6 +6,7 @@
 //! [`crate::Error::Corruption`] with [`DecodeError::in_file`].
 
 pub mod fde_params;
+pub mod graph;
 pub mod npy;
 pub mod segment;
 

@@ -8,8 +8,10 @@ use super::{read_u32, read_u64, DecodeError};
 pub const HEADER_MAGIC: [u8; 8] = *b"QVDBSEG\0";
 /// Last 8 bytes of every segment file.
 pub const TAIL_MAGIC: [u8; 8] = *b"QVDBEND\0";
-/// The segment format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The segment format version this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The versions this build reads: 1 (no graph section) and 2 (optional graph section).
+pub const READABLE_VERSIONS: [u32; 2] = [1, 2];
 /// Header length.
 pub const HEADER_LEN: usize = 64;
 /// One section table entry.
@@ -72,11 +74,26 @@ pub enum SectionKind {
     PqCodebook = 7,
     /// PQ codes of the document FDEs, `doc_count × pq_subspaces` bytes.
     PqCodes = 8,
+    /// The Vamana graph (version 2, optional): a 32-byte header and `doc_count × R` u32 slots.
+    Graph = 9,
 }
 
 impl SectionKind {
     /// Every kind, in the order sections are written.
-    pub const ALL: [SectionKind; 8] = [
+    pub const ALL: [SectionKind; 9] = [
+        SectionKind::FdeParams,
+        SectionKind::Tokens,
+        SectionKind::DocIds,
+        SectionKind::TokenOffsets,
+        SectionKind::PayloadOffsets,
+        SectionKind::PayloadBytes,
+        SectionKind::PqCodebook,
+        SectionKind::PqCodes,
+        SectionKind::Graph,
+    ];
+
+    /// Kinds every segment has exactly once.
+    pub const REQUIRED: [SectionKind; 8] = [
         SectionKind::FdeParams,
         SectionKind::Tokens,
         SectionKind::DocIds,
@@ -103,6 +120,7 @@ impl SectionKind {
             SectionKind::PayloadBytes => "payload_bytes",
             SectionKind::PqCodebook => "pq_codebook",
             SectionKind::PqCodes => "pq_codes",
+            SectionKind::Graph => "graph",
         }
     }
 }
@@ -110,6 +128,8 @@ impl SectionKind {
 /// The decoded header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// Format version (one of [`READABLE_VERSIONS`]; [`FORMAT_VERSION`] when written).
+    pub version: u32,
     /// The segment's id within its collection.
     pub segment_id: u64,
     /// Documents in the segment.
@@ -128,7 +148,7 @@ pub struct Header {
 pub fn encode_header(h: &Header) -> [u8; HEADER_LEN] {
     let mut out = [0u8; HEADER_LEN];
     out[H_MAGIC..H_MAGIC + 8].copy_from_slice(&HEADER_MAGIC);
-    out[H_VERSION..H_VERSION + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[H_VERSION..H_VERSION + 4].copy_from_slice(&h.version.to_le_bytes());
     out[H_HEADER_LEN..H_HEADER_LEN + 4].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
     out[H_SEGMENT_ID..H_SEGMENT_ID + 8].copy_from_slice(&h.segment_id.to_le_bytes());
     out[H_DOC_COUNT..H_DOC_COUNT + 8].copy_from_slice(&h.doc_count.to_le_bytes());
@@ -150,10 +170,10 @@ pub fn decode_header(bytes: &[u8]) -> Result<Header, DecodeError> {
         return Err(DecodeError::new(H_MAGIC, "not a quiverdb segment (bad header magic)"));
     }
     let version = read_u32(bytes, H_VERSION)?;
-    if version != FORMAT_VERSION {
+    if !READABLE_VERSIONS.contains(&version) {
         return Err(DecodeError::new(
             H_VERSION,
-            format!("segment format version {version}; this build reads version {FORMAT_VERSION}"),
+            format!("segment format version {version}; this build reads versions {READABLE_VERSIONS:?}"),
         ));
     }
     let stored_crc = read_u32(bytes, H_CRC)?;
@@ -172,6 +192,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<Header, DecodeError> {
         return Err(DecodeError::new(H_RESERVED_A, "reserved header bytes are not zero"));
     }
     Ok(Header {
+        version,
         segment_id: read_u64(bytes, H_SEGMENT_ID)?,
         doc_count: read_u64(bytes, H_DOC_COUNT)?,
         token_rows: read_u64(bytes, H_TOKEN_ROWS)?,
@@ -263,7 +284,15 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_refuse_damage() {
-        let h = Header { segment_id: 7, doc_count: 3, token_rows: 30, dim: 128, storage: 1, pq_subspaces: 16 };
+        let h = Header {
+            version: FORMAT_VERSION,
+            segment_id: 7,
+            doc_count: 3,
+            token_rows: 30,
+            dim: 128,
+            storage: 1,
+            pq_subspaces: 16,
+        };
         let bytes = encode_header(&h);
         assert_eq!(decode_header(&bytes).unwrap(), h);
         for i in 0..HEADER_LEN {
@@ -276,6 +305,11 @@ mod tests {
         let mut bad = encode_entry(&e);
         bad[0] = 99;
         assert!(decode_entry(&bad).is_err());
+        let mut old = h;
+        old.version = 1;
+        assert_eq!(decode_header(&encode_header(&old)).unwrap().version, 1);
+        old.version = 3;
+        assert!(decode_header(&encode_header(&old)).is_err());
         let t = Tail { table_offset: 9000, section_count: 8, table_crc: 1, file_len: 9288 };
         assert_eq!(decode_tail(&encode_tail(&t)).unwrap(), t);
         assert!(decode_tail(&[0u8; TAIL_LEN]).is_err());

@@ -6,7 +6,7 @@ mod reader;
 mod writer;
 
 pub use reader::{SectionInfo, SegmentReader};
-pub use writer::{Document, PqSource, SegmentConfig, SegmentSummary, SegmentWriter};
+pub use writer::{Document, GraphConfig, PqSource, SegmentConfig, SegmentSummary, SegmentWriter};
 
 /// File name of segment `id` inside a collection directory: `seg-<16 hex digits>.qseg`.
 pub fn file_name(id: u64) -> String {

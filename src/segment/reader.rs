@@ -19,10 +19,12 @@ use crate::encode::simd::PQ_CENTROIDS;
 use crate::encode::storage::TokenStorage;
 use crate::error::{Error, Result};
 use crate::format::fde_params;
+use crate::format::graph::{self as graph_format, GraphHeader, GRAPH_HEADER_LEN};
 use crate::format::segment::{
     decode_entry, decode_header, decode_tail, Header, SectionEntry, SectionKind, ENTRY_LEN, HEADER_LEN, SECTION_ALIGN,
     TAIL_LEN, TOKEN_SECTION_ALIGN,
 };
+use crate::graph::GraphView;
 use crate::io::mmap::{cast_slice, ReadOnlyMap};
 
 /// A section as `quiver inspect` shows it.
@@ -52,6 +54,7 @@ struct Inner {
     fde_params: FdeParams,
     fde_fingerprint: u64,
     sections: BTreeMap<SectionKind, SectionEntry>,
+    graph: Option<GraphHeader>,
 }
 
 fn corrupt(path: &Path, offset: u64, what: impl Into<String>) -> Error {
@@ -135,10 +138,13 @@ impl SegmentReader {
                 ));
             }
         }
-        for kind in SectionKind::ALL {
+        for kind in SectionKind::REQUIRED {
             if !sections.contains_key(&kind) {
                 return Err(corrupt(path, tail.table_offset, format!("required section {} is missing", kind.name())));
             }
+        }
+        if header.version < 2 && sections.contains_key(&SectionKind::Graph) {
+            return Err(corrupt(path, tail.table_offset, "a format-1 segment cannot have a graph section"));
         }
 
         let storage = TokenStorage::from_code(header.storage)
@@ -190,8 +196,16 @@ impl SegmentReader {
         expect(SectionKind::PqCodebook, mul(fde_dim, PQ_CENTROIDS as u64 * 4))?;
         expect(SectionKind::PqCodes, mul(n, m))?;
 
-        let reader =
-            SegmentReader { inner: Arc::new(Inner { map, header, storage, fde_params, fde_fingerprint, sections }) };
+        let graph = match sections.get(&SectionKind::Graph) {
+            None => None,
+            Some(e) => {
+                let bytes = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+                Some(graph_format::decode_header(bytes, n).map_err(|err| err.in_file(path, e.offset))?)
+            }
+        };
+        let reader = SegmentReader {
+            inner: Arc::new(Inner { map, header, storage, fde_params, fde_fingerprint, sections, graph }),
+        };
         reader.check_offsets(SectionKind::TokenOffsets, header.token_rows)?;
         let payload_len = reader.inner.sections[&SectionKind::PayloadBytes].length;
         reader.check_offsets(SectionKind::PayloadOffsets, payload_len)?;
@@ -348,6 +362,28 @@ impl SegmentReader {
             .map_err(|e| corrupt(self.path(), entry.offset, e.to_string()))
     }
 
+    /// The graph, if this segment has one (its records are checked as they are read).
+    pub fn graph(&self) -> Option<GraphView<'_>> {
+        let header = self.inner.graph?;
+        let entry = self.inner.sections[&SectionKind::Graph];
+        let bytes = &self.section_bytes(SectionKind::Graph)[GRAPH_HEADER_LEN..];
+        let slots: &[u32] = cast_slice(bytes).expect("graph slots are 4-byte aligned");
+        let base = entry.offset + GRAPH_HEADER_LEN as u64;
+        Some(
+            GraphView::new(self.path(), base, header.max_degree, header.entry_point, slots).expect("validated at open"),
+        )
+    }
+
+    /// The graph section header, if any (for inspection).
+    pub fn graph_header(&self) -> Option<GraphHeader> {
+        self.inner.graph
+    }
+
+    /// Format version of the file.
+    pub fn format_version(&self) -> u32 {
+        self.inner.header.version
+    }
+
     /// Every section, in file order.
     pub fn sections(&self) -> Vec<SectionInfo> {
         let mut out: Vec<SectionInfo> = self
@@ -365,11 +401,15 @@ impl SegmentReader {
         self.inner.map.bytes().len() as u64
     }
 
-    /// Verifies every byte of the file: each section against its CRC, and the alignment padding
-    /// between sections as zeros (the header, table and tail were verified by `open`).
+    /// Verifies every byte of the file: each section against its CRC, the alignment padding
+    /// between sections as zeros (the header, table and tail were verified by `open`), and every
+    /// graph record (ids in range, no self loops, padding only at the end).
     pub fn verify(&self) -> Result<()> {
         for entry in self.inner.sections.values() {
             check_crc(self.path(), entry, self.section_bytes(entry.kind))?;
+        }
+        if let Some(graph) = self.graph() {
+            graph.validate_all()?;
         }
         let bytes = self.inner.map.bytes();
         let table_offset = (bytes.len() - TAIL_LEN) as u64 - self.inner.sections.len() as u64 * ENTRY_LEN as u64;

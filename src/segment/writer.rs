@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::encode::fde::FdeEncoder;
+use crate::encode::fde::{CountSketch, FdeEncoder};
 use crate::encode::pq::{PqCodebook, PqParams};
 use crate::encode::rng::SplitMix64;
 use crate::encode::simd;
@@ -28,10 +28,12 @@ use crate::encode::storage::{to_16bit, TokenStorage};
 use crate::encode::tokens::TokenMatrix;
 use crate::error::{Error, Result};
 use crate::format::fde_params;
+use crate::format::graph as graph_format;
 use crate::format::segment::{
     encode_entry, encode_header, encode_tail, Header, SectionEntry, SectionKind, Tail, HEADER_LEN, SECTION_ALIGN,
     TOKEN_SECTION_ALIGN,
 };
+use crate::graph::VamanaParams;
 use crate::io::fs as durable;
 use crate::limits::{MAX_DOCS_PER_SEGMENT, MAX_PAYLOAD_BYTES};
 
@@ -56,6 +58,28 @@ pub enum PqSource {
     Reuse(Arc<PqCodebook>),
 }
 
+/// Whether and how a segment gets a graph.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GraphConfig {
+    /// Vamana parameters.
+    pub params: VamanaParams,
+    /// Build vectors: a Count Sketch of each FDE to this many dimensions (the FDE itself when it
+    /// is not longer), normalised. 1,024 by default, chosen by measurement (graph issue note).
+    pub build_dim: u32,
+    /// Segments with fewer documents get no graph and are searched by a flat ADC scan.
+    pub min_docs: u64,
+}
+
+impl Default for GraphConfig {
+    /// R = 32, L = 64, α = 1.2 over 1,024-dim build vectors; a graph from 4,096 documents on.
+    fn default() -> Self {
+        GraphConfig { params: VamanaParams::default(), build_dim: 1024, min_docs: 4096 }
+    }
+}
+
+/// Seed of the Count Sketch that makes build vectors from FDEs.
+const BUILD_SKETCH_SEED: u32 = 0x6a09_e667;
+
 /// What a segment is written with.
 #[derive(Clone, Debug)]
 pub struct SegmentConfig {
@@ -65,6 +89,8 @@ pub struct SegmentConfig {
     pub storage: TokenStorage,
     /// PQ codebook source.
     pub pq: PqSource,
+    /// Graph construction (`None`: never build one).
+    pub graph: Option<GraphConfig>,
 }
 
 /// A published segment.
@@ -101,6 +127,10 @@ pub struct SegmentWriter {
     codes: Vec<u8>,
     /// Reservoir of FDEs for training (when `PqSource::Train`), `fde_dim` each.
     reservoir: Vec<f32>,
+    /// The projection from FDE to build vector (`None`: the FDE itself).
+    build_sketch: Option<CountSketch>,
+    /// Graph build vectors of every document so far, when a graph is configured.
+    build_vectors: Vec<f32>,
     reservoir_rng: SplitMix64,
     finished: bool,
 }
@@ -119,6 +149,16 @@ impl SegmentWriter {
         }
         if let PqSource::Train(params) = &config.pq {
             params.validate(encoder.fde_dim())?;
+        }
+        let mut build_sketch = None;
+        if let Some(graph) = &config.graph {
+            graph.params.validate()?;
+            if graph.build_dim == 0 {
+                return Err(Error::invalid_param("graph_build_dim", "must be positive"));
+            }
+            if (graph.build_dim as usize) < encoder.fde_dim() {
+                build_sketch = Some(CountSketch::new(encoder.fde_dim(), graph.build_dim, BUILD_SKETCH_SEED)?);
+            }
         }
         let (tmp_path, file) = durable::create_tmp(path)?;
         let mut writer = SegmentWriter {
@@ -141,6 +181,8 @@ impl SegmentWriter {
             payload_bytes: Vec::new(),
             codes: Vec::new(),
             reservoir: Vec::new(),
+            build_sketch,
+            build_vectors: Vec::new(),
             finished: false,
         };
         // The header is written last, when the counts are known.
@@ -213,15 +255,18 @@ impl SegmentWriter {
             PqSource::Reuse(cb) => Some(cb.clone()),
             PqSource::Train(_) => None,
         };
-        // (stored bytes, FDE of the stored values if needed, PQ code if the codebook is known)
-        type Encoded = (Vec<u8>, Option<Vec<f32>>, Vec<u8>);
+        let want_build_vectors = codebook.is_some() && self.config.graph.is_some();
+        let build_sketch = &self.build_sketch;
+        // (stored bytes, FDE of the stored values if needed, PQ code and graph build vector if the
+        // codebook is known)
+        type Encoded = (Vec<u8>, Option<Vec<f32>>, Vec<u8>, Vec<f32>);
         let encoded: Vec<Encoded> = docs
             .par_iter()
             .zip(&slots)
             .map(|(doc, slot)| {
                 let (bytes, stored) = store_tokens(doc.tokens.as_slice(), storage)?;
                 if codebook.is_none() && slot.is_none() {
-                    return Ok((bytes, None, Vec::new()));
+                    return Ok((bytes, None, Vec::new(), Vec::new()));
                 }
                 let values = stored.as_deref().unwrap_or(doc.tokens.as_slice());
                 let fde = encoder.encode_document(&TokenMatrix::new(values, dim)?)?;
@@ -230,10 +275,12 @@ impl SegmentWriter {
                     code = vec![0u8; cb.subspaces()];
                     cb.encode(&fde, &mut code)?;
                 }
-                Ok((bytes, Some(fde), code))
+                let build = if want_build_vectors { build_vector(&fde, build_sketch.as_ref()) } else { Vec::new() };
+                Ok((bytes, Some(fde), code, build))
             })
             .collect::<Result<_>>()?;
-        for ((doc, (bytes, fde, code)), slot) in docs.iter().zip(encoded).zip(slots) {
+        for ((doc, (bytes, fde, code, build)), slot) in docs.iter().zip(encoded).zip(slots) {
+            self.build_vectors.extend_from_slice(&build);
             self.tokens_crc.update(&bytes);
             self.write_raw(&bytes)?;
             self.token_offsets.push(self.token_offsets.last().expect("starts with 0") + doc.tokens.rows() as u64);
@@ -307,6 +354,20 @@ impl SegmentWriter {
         self.write_section(SectionKind::PqCodebook, &centroids, SECTION_ALIGN)?;
         let codes = std::mem::take(&mut self.codes);
         self.write_section(SectionKind::PqCodes, &codes, SECTION_ALIGN)?;
+        if let Some(graph) = self.config.graph.filter(|g| n as u64 >= g.min_docs) {
+            let vectors = std::mem::take(&mut self.build_vectors);
+            let build_dim = vectors.len() / n;
+            let (adjacency, _) = crate::graph::build(&vectors, build_dim, &graph.params)?;
+            drop(vectors);
+            let header = graph_format::GraphHeader {
+                max_degree: adjacency.max_degree,
+                entry_point: adjacency.entry_point,
+                build_dim: build_dim as u32,
+                build_list: graph.params.build_list,
+                alpha: graph.params.alpha,
+            };
+            self.write_section(SectionKind::Graph, &graph_format::encode(&adjacency, &header), SECTION_ALIGN)?;
+        }
 
         self.pad_to(SECTION_ALIGN)?;
         let table_offset = self.pos;
@@ -321,6 +382,7 @@ impl SegmentWriter {
         };
         self.write_raw(&encode_tail(&tail))?;
         let header = Header {
+            version: crate::format::segment::FORMAT_VERSION,
             segment_id: self.config.segment_id,
             doc_count: n as u64,
             token_rows,
@@ -357,6 +419,9 @@ impl SegmentWriter {
         let n = self.ids.len();
         let m = codebook.subspaces();
         let mut codes = vec![0u8; n * m];
+        let build_dim = self.build_sketch.as_ref().map_or(self.encoder.fde_dim(), |s| s.out_dim());
+        let want_build_vectors = self.config.graph.is_some();
+        let mut build_vectors = vec![0f32; if want_build_vectors { n * build_dim } else { 0 }];
         const BATCH: usize = 256;
         for start in (0..n).step_by(BATCH) {
             let end = (start + BATCH).min(n);
@@ -367,15 +432,27 @@ impl SegmentWriter {
             let storage = self.config.storage;
             let offsets = &self.token_offsets;
             let encoder = &self.encoder;
-            codes[start * m..end * m].par_chunks_mut(m).enumerate().try_for_each(|(i, code)| {
-                let doc = start + i;
-                let lo = ((offsets[doc] - first) * dim as u64 * bpv) as usize;
-                let hi = ((offsets[doc + 1] - first) * dim as u64 * bpv) as usize;
-                let values = load_tokens(&bytes[lo..hi], storage);
-                let fde = encoder.encode_document(&TokenMatrix::new(&values, dim)?)?;
-                codebook.encode(&fde, code)
-            })?;
+            let sketch = self.build_sketch.as_ref();
+            let built: Vec<Vec<f32>> = codes[start * m..end * m]
+                .par_chunks_mut(m)
+                .enumerate()
+                .map(|(i, code)| {
+                    let doc = start + i;
+                    let lo = ((offsets[doc] - first) * dim as u64 * bpv) as usize;
+                    let hi = ((offsets[doc + 1] - first) * dim as u64 * bpv) as usize;
+                    let values = load_tokens(&bytes[lo..hi], storage);
+                    let fde = encoder.encode_document(&TokenMatrix::new(&values, dim)?)?;
+                    codebook.encode(&fde, code)?;
+                    Ok(if want_build_vectors { build_vector(&fde, sketch) } else { Vec::new() })
+                })
+                .collect::<Result<_>>()?;
+            if want_build_vectors {
+                for (i, v) in built.iter().enumerate() {
+                    build_vectors[(start + i) * build_dim..(start + i + 1) * build_dim].copy_from_slice(v);
+                }
+            }
         }
+        self.build_vectors = build_vectors;
         Ok(codes)
     }
 }
@@ -387,6 +464,19 @@ impl Drop for SegmentWriter {
             self.out.take();
             let _ = std::fs::remove_file(&self.tmp_path);
         }
+    }
+}
+
+/// The graph build vector of an FDE: its Count Sketch (or the FDE itself). The graph builder
+/// normalises it.
+fn build_vector(fde: &[f32], sketch: Option<&CountSketch>) -> Vec<f32> {
+    match sketch {
+        Some(s) => {
+            let mut out = vec![0f32; s.out_dim()];
+            s.apply(fde, &mut out);
+            out
+        }
+        None => fde.to_vec(),
     }
 }
 

@@ -1,15 +1,27 @@
-//! Regenerates committed fixtures when asked: `QUIVERDB_WRITE_FIXTURES=1 cargo test --test it fixtures`.
-//! Otherwise checks that the committed format-v1 segment still opens and reads back exactly: every
-//! build must read every format version it claims to (storage-format.md, "Versioning").
+//! Compatibility fixtures: every build must read every format version it claims to
+//! (storage-format.md, "Versioning"). `tests/compat/vN/` holds one file per version, written by the
+//! build that introduced it and never rewritten; `QUIVERDB_WRITE_FIXTURES=1 cargo test --test it
+//! fixtures` regenerates only the current version's fixture.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use quiverdb::encode::pq::PqParams;
-use quiverdb::segment::{Document, PqSource, SegmentConfig, SegmentReader, SegmentWriter};
-use quiverdb::{FdeEncoder, FdeParams, Projection, TokenMatrix, TokenStorage};
+use quiverdb::format::segment::FORMAT_VERSION;
+use quiverdb::graph::VamanaParams;
+use quiverdb::segment::{Document, GraphConfig, PqSource, SegmentConfig, SegmentReader, SegmentWriter};
+use quiverdb::{DocTokens, FdeEncoder, FdeParams, Projection, TokenMatrix, TokenStorage};
 
-fn seed_segment(path: &Path) {
+fn compat(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat").join(path)
+}
+
+const A: [f32; 8] = [0.5, -0.5, 0.25, 0.0, 0.1, 0.2, 0.3, 0.4];
+const B: [f32; 4] = [1.0, 0.0, 0.0, 0.0];
+
+/// Two documents (ids 10 and 11, f16 tokens A and B, a payload on the first), written with
+/// the current format; with a graph over them.
+fn write_current(path: &Path) {
     let params = FdeParams {
         dim: 4,
         k_sim: 1,
@@ -21,27 +33,51 @@ fn seed_segment(path: &Path) {
     };
     let encoder = Arc::new(FdeEncoder::new(params).unwrap());
     let pq = PqSource::Train(PqParams { subspaces: 2, iterations: 2, max_training_vectors: 8, seed: 1 });
-    let mut w =
-        SegmentWriter::create(path, encoder, SegmentConfig { segment_id: 1, storage: TokenStorage::F16, pq }).unwrap();
-    let a = [0.5f32, -0.5, 0.25, 0.0, 0.1, 0.2, 0.3, 0.4];
-    let b = [1.0f32, 0.0, 0.0, 0.0];
+    let graph = GraphConfig {
+        params: VamanaParams { max_degree: 2, build_list: 4, ..VamanaParams::default() },
+        build_dim: 4,
+        min_docs: 1,
+    };
+    let config = SegmentConfig { segment_id: 1, storage: TokenStorage::F16, pq, graph: Some(graph) };
+    let mut w = SegmentWriter::create(path, encoder, config).unwrap();
     w.add_batch(&[
-        Document { id: 10, tokens: TokenMatrix::new(&a, 4).unwrap(), payload: Some(b"{\"t\":1}") },
-        Document { id: 11, tokens: TokenMatrix::new(&b, 4).unwrap(), payload: None },
+        Document { id: 10, tokens: TokenMatrix::new(&A, 4).unwrap(), payload: Some(b"{\"t\":1}") },
+        Document { id: 11, tokens: TokenMatrix::new(&B, 4).unwrap(), payload: None },
     ])
     .unwrap();
     w.finish().unwrap();
 }
 
-#[test]
-fn format_v1_segment_still_reads() {
-    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/v1/two_docs.qseg");
-    if std::env::var_os("QUIVERDB_WRITE_FIXTURES").is_some() {
-        let _ = std::fs::remove_file(&committed);
-        seed_segment(&committed);
-    }
-    let reader = SegmentReader::open(&committed).expect("the committed v1 segment opens with this build");
+fn check_two_docs(reader: &SegmentReader) {
     reader.verify().unwrap();
     assert_eq!(reader.doc_ids(), &[10, 11]);
     assert_eq!(reader.payload(0), b"{\"t\":1}");
+    assert_eq!(reader.payload(1), b"");
+    let DocTokens::F16(bits) = reader.tokens(1) else { panic!("f16 storage") };
+    assert_eq!(bits.iter().map(|&b| half::f16::from_bits(b).to_f32()).collect::<Vec<_>>(), B);
+}
+
+#[test]
+fn format_v1_segment_still_reads() {
+    let reader = SegmentReader::open(&compat("v1/two_docs.qseg")).expect("the v1 fixture opens with this build");
+    assert_eq!(reader.format_version(), 1);
+    assert!(reader.graph().is_none());
+    check_two_docs(&reader);
+}
+
+#[test]
+fn format_v2_segment_still_reads() {
+    let path = compat("v2/two_docs_graph.qseg");
+    if std::env::var_os("QUIVERDB_WRITE_FIXTURES").is_some() && FORMAT_VERSION == 2 {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let _ = std::fs::remove_file(&path);
+        write_current(&path);
+    }
+    let reader = SegmentReader::open(&path).expect("the v2 fixture opens with this build");
+    assert_eq!(reader.format_version(), 2);
+    check_two_docs(&reader);
+    let graph = reader.graph().expect("the v2 fixture has a graph");
+    let mut neighbors = Vec::new();
+    quiverdb::graph::Neighbors::neighbors_into(&graph, 0, &mut neighbors).unwrap();
+    assert_eq!(neighbors, vec![1]);
 }

@@ -14,8 +14,8 @@ use rayon::prelude::*;
 use quiverdb::encode::pq::PqParams;
 use quiverdb::eval::{percentile, recall_at_k};
 use quiverdb::exact::exact_top_k_batch;
-use quiverdb::search::search_segment_flat;
-use quiverdb::segment::{file_name, Document, PqSource, SegmentConfig, SegmentReader, SegmentWriter};
+use quiverdb::search::{search_segment, SegmentSearch};
+use quiverdb::segment::{file_name, Document, GraphConfig, PqSource, SegmentConfig, SegmentReader, SegmentWriter};
 use quiverdb::synthetic::{generate, CorpusSpec};
 use quiverdb::{FdeEncoder, FdeParams, MaxSimQuery, TokenStorage};
 
@@ -76,6 +76,7 @@ fn run_in(args: &Args, dir: &std::path::Path) -> Result<(), String> {
         segment_id: 1,
         storage: TokenStorage::F16,
         pq: PqSource::Train(PqParams::for_dim(encoder.fde_dim())),
+        graph: Some(GraphConfig::default()),
     };
     let mut writer = SegmentWriter::create(&path, encoder.clone(), config).map_err(|e| e.to_string())?;
     let docs: Vec<Document> =
@@ -101,7 +102,8 @@ fn run_in(args: &Args, dir: &std::path::Path) -> Result<(), String> {
         let t = Instant::now();
         let qfde = encoder.encode_query(&query).map_err(|e| e.to_string())?;
         let table = codebook.adc_table(&qfde).map_err(|e| e.to_string())?;
-        let hits = search_segment_flat(&segment, &table, &MaxSimQuery::new(&query), args.candidates, args.k, |_| false)
+        let params = SegmentSearch { k: args.k, candidates: args.candidates, list_size: args.candidates };
+        let (hits, _) = search_segment(&segment, &table, &MaxSimQuery::new(&query), params, |_| false)
             .map_err(|e| e.to_string())?;
         latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
         found.push(hits.iter().map(|h| segment.doc_ids()[h.doc as usize] as u32).collect::<Vec<u32>>());
