@@ -79,9 +79,8 @@ fn run(name: &str, docs: &MultiVectors, queries: &MultiVectors, with_full: bool)
         }
         let params = VamanaParams::default();
         let t = Instant::now();
-        let (graph, stats) = build(&vectors, target, &params).unwrap();
+        let (graph, stats) = build(vectors, target, &params).unwrap();
         let build_s = t.elapsed().as_secs_f64();
-        drop(vectors);
         for l in [32usize, 64, 100, 200, 400] {
             let mut recall = 0.0;
             let mut distances = 0u64;

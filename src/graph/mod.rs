@@ -26,6 +26,21 @@ pub mod vamana;
 pub use search::{beam_search, SearchStats};
 pub use vamana::{build, BuildStats, VamanaParams};
 
+/// A graph construction algorithm. The engine builds through this trait, stores the resulting
+/// [`Adjacency`] in the segment (`crate::format::graph`) and searches it with its own
+/// [`beam_search`] over [`Neighbors`]; a different builder (for instance an external DiskANN
+/// implementation exporting its adjacency lists) only has to produce an [`Adjacency`].
+pub trait GraphBuilder: Send + Sync {
+    /// Builds a graph over `vectors` (row-major, `dim` wide); node ids are row numbers.
+    fn build(&self, vectors: Vec<f32>, dim: usize) -> Result<(Adjacency, BuildStats)>;
+}
+
+impl GraphBuilder for VamanaParams {
+    fn build(&self, vectors: Vec<f32>, dim: usize) -> Result<(Adjacency, BuildStats)> {
+        vamana::build(vectors, dim, self)
+    }
+}
+
 use crate::error::{Error, Result};
 use std::path::Path;
 

@@ -66,8 +66,8 @@ struct Vectors {
 }
 
 impl Vectors {
-    fn new(vectors: &[f32], dim: usize) -> Self {
-        let mut data = vectors.to_vec();
+    /// Normalises in place (the caller's buffer is taken, not copied: build memory is one copy).
+    fn new(mut data: Vec<f32>, dim: usize) -> Self {
         for v in data.chunks_exact_mut(dim) {
             let norm = simd::dot(v, v).sqrt();
             if norm > 0.0 {
@@ -203,9 +203,12 @@ fn robust_prune(
     out
 }
 
-/// Builds a Vamana graph over `vectors` (row-major, `dim` wide). Deterministic for a given input
-/// and `params.seed`, whatever the thread count.
-pub fn build(vectors: &[f32], dim: usize, params: &VamanaParams) -> Result<(Adjacency, BuildStats)> {
+/// Builds a Vamana graph over `vectors` (row-major, `dim` wide; taken so they can be normalised in
+/// place). Deterministic for a given input and `params.seed`, whatever the thread count.
+///
+/// Memory: the vectors (`4·dim` bytes per node) plus the adjacency lists (≤ `4·R` bytes per node
+/// plus a `Vec` header), i.e. about 4.3 KB per document with 1,024-dim build vectors and R = 32.
+pub fn build(vectors: Vec<f32>, dim: usize, params: &VamanaParams) -> Result<(Adjacency, BuildStats)> {
     params.validate()?;
     if dim == 0 || vectors.is_empty() || vectors.len() % dim != 0 {
         return Err(Error::InvalidInput(format!(
@@ -223,7 +226,8 @@ pub fn build(vectors: &[f32], dim: usize, params: &VamanaParams) -> Result<(Adja
     let v = Vectors::new(vectors, dim);
     let r = params.max_degree as usize;
     let l = params.build_list as usize;
-    let entry = medoid(vectors, dim);
+    // The medoid of the normalised vectors: the space the graph is built in.
+    let entry = medoid(&v.data, dim);
     let mut count = 0u64;
 
     let mut order: Vec<u32> = (0..n as u32).collect();

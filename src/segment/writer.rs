@@ -33,7 +33,7 @@ use crate::format::segment::{
     encode_entry, encode_header, encode_tail, Header, SectionEntry, SectionKind, Tail, HEADER_LEN, SECTION_ALIGN,
     TOKEN_SECTION_ALIGN,
 };
-use crate::graph::VamanaParams;
+use crate::graph::{GraphBuilder, VamanaParams};
 use crate::io::fs as durable;
 use crate::limits::{MAX_DOCS_PER_SEGMENT, MAX_PAYLOAD_BYTES};
 
@@ -357,8 +357,7 @@ impl SegmentWriter {
         if let Some(graph) = self.config.graph.filter(|g| n as u64 >= g.min_docs) {
             let vectors = std::mem::take(&mut self.build_vectors);
             let build_dim = vectors.len() / n;
-            let (adjacency, _) = crate::graph::build(&vectors, build_dim, &graph.params)?;
-            drop(vectors);
+            let (adjacency, _) = GraphBuilder::build(&graph.params, vectors, build_dim)?;
             let header = graph_format::GraphHeader {
                 max_degree: adjacency.max_degree,
                 entry_point: adjacency.entry_point,
