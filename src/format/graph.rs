@@ -88,3 +88,43 @@ pub fn decode_header(bytes: &[u8], nodes: u64) -> Result<GraphHeader, DecodeErro
     }
     Ok(h)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{GraphView, Neighbors, NO_NEIGHBOR};
+
+    #[test]
+    fn section_round_trips_into_a_view() {
+        let adj = Adjacency {
+            max_degree: 3,
+            entry_point: 2,
+            slots: vec![1, 2, NO_NEIGHBOR, 0, NO_NEIGHBOR, NO_NEIGHBOR, 0, 1, 3, 2, NO_NEIGHBOR, NO_NEIGHBOR],
+        };
+        let header = GraphHeader { max_degree: 3, entry_point: 2, build_dim: 8, build_list: 16, alpha: 1.2 };
+        let bytes = encode(&adj, &header);
+        assert_eq!(decode_header(&bytes, 4).unwrap(), header);
+        assert!(decode_header(&bytes, 5).is_err(), "length must match the node count");
+        assert!(decode_header(&bytes, 2).is_err(), "entry point must be a node");
+        let slots: Vec<u32> =
+            bytes[GRAPH_HEADER_LEN..].chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+        let path = std::path::Path::new("g");
+        let view = GraphView::new(path, 0, 3, 2, &slots).unwrap();
+        view.validate_all().unwrap();
+        for node in 0..4 {
+            let mut got = Vec::new();
+            view.neighbors_into(node, &mut got).unwrap();
+            assert_eq!(got, adj.neighbors(node).collect::<Vec<_>>());
+        }
+        let mut reserved = bytes.clone();
+        reserved[25] = 1;
+        assert!(decode_header(&reserved, 4).is_err());
+        // A hole followed by an id, a self loop and an out-of-range id are all corruption.
+        for bad in [[NO_NEIGHBOR, 1, NO_NEIGHBOR], [0, 1, NO_NEIGHBOR], [7, NO_NEIGHBOR, NO_NEIGHBOR]] {
+            let mut s = slots.clone();
+            s[..3].copy_from_slice(&bad);
+            let view = GraphView::new(path, 0, 3, 2, &s).unwrap();
+            assert!(view.validate_all().is_err(), "{bad:?}");
+        }
+    }
+}
