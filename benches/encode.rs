@@ -6,19 +6,8 @@
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use quiverdb::encode::rng::SplitMix64;
+use quiverdb::synthetic::unit_rows;
 use quiverdb::{FdeEncoder, FdeParams, Projection, TokenMatrix};
-
-fn unit_rows(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-    let mut rng = SplitMix64::new(seed);
-    let mut out = Vec::with_capacity(n * dim);
-    for _ in 0..n {
-        let row: Vec<f64> = (0..dim).map(|_| rng.normal()).collect();
-        let norm = row.iter().map(|x| x * x).sum::<f64>().sqrt();
-        out.extend(row.iter().map(|x| (x / norm) as f32));
-    }
-    out
-}
 
 fn bench_fde(c: &mut Criterion) {
     let dim = 128;

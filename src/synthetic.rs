@@ -63,6 +63,13 @@ const TYPES_PER_CONCEPT: usize = 24;
 const TOPICS: usize = 400;
 const CONCEPTS_PER_TOPIC: usize = 8;
 
+/// `n` random unit vectors of `dim` dimensions (Gaussian directions), row-major, from `seed`: the
+/// plain random input of property tests and benchmarks.
+pub fn unit_rows(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n).flat_map(|_| unit_vector(&mut rng, dim)).collect()
+}
+
 fn unit_vector(rng: &mut SplitMix64, dim: usize) -> Vec<f32> {
     let v: Vec<f64> = (0..dim).map(|_| rng.normal()).collect();
     let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);

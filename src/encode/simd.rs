@@ -15,7 +15,7 @@
 //!    violated length would be an out-of-bounds read). Unaligned loads are used throughout, so
 //!    no alignment is assumed.
 //!
-//! Numerics. `add_rows_into`/`add_scaled`/`mat_mul` (unless asked for fused rounding) compute `acc[i] += x * row[i]` with a separate multiply and add
+//! Numerics. `add_rows_into` and `mat_mul` (unless asked for fused rounding) compute `acc[i] += x * row[i]` with a separate multiply and add
 //! in every implementation, so the FDE's SimHash signs are bit-identical on every CPU. The
 //! MaxSim kernels use FMA where available: their scores differ from the scalar reference by
 //! rounding only (tested with a stated tolerance).
@@ -66,17 +66,6 @@ impl Isa {
             Isa::Portable => "portable",
             Isa::Avx2 => "avx2",
         }
-    }
-}
-
-/// `acc[i] += x * row[i]` (multiply, then add: no FMA, identical results on every CPU).
-pub fn add_scaled(acc: &mut [f32], row: &[f32], x: f32) {
-    assert_eq!(acc.len(), row.len());
-    match Isa::detect() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2 (see module docs).
-        Isa::Avx2 => unsafe { x86::add_scaled_avx2(acc, row, x) },
-        _ => add_scaled_portable(acc, row, x),
     }
 }
 
@@ -433,7 +422,7 @@ mod tests {
     fn element_wise_helpers_are_exact() {
         let mut acc = vec![1.0f32; 19];
         let row: Vec<f32> = (0..19).map(|i| i as f32).collect();
-        add_scaled(&mut acc, &row, 0.5);
+        add_scaled_portable(&mut acc, &row, 0.5);
         add_rows_into(&mut acc, 19, &row, &[0]);
         assert!(acc.iter().enumerate().all(|(i, &v)| v == 1.0 + 1.5 * i as f32));
         let mut sums = vec![0f32; 4];
@@ -464,14 +453,41 @@ fn max_dots_portable(block: &[f32], lanes: usize, dim: usize, doc: &[f32], maxes
 mod x86 {
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn add_scaled_avx2(acc: &mut [f32], row: &[f32], x: f32) {
-        // Same code as the portable loop; compiled with AVX2 so LLVM uses 8-wide vectors.
-        super::add_scaled_portable(acc, row, x)
-    }
-
     /// Rows per register block of `mat_mul_avx2`: 6 rows × 2 registers = 12 accumulators.
     const MM_ROWS: usize = 6;
+
+    /// Accumulates `rows` rows (≤ 6) of a 6 × 16 block over the whole inner dimension.
+    ///
+    /// # Safety
+    /// AVX2+FMA available; `xp` points at `rows` rows of `inner` floats, `mp` at `inner` rows of
+    /// at least 16 floats spaced `cols` apart.
+    #[inline(always)]
+    unsafe fn mat_mul_block<const FUSED: bool>(
+        acc: &mut [[__m256; 2]; MM_ROWS],
+        rows: usize,
+        xp: *const f32,
+        mp: *const f32,
+        inner: usize,
+        cols: usize,
+    ) {
+        for i in 0..inner {
+            // SAFETY: within the ranges the caller guarantees.
+            unsafe {
+                let m0 = _mm256_loadu_ps(mp.add(i * cols));
+                let m1 = _mm256_loadu_ps(mp.add(i * cols + 8));
+                for (r, a) in acc.iter_mut().enumerate().take(rows) {
+                    let xv = _mm256_broadcast_ss(&*xp.add(r * inner + i));
+                    if FUSED {
+                        a[0] = _mm256_fmadd_ps(xv, m0, a[0]);
+                        a[1] = _mm256_fmadd_ps(xv, m1, a[1]);
+                    } else {
+                        a[0] = _mm256_add_ps(a[0], _mm256_mul_ps(xv, m0));
+                        a[1] = _mm256_add_ps(a[1], _mm256_mul_ps(xv, m1));
+                    }
+                }
+            }
+        }
+    }
 
     /// 6 × 16 register-blocked matrix product; `FUSED` selects FMA or multiply-then-add.
     #[target_feature(enable = "avx2,fma")]
@@ -494,36 +510,11 @@ mod x86 {
                     let mut acc = [[_mm256_setzero_ps(); 2]; MM_ROWS];
                     let xp = x.as_ptr().add(r0 * inner);
                     let mp = m.as_ptr().add(c0);
+                    // The full-block call gets a constant row count, so it is unrolled.
                     if used == MM_ROWS {
-                        for i in 0..inner {
-                            let m0 = _mm256_loadu_ps(mp.add(i * cols));
-                            let m1 = _mm256_loadu_ps(mp.add(i * cols + 8));
-                            for (r, a) in acc.iter_mut().enumerate() {
-                                let xv = _mm256_broadcast_ss(&*xp.add(r * inner + i));
-                                if FUSED {
-                                    a[0] = _mm256_fmadd_ps(xv, m0, a[0]);
-                                    a[1] = _mm256_fmadd_ps(xv, m1, a[1]);
-                                } else {
-                                    a[0] = _mm256_add_ps(a[0], _mm256_mul_ps(xv, m0));
-                                    a[1] = _mm256_add_ps(a[1], _mm256_mul_ps(xv, m1));
-                                }
-                            }
-                        }
+                        mat_mul_block::<FUSED>(&mut acc, MM_ROWS, xp, mp, inner, cols);
                     } else {
-                        for i in 0..inner {
-                            let m0 = _mm256_loadu_ps(mp.add(i * cols));
-                            let m1 = _mm256_loadu_ps(mp.add(i * cols + 8));
-                            for (r, a) in acc.iter_mut().enumerate().take(used) {
-                                let xv = _mm256_broadcast_ss(&*xp.add(r * inner + i));
-                                if FUSED {
-                                    a[0] = _mm256_fmadd_ps(xv, m0, a[0]);
-                                    a[1] = _mm256_fmadd_ps(xv, m1, a[1]);
-                                } else {
-                                    a[0] = _mm256_add_ps(a[0], _mm256_mul_ps(xv, m0));
-                                    a[1] = _mm256_add_ps(a[1], _mm256_mul_ps(xv, m1));
-                                }
-                            }
-                        }
+                        mat_mul_block::<FUSED>(&mut acc, used, xp, mp, inner, cols);
                     }
                     for (r, a) in acc.iter().enumerate().take(used) {
                         let op = out.as_mut_ptr().add((r0 + r) * cols + c0);

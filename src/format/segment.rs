@@ -79,19 +79,6 @@ pub enum SectionKind {
 }
 
 impl SectionKind {
-    /// Every kind, in the order sections are written.
-    pub const ALL: [SectionKind; 9] = [
-        SectionKind::FdeParams,
-        SectionKind::Tokens,
-        SectionKind::DocIds,
-        SectionKind::TokenOffsets,
-        SectionKind::PayloadOffsets,
-        SectionKind::PayloadBytes,
-        SectionKind::PqCodebook,
-        SectionKind::PqCodes,
-        SectionKind::Graph,
-    ];
-
     /// Kinds every segment has exactly once.
     pub const REQUIRED: [SectionKind; 8] = [
         SectionKind::FdeParams,
@@ -104,9 +91,12 @@ impl SectionKind {
         SectionKind::PqCodes,
     ];
 
+    /// Kinds a segment may have at most once (format version 2 on).
+    pub const OPTIONAL: [SectionKind; 1] = [SectionKind::Graph];
+
     /// The kind with on-disk code `code`.
     pub fn from_code(code: u32) -> Option<Self> {
-        Self::ALL.iter().copied().find(|k| *k as u32 == code)
+        Self::REQUIRED.iter().chain(&Self::OPTIONAL).copied().find(|k| *k as u32 == code)
     }
 
     /// A short name for reports.

@@ -6,14 +6,9 @@ use quiverdb::encode::rng::SplitMix64;
 use quiverdb::encode::simd::Isa;
 use quiverdb::{FdeEncoder, FdeParams, MaxSimQuery, Projection, TokenMatrix};
 
+/// `n` unit vectors drawn from `rng` (a fresh seed per call keeps the cases independent).
 fn unit_rows(rng: &mut SplitMix64, n: usize, dim: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(n * dim);
-    for _ in 0..n {
-        let row: Vec<f64> = (0..dim).map(|_| rng.normal()).collect();
-        let norm = row.iter().map(|x| x * x).sum::<f64>().sqrt();
-        out.extend(row.iter().map(|x| (x / norm) as f32));
-    }
-    out
+    quiverdb::synthetic::unit_rows(n, dim, rng.next_u64())
 }
 
 fn small_params(dim: u32, k_sim: u32, r_reps: u32, projection: Projection, fill_empty: bool, seed: u32) -> FdeParams {
