@@ -143,8 +143,13 @@ fn run_in(args: &Args, dir: &std::path::Path) -> Result<(), String> {
             summary.bytes as f64 / 1e6,
             encoder.fde_dim()
         );
+        let stage = if segment.graph().is_some() {
+            "PQ-ADC graph search"
+        } else {
+            "PQ-ADC flat scan (no graph below 4,096 documents)"
+        };
         println!(
-            "  search: query FDE -> PQ-ADC scan -> {} candidates -> exact MaxSim (mmap) -> top {}",
+            "  search: query FDE -> {stage} -> {} candidates -> exact MaxSim (mmap) -> top {}",
             args.candidates, args.k
         );
         println!("  recall@{} vs exact MaxSim                 {recall:8.3}", args.k);
