@@ -5,6 +5,7 @@
 
 mod demo;
 mod exact;
+mod inspect;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,11 @@ enum Command {
     ///
     /// Example: quiver demo --docs 5000
     Demo(demo::Args),
+    /// Describe a segment file: header, FDE parameters, PQ shape, graph degrees, token counts,
+    /// sections with checksums, and a full verification (exit code 1 if anything is wrong).
+    ///
+    /// Example: quiver inspect /data/col/seg-0000000000000001.qseg --doc 0
+    Inspect(inspect::Args),
 }
 
 fn main() {
@@ -37,6 +43,7 @@ fn main() {
     let result = match cli.command {
         Command::Exact(args) => exact::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Inspect(args) => inspect::run(args),
     };
     if let Err(err) = result {
         eprintln!("quiver: {err}");

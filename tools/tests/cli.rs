@@ -40,3 +40,40 @@ fn exact_on_the_sample_dataset_reproduces_its_ground_truth() {
     assert_eq!(line["recall@100"], 1.0);
     assert_eq!(line["threads"], 1);
 }
+
+#[test]
+fn inspect_describes_a_segment_and_reports_corruption() {
+    let dir = std::env::temp_dir().join(format!("quiver-cli-inspect-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = quiver().args(["demo", "--docs", "200", "--queries", "3", "--json", "--dir"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let segment = dir.join("seg-0000000000000001.qseg");
+
+    let out = quiver().arg("inspect").arg(&segment).args(["--json", "--doc", "0"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["documents"], 200);
+    assert_eq!(report["verify"], "ok");
+    assert_eq!(report["pq"]["subspaces"], 1280);
+    assert_eq!(report["doc"]["id"], 0);
+    assert!(report["graph"].is_null(), "200 documents are below the graph threshold");
+
+    // Damage one byte in the middle of the token section: inspect exits 1 and names the section.
+    let tokens = report["sections"].as_array().unwrap().iter().find(|s| s["kind"] == "tokens").unwrap();
+    let at = (tokens["offset"].as_u64().unwrap() + tokens["length"].as_u64().unwrap() / 2) as usize;
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[at] ^= 0x01;
+    let bad = dir.join("bad.qseg");
+    std::fs::write(&bad, &bytes).unwrap();
+    let out = quiver().arg("inspect").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tokens") && err.contains("checksum"), "{err}");
+
+    // A file that is not a segment at all.
+    std::fs::write(&bad, b"not a segment").unwrap();
+    let out = quiver().arg("inspect").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.qseg"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
