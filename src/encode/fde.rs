@@ -18,8 +18,9 @@
 //! Implementation notes. Projection is linear, so a bucket's tokens are summed in the input
 //! space first and projected once (`P Σx = Σ Px`): the same value up to float rounding, and
 //! `d_proj/dim` of the work. The SimHash products of all repetitions are one `dim × (r·k)`
-//! matrix product whose per-element operation order never depends on the CPU (no FMA
-//! contraction), so bucket assignment is identical on every machine.
+//! matrix product (FMA where available); every sign bit is then made CPU-independent by an error
+//! bound, with an exact f64 recomputation for the rare products too close to zero to decide, so
+//! bucket assignment is identical on every machine.
 
 use crate::encode::rng::{Mt19937, StandardNormal};
 use crate::encode::simd;
@@ -175,6 +176,8 @@ pub struct FdeEncoder {
     /// so the sketches of all tokens in all repetitions are one matrix product.
     simhash: Vec<f32>,
     simhash_cols: usize,
+    /// Euclidean norm of each SimHash column (hyperplane), for the sign-certainty bound.
+    simhash_col_norms: Vec<f32>,
     projection: ProjectionDraws,
     /// The final Count Sketch: output coordinate and sign per raw FDE coordinate.
     final_sketch: Option<(Vec<u32>, Vec<f32>)>,
@@ -205,6 +208,9 @@ impl FdeEncoder {
             }
         }
 
+        let simhash_col_norms: Vec<f32> = (0..simhash_cols)
+            .map(|c| (0..dim).map(|i| simhash[i * simhash_cols + c] as f64).map(|v| v * v).sum::<f64>().sqrt() as f32)
+            .collect();
         let padded_cols = p.div_ceil(simd::MAT_MUL_COL_BLOCK) * simd::MAT_MUL_COL_BLOCK;
         let projection = match params.projection {
             Projection::Identity => ProjectionDraws::Identity,
@@ -240,7 +246,7 @@ impl FdeEncoder {
         let final_sketch =
             params.final_dim.map(|final_dim| count_sketch_draws(params.seed, params.raw_dim(), final_dim));
 
-        Ok(FdeEncoder { params, simhash, simhash_cols, projection, final_sketch })
+        Ok(FdeEncoder { params, simhash, simhash_cols, simhash_col_norms, projection, final_sketch })
     }
 
     /// The parameters this encoder was built with.
@@ -371,18 +377,15 @@ impl FdeEncoder {
 
         // SimHash codes of every token in every repetition: code bit (k-1-t) is projection t,
         // so the code of bucket `b` is `b ^ (b >> 1)` and Hamming distance is a popcount.
-        let mut codes = vec![0u32; n * reps];
-        if k > 0 {
-            let cols = self.simhash_cols;
-            let mut sketch = vec![0f32; n * cols];
-            simd::mat_mul(tokens.as_slice(), dim, &self.simhash, cols, &mut sketch, simd::Rounding::Separate);
-            for (t, row) in sketch.chunks_exact(cols).enumerate() {
-                for rep in 0..reps {
-                    let bits = &row[rep * k..rep * k + k];
-                    codes[t * reps + rep] = bits.iter().fold(0u32, |c, &v| (c << 1) | (v > 0.0) as u32);
-                }
-            }
-        }
+        //
+        // Sign bits must not depend on the CPU (a document FDE stored today is compared with query
+        // FDEs computed elsewhere, later). The products are computed with FMA where available, and
+        // every sign is made certain: any f32 evaluation of ⟨x, g⟩ (fused or not, any order) is
+        // within E = (dim + 2)·2⁻²⁴·Σ|x_i g_i| ≤ (dim + 2)·2⁻²⁴·‖x‖·‖g‖ of the exact value. Where
+        // |v| > 2E the sign is the exact one on every CPU; otherwise (a few values per document) the
+        // product is recomputed sequentially in f64 — the same operations on every CPU. The bound
+        // is doubled again to cover the rounding of the norms themselves.
+        let codes = self.simhash_codes(tokens);
 
         // Per repetition: sum the raw tokens of each occupied bucket in a "slot" (slots bound the
         // scratch by the token count however many buckets there are), then project all sums of
@@ -469,6 +472,45 @@ impl FdeEncoder {
                 slot_of_bucket[bucket] = u32::MAX;
             }
         }
+    }
+
+    /// SimHash codes of every token in every repetition (`[token][repetition]`), signs made
+    /// CPU-independent as described in `encode_raw`.
+    fn simhash_codes(&self, tokens: &TokenMatrix<'_>) -> Vec<u32> {
+        let (dim, k, reps) = (self.params.dim as usize, self.params.k_sim as usize, self.params.r_reps as usize);
+        let n = tokens.rows();
+        let mut codes = vec![0u32; n * reps];
+        if k > 0 {
+            let cols = self.simhash_cols;
+            let mut sketch = vec![0f32; n * cols];
+            simd::mat_mul(tokens.as_slice(), dim, &self.simhash, cols, &mut sketch, simd::Rounding::Fused);
+            let gamma = 4.0 * (dim as f32 + 2.0) * f32::EPSILON / 2.0;
+            for (t, row) in sketch.chunks_exact(cols).enumerate() {
+                let x = tokens.row(t);
+                let margin = gamma * simd::dot(x, x).sqrt();
+                for rep in 0..reps {
+                    let mut code = 0u32;
+                    #[allow(clippy::needless_range_loop)] // c is a column of three arrays
+                    for c in rep * k..rep * k + k {
+                        let v = row[c];
+                        let positive = if v.abs() > margin * self.simhash_col_norms[c] {
+                            v > 0.0
+                        } else {
+                            let exact: f64 = x
+                                .iter()
+                                .enumerate()
+                                .map(|(i, &xi)| xi as f64 * self.simhash[i * cols + c] as f64)
+                                .sum();
+                            exact > 0.0
+                        };
+                        code = (code << 1) | positive as u32;
+                    }
+                    codes[t * reps + rep] = code;
+                }
+            }
+        }
+
+        codes
     }
 
     /// Projects every `dim`-wide row of `inputs` with repetition `rep`'s projection into `out`
@@ -649,6 +691,38 @@ mod tests {
         let tokens = TokenMatrix::new(&[0.5; 16], 8).unwrap();
         let mut short = vec![0f32; 3];
         assert!(enc.encode_document_into(&tokens, &mut short).is_err());
+    }
+
+    /// Tokens built to lie almost exactly on a SimHash hyperplane get the sign of the f64 product:
+    /// the fused f32 products never decide a sign they cannot be sure of.
+    #[test]
+    fn near_zero_projections_take_the_exact_sign() {
+        let params = FdeParams { dim: 64, k_sim: 3, r_reps: 4, ..FdeParams::new(64) };
+        let enc = FdeEncoder::new(params).unwrap();
+        let mut rng = crate::encode::rng::SplitMix64::new(9);
+        let mut tokens = Vec::new();
+        let mut expected = Vec::new();
+        for t in 0..200 {
+            let rep = t % 4;
+            let bit = (t / 4) % 3;
+            let g: Vec<f64> = enc.simhash_matrix(rep).chunks(3).map(|row| row[bit] as f64).collect();
+            let y: Vec<f64> = (0..64).map(|_| rng.normal()).collect();
+            let gy: f64 = g.iter().zip(&y).map(|(a, b)| a * b).sum();
+            let gg: f64 = g.iter().map(|a| a * a).sum();
+            // Remove the component along g, then add back a tiny, signed one.
+            let eps = [1e-9, -1e-9, 1e-7, -1e-7, 0.0][t % 5];
+            let x: Vec<f32> = y.iter().zip(&g).map(|(yi, gi)| (yi - gy / gg * gi + eps * gi) as f32).collect();
+            tokens.extend_from_slice(&x);
+            expected.push((rep, bit, x));
+        }
+        let matrix = TokenMatrix::new(&tokens, 64).unwrap();
+        let codes = enc.simhash_codes(&matrix);
+        for (t, (rep, bit, x)) in expected.iter().enumerate() {
+            let g = enc.simhash_matrix(*rep);
+            let exact: f64 = x.iter().zip(g.chunks(3)).map(|(xi, row)| *xi as f64 * row[*bit] as f64).sum();
+            let got = codes[t * 4 + rep] >> (2 - bit) & 1 == 1;
+            assert_eq!(got, exact > 0.0, "token {t}: exact {exact:e}");
+        }
     }
 
     #[test]
