@@ -133,6 +133,9 @@ pub struct SegmentWriter {
     build_vectors: Vec<f32>,
     reservoir_rng: SplitMix64,
     finished: bool,
+    /// Set by the first failed write: the file no longer matches the writer's state, so every
+    /// later call is refused (RELIABILITY.md: after a failed write, refuse further writes).
+    failed: bool,
 }
 
 impl SegmentWriter {
@@ -184,6 +187,7 @@ impl SegmentWriter {
             build_sketch,
             build_vectors: Vec::new(),
             finished: false,
+            failed: false,
         };
         // The header is written last, when the counts are known.
         writer.write_raw(&[0u8; HEADER_LEN])?;
@@ -200,8 +204,21 @@ impl SegmentWriter {
 
     fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
         let path = self.tmp_path.clone();
-        self.out().write_all(bytes).map_err(|e| Error::io(&path, e))?;
+        if let Err(e) = self.out().write_all(bytes) {
+            self.failed = true;
+            return Err(Error::io(&path, e));
+        }
         self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::io(
+                &self.tmp_path,
+                std::io::Error::other("an earlier write to this segment failed; start a new segment"),
+            ));
+        }
         Ok(())
     }
 
@@ -226,6 +243,7 @@ impl SegmentWriter {
     /// Adds documents in order (their ordinals are their positions). Token conversion and FDE/PQ
     /// encoding run in parallel; token bytes are appended to the file.
     pub fn add_batch(&mut self, docs: &[Document<'_>]) -> Result<()> {
+        self.check_usable()?;
         let dim = self.encoder.params().dim as usize;
         if self.doc_count() + docs.len() as u64 > MAX_DOCS_PER_SEGMENT {
             return Err(Error::InvalidInput(format!("a segment holds at most {MAX_DOCS_PER_SEGMENT} documents")));
@@ -316,6 +334,7 @@ impl SegmentWriter {
     /// Trains the codebook if needed, writes the remaining sections, the table, the tail and the
     /// header, then publishes the file durably. The segment must hold at least one document.
     pub fn finish(mut self) -> Result<SegmentSummary> {
+        self.check_usable()?;
         let n = self.ids.len();
         if n == 0 {
             return Err(Error::InvalidInput("a segment needs at least one document".into()));

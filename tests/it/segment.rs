@@ -444,3 +444,33 @@ fn graph_section_damage_is_corruption_never_a_panic() {
     v1[60..64].copy_from_slice(&crc.to_le_bytes());
     expect_corruption(open_and_verify(&bad, &v1), "graph in a v1 file");
 }
+
+/// A failed write (ENOSPC from /dev/full, standing in for a full disk) makes the writer refuse
+/// every later call: its checksums already cover bytes that never reached the file, so finishing
+/// would publish a segment that fails verification.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_failed_write_poisons_the_writer() {
+    let tmp = TempDir::new("seg-enospc");
+    let path = tmp.0.join("full.qseg");
+    std::os::unix::fs::symlink("/dev/full", tmp.0.join("full.qseg.tmp")).unwrap();
+    let mut w = SegmentWriter::create(
+        &path,
+        small_encoder(),
+        SegmentConfig { segment_id: 3, storage: TokenStorage::F32, pq: PqSource::Train(pq_params()), graph: None },
+    )
+    .unwrap();
+    // 2 MiB of tokens: more than the writer's 1 MiB buffer, so a write reaches /dev/full.
+    let values = vec![0.25f32; 64 * 1024 * DIM];
+    let docs: Vec<Document> = values
+        .chunks(64 * DIM)
+        .enumerate()
+        .map(|(i, v)| Document { id: i as u64, tokens: TokenMatrix::new(v, DIM).unwrap(), payload: None })
+        .collect();
+    let first = w.add_batch(&docs);
+    assert!(matches!(first, Err(Error::Io { .. })), "{first:?}");
+    let again = w.add_batch(&docs[..1]);
+    assert!(matches!(again, Err(Error::Io { .. })), "later calls are refused: {again:?}");
+    assert!(matches!(w.finish(), Err(Error::Io { .. })));
+    assert!(!path.exists(), "nothing was published");
+}
