@@ -655,6 +655,8 @@ pub fn apply_count_sketch(input: &[f32], out_dim: u32, seed: u32) -> Result<Vec<
 mod tests {
     use super::*;
 
+    const PINNED_DEFAULT_FINGERPRINT: u64 = 0xd28d_4c3e_3660_03c9;
+
     #[test]
     fn bucket_index_is_the_reference_fold() {
         for k in 0..8u32 {
@@ -723,6 +725,15 @@ mod tests {
             let got = codes[t * 4 + rep] >> (2 - bit) & 1 == 1;
             assert_eq!(got, exact > 0.0, "token {t}: exact {exact:e}");
         }
+    }
+
+    /// The default encoder's fingerprint, pinned when format version 1 of the FDE record was
+    /// written. If this fails, a change altered the random draws (or their hashing): every stored
+    /// collection would refuse to open with the new build. Do not update the constant; fix the code.
+    #[test]
+    fn default_fingerprint_is_pinned() {
+        let fp = FdeEncoder::new(FdeParams::new(128)).unwrap().fingerprint();
+        assert_eq!(fp, PINNED_DEFAULT_FINGERPRINT, "got {fp:#018x}");
     }
 
     #[test]
