@@ -38,6 +38,19 @@ impl DocTokens<'_> {
         self.len() == 0
     }
 
+    /// The values as `f32` (a copy; exact for every storage type).
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        match self {
+            DocTokens::F32(v) => v.to_vec(),
+            DocTokens::F16(bits) => {
+                crate::encode::storage::from_16bit(bits, TokenStorage::F16).expect("16-bit storage")
+            }
+            DocTokens::Bf16(bits) => {
+                crate::encode::storage::from_16bit(bits, TokenStorage::Bf16).expect("16-bit storage")
+            }
+        }
+    }
+
     /// The storage type.
     pub fn storage(&self) -> TokenStorage {
         match self {
@@ -213,10 +226,7 @@ mod tests {
         let qm = TokenMatrix::new(&q, dim).unwrap();
         for storage in [TokenStorage::F16, TokenStorage::Bf16] {
             let bits = to_16bit(&d, storage).unwrap();
-            let up: Vec<f32> = match storage {
-                TokenStorage::F16 => bits.iter().map(|&b| half::f16::from_bits(b).to_f32()).collect(),
-                _ => bits.iter().map(|&b| half::bf16::from_bits(b).to_f32()).collect(),
-            };
+            let up = crate::encode::storage::from_16bit(&bits, storage).unwrap();
             let want = maxsim_reference(&qm, &TokenMatrix::new(&up, dim).unwrap()).unwrap();
             for isa in Isa::available() {
                 let query = MaxSimQuery::with_isa(&qm, isa);

@@ -97,6 +97,18 @@ pub fn to_16bit(values: &[f32], storage: TokenStorage) -> Result<Vec<u16>> {
     }
 }
 
+/// The `f32` values of 16-bit storage bits (`F16` or `Bf16`; exact, every such value is an f32).
+/// For `F32` the bits are not meaningful and an error is returned.
+pub fn from_16bit(bits: &[u16], storage: TokenStorage) -> Result<Vec<f32>> {
+    let mut out = vec![0f32; bits.len()];
+    match storage {
+        TokenStorage::F16 => crate::encode::simd::f16_to_f32(bits, &mut out),
+        TokenStorage::Bf16 => crate::encode::simd::bf16_to_f32(bits, &mut out),
+        TokenStorage::F32 => return Err(Error::invalid_param("storage", "f32 tokens are not stored as 16-bit values")),
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +129,10 @@ mod tests {
         assert!(to_16bit(&[70_000.0], TokenStorage::Bf16).is_ok());
         assert_eq!(to_16bit(&[1.0], TokenStorage::F16).unwrap(), vec![0x3c00]);
         assert_eq!(to_16bit(&[1.0], TokenStorage::Bf16).unwrap(), vec![0x3f80]);
+        for storage in [TokenStorage::F16, TokenStorage::Bf16] {
+            let back = from_16bit(&to_16bit(&[0.5, -2.0, 0.0], storage).unwrap(), storage).unwrap();
+            assert_eq!(back, vec![0.5, -2.0, 0.0]);
+        }
+        assert!(from_16bit(&[0], TokenStorage::F32).is_err());
     }
 }

@@ -23,8 +23,7 @@ use rayon::prelude::*;
 use crate::encode::fde::{CountSketch, FdeEncoder};
 use crate::encode::pq::{PqCodebook, PqParams};
 use crate::encode::rng::SplitMix64;
-use crate::encode::simd;
-use crate::encode::storage::{to_16bit, TokenStorage};
+use crate::encode::storage::{from_16bit, to_16bit, TokenStorage};
 use crate::encode::tokens::TokenMatrix;
 use crate::error::{Error, Result};
 use crate::format::fde_params;
@@ -506,18 +505,9 @@ fn store_tokens(values: &[f32], storage: TokenStorage) -> Result<(Vec<u8>, Optio
         TokenStorage::F16 | TokenStorage::Bf16 => {
             let bits = to_16bit(values, storage)?;
             let bytes = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
-            Ok((bytes, Some(decode_16bit(&bits, storage))))
+            Ok((bytes, Some(from_16bit(&bits, storage)?)))
         }
     }
-}
-
-fn decode_16bit(bits: &[u16], storage: TokenStorage) -> Vec<f32> {
-    let mut out = vec![0f32; bits.len()];
-    match storage {
-        TokenStorage::F16 => simd::f16_to_f32(bits, &mut out),
-        _ => simd::bf16_to_f32(bits, &mut out),
-    }
-    out
 }
 
 fn load_tokens(bytes: &[u8], storage: TokenStorage) -> Vec<f32> {
@@ -525,7 +515,7 @@ fn load_tokens(bytes: &[u8], storage: TokenStorage) -> Vec<f32> {
         TokenStorage::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect(),
         _ => {
             let bits: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
-            decode_16bit(&bits, storage)
+            from_16bit(&bits, storage).expect("16-bit storage")
         }
     }
 }

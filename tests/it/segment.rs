@@ -6,10 +6,10 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use quiverdb::encode::pq::{PqCodebook, PqParams};
 use quiverdb::encode::rng::SplitMix64;
-use quiverdb::encode::storage::to_16bit;
+use quiverdb::encode::storage::{from_16bit, to_16bit};
 use quiverdb::format::segment::{decode_tail, encode_tail, SectionKind, ENTRY_LEN, TAIL_LEN};
 use quiverdb::segment::{Document, PqSource, SegmentConfig, SegmentReader, SegmentWriter};
-use quiverdb::{DocTokens, Error, FdeEncoder, FdeParams, Projection, TokenMatrix, TokenStorage};
+use quiverdb::{Error, FdeEncoder, FdeParams, Projection, TokenMatrix, TokenStorage};
 
 use crate::common::TempDir;
 
@@ -70,20 +70,7 @@ fn write(path: &Path, docs: &Docs, storage: TokenStorage, pq: PqSource, batch: u
 fn stored(values: &[f32], storage: TokenStorage) -> Vec<f32> {
     match storage {
         TokenStorage::F32 => values.to_vec(),
-        TokenStorage::F16 => {
-            to_16bit(values, storage).unwrap().iter().map(|&b| half::f16::from_bits(b).to_f32()).collect()
-        }
-        TokenStorage::Bf16 => {
-            to_16bit(values, storage).unwrap().iter().map(|&b| half::bf16::from_bits(b).to_f32()).collect()
-        }
-    }
-}
-
-fn as_f32(tokens: DocTokens<'_>) -> Vec<f32> {
-    match tokens {
-        DocTokens::F32(v) => v.to_vec(),
-        DocTokens::F16(v) => v.iter().map(|&b| half::f16::from_bits(b).to_f32()).collect(),
-        DocTokens::Bf16(v) => v.iter().map(|&b| half::bf16::from_bits(b).to_f32()).collect(),
+        _ => from_16bit(&to_16bit(values, storage).unwrap(), storage).unwrap(),
     }
 }
 
@@ -99,7 +86,7 @@ fn check_round_trip(path: &Path, docs: &Docs, storage: TokenStorage) -> PqCodebo
     let enc = small_encoder();
     for i in 0..docs.ids.len() {
         let want = stored(&docs.tokens[i], storage);
-        assert_eq!(as_f32(reader.tokens(i)), want, "tokens of {i}");
+        assert_eq!(reader.tokens(i).to_f32_vec(), want, "tokens of {i}");
         assert_eq!(reader.payload(i), docs.payloads[i].as_deref().unwrap_or(&[]));
         let fde = enc.encode_document(&TokenMatrix::new(&want, DIM).unwrap()).unwrap();
         let mut code = vec![0u8; codebook.subspaces()];

@@ -33,12 +33,7 @@ fn stats(values: &[f64]) -> Value {
 }
 
 fn token_norms(tokens: DocTokens<'_>, dim: usize) -> Vec<f64> {
-    let values: Vec<f32> = match tokens {
-        DocTokens::F32(v) => v.to_vec(),
-        DocTokens::F16(v) => v.iter().map(|&b| half::f16::from_bits(b).to_f32()).collect(),
-        DocTokens::Bf16(v) => v.iter().map(|&b| half::bf16::from_bits(b).to_f32()).collect(),
-    };
-    values.chunks(dim).map(|t| t.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt()).collect()
+    tokens.to_f32_vec().chunks(dim).map(|t| t.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt()).collect()
 }
 
 pub fn run(args: Args) -> Result<(), String> {
