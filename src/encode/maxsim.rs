@@ -204,7 +204,10 @@ mod tests {
 
     #[test]
     fn kernels_match_reference_for_awkward_shapes() {
-        for &(nq, nd, dim) in &[(1, 1, 1), (3, 2, 5), (8, 3, 16), (33, 7, 128), (70, 4, 3), (32, 100, 128)] {
+        // 300 query tokens: more than nine 32-lane blocks.
+        for &(nq, nd, dim) in
+            &[(1, 1, 1), (3, 2, 5), (8, 3, 16), (33, 7, 128), (70, 4, 3), (32, 100, 128), (300, 5, 16)]
+        {
             let q = random(nq, dim, 1);
             let d = random(nd, dim, 2);
             let qm = TokenMatrix::new(&q, dim).unwrap();
