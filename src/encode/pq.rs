@@ -189,18 +189,7 @@ impl PqCodebook {
                 code.len()
             )));
         }
-        let sub_dim = self.sub_dim();
-        let mut dist = [0f32; 1];
-        for s in 0..self.subspaces {
-            simd::nearest_centroid(
-                &vector[s * sub_dim..(s + 1) * sub_dim],
-                sub_dim,
-                &self.centroids_t[s * PQ_CENTROIDS * sub_dim..(s + 1) * PQ_CENTROIDS * sub_dim],
-                &self.norms[s * PQ_CENTROIDS..(s + 1) * PQ_CENTROIDS],
-                &mut code[s..s + 1],
-                &mut dist,
-            );
-        }
+        simd::encode_subspaces(vector, self.sub_dim(), &self.centroids_t, &self.norms, code);
         Ok(())
     }
 

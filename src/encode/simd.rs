@@ -142,6 +142,48 @@ pub fn centroid_dots(x: &[f32], sub_dim: usize, centroids_t: &[f32], out: &mut [
     }
 }
 
+/// PQ encoding of one vector: for each of the `m = vector.len() / sub_dim` subspaces, the nearest
+/// of that subspace's 256 centroids into `code[s]`. `centroids_t` holds every subspace's codebook
+/// dimension-major (`[subspace][sub_dim][256]`), `norms` their squared norms (`[subspace][256]`).
+/// One dispatch for the whole vector (instead of one per subspace).
+pub fn encode_subspaces(vector: &[f32], sub_dim: usize, centroids_t: &[f32], norms: &[f32], code: &mut [u8]) {
+    assert!(sub_dim > 0 && vector.len() % sub_dim == 0);
+    let m = vector.len() / sub_dim;
+    assert!(centroids_t.len() == m * sub_dim * PQ_CENTROIDS && norms.len() == m * PQ_CENTROIDS && code.len() == m);
+    match Isa::detect() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2+FMA (module docs);
+        // every per-subspace slice passed on has the lengths the kernel requires (asserted above).
+        Isa::Avx2 => unsafe { x86::encode_subspaces_avx2(vector, sub_dim, centroids_t, norms, code) },
+        _ => encode_subspaces_with(vector, sub_dim, centroids_t, norms, code, nearest_centroid_portable),
+    }
+}
+
+type NearestFn = fn(&[f32], usize, &[f32], &[f32], &mut [u8], &mut [f32]);
+
+#[inline(always)]
+fn encode_subspaces_with(
+    vector: &[f32],
+    sub_dim: usize,
+    centroids_t: &[f32],
+    norms: &[f32],
+    code: &mut [u8],
+    nearest: NearestFn,
+) {
+    let mut dist = [0f32; 1];
+    let block = sub_dim * PQ_CENTROIDS;
+    for (s, x) in vector.chunks_exact(sub_dim).enumerate() {
+        nearest(
+            x,
+            sub_dim,
+            &centroids_t[s * block..(s + 1) * block],
+            &norms[s * PQ_CENTROIDS..(s + 1) * PQ_CENTROIDS],
+            &mut code[s..s + 1],
+            &mut dist,
+        );
+    }
+}
+
 fn nearest_centroid_portable(
     points: &[f32],
     sub_dim: usize,
@@ -419,6 +461,32 @@ mod tests {
     }
 
     #[test]
+    fn encode_subspaces_equals_one_search_per_subspace() {
+        let (m, sub_dim) = (5, 8);
+        let ct: Vec<f32> = (0..m * sub_dim * PQ_CENTROIDS).map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0).collect();
+        let mut norms = vec![0f32; m * PQ_CENTROIDS];
+        for s in 0..m {
+            for c in 0..PQ_CENTROIDS {
+                norms[s * PQ_CENTROIDS + c] =
+                    (0..sub_dim).map(|d| ct[(s * sub_dim + d) * PQ_CENTROIDS + c].powi(2)).sum();
+            }
+        }
+        let vector: Vec<f32> = (0..m * sub_dim).map(|i| ((i * 131 % 61) as f32 - 30.0) / 11.0).collect();
+        let mut code = vec![0u8; m];
+        encode_subspaces(&vector, sub_dim, &ct, &norms, &mut code);
+        let mut portable = vec![0u8; m];
+        encode_subspaces_with(&vector, sub_dim, &ct, &norms, &mut portable, nearest_centroid_portable);
+        assert_eq!(code, portable);
+        for s in 0..m {
+            let x = &vector[s * sub_dim..(s + 1) * sub_dim];
+            let d2 =
+                |c: usize| (0..sub_dim).map(|d| (x[d] - ct[(s * sub_dim + d) * PQ_CENTROIDS + c]).powi(2)).sum::<f32>();
+            let best = (0..PQ_CENTROIDS).map(d2).fold(f32::INFINITY, f32::min);
+            assert!(d2(code[s] as usize) <= best + 1e-3, "subspace {s}");
+        }
+    }
+
+    #[test]
     fn element_wise_helpers_are_exact() {
         let mut acc = vec![1.0f32; 19];
         let row: Vec<f32> = (0..19).map(|i| i as f32).collect();
@@ -593,6 +661,31 @@ mod x86 {
             let norm: f32 = x.iter().map(|v| v * v).sum();
             assign[p] = indices[lane] as u8;
             dist[p] = (values[lane] + norm).max(0.0);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn encode_subspaces_avx2(
+        vector: &[f32],
+        sub_dim: usize,
+        centroids_t: &[f32],
+        norms: &[f32],
+        code: &mut [u8],
+    ) {
+        let mut dist = [0f32; 1];
+        let block = sub_dim * 256;
+        for (s, x) in vector.chunks_exact(sub_dim).enumerate() {
+            // SAFETY: same features as this function; the slices have the lengths the kernel needs.
+            unsafe {
+                nearest_centroid_avx2(
+                    x,
+                    sub_dim,
+                    &centroids_t[s * block..(s + 1) * block],
+                    &norms[s * 256..(s + 1) * 256],
+                    &mut code[s..s + 1],
+                    &mut dist,
+                )
+            };
         }
     }
 
