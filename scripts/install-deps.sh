@@ -7,6 +7,11 @@ need_apt=()
 # A C toolchain for crates with C parts (and, with the catalog, the RocksDB bindings).
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# The catalog links to the distribution's RocksDB (.cargo/config.toml sets ROCKSDB_LIB_DIR); the
+# bindings are generated with libclang. Compiling RocksDB from source instead takes 30-60 minutes.
+[ -e /usr/lib/x86_64-linux-gnu/librocksdb.so ] || need_apt+=(librocksdb-dev)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 \
+  || need_apt+=(libclang-dev)
 
 if ((${#need_apt[@]})); then
   echo "install-deps: installing ${need_apt[*]}"

@@ -47,6 +47,53 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// The path holds no collection (no catalog), or what is there is not a quiverdb collection.
+    #[error("no collection at {}: {reason}", path.display())]
+    NotACollection {
+        /// The directory given to `open`.
+        path: PathBuf,
+        /// What was missing or wrong.
+        reason: String,
+    },
+
+    /// `create` was asked to create a collection where one (or other files) already exist.
+    #[error("cannot create a collection at {}: the directory exists and is not empty", path.display())]
+    AlreadyExists {
+        /// The directory given to `create`.
+        path: PathBuf,
+    },
+
+    /// Another handle (in this or another process) has the collection open for writing.
+    #[error("collection {} is locked by another writer (lock file {})", path.display(), lock_file.display())]
+    Locked {
+        /// The collection directory.
+        path: PathBuf,
+        /// The lock file held by the other writer.
+        lock_file: PathBuf,
+    },
+
+    /// An earlier write or fsync of this handle failed; the on-disk state past that point is
+    /// unknown, so the handle refuses further writes. Reopen the collection (recovery restores
+    /// the last durable state).
+    #[error("the collection refuses writes after an earlier failure ({reason}); reopen it to recover")]
+    Poisoned {
+        /// The first failure.
+        reason: String,
+    },
+
+    /// The handle was closed.
+    #[error("the collection handle is closed")]
+    Closed,
+
+    /// The RocksDB catalog reported an error.
+    #[error("catalog error in {}: {message}", path.display())]
+    Catalog {
+        /// The catalog directory.
+        path: PathBuf,
+        /// RocksDB's message.
+        message: String,
+    },
 }
 
 impl Error {

@@ -25,6 +25,7 @@ pub mod search;
 pub mod segment;
 pub mod synthetic;
 pub mod topk;
+pub mod wal;
 
 pub use encode::fde::{FdeEncoder, FdeParams, Projection};
 pub use encode::maxsim::{DocTokens, MaxSimQuery};

@@ -29,3 +29,13 @@ pub const MAX_DOCS_PER_SEGMENT: u64 = 1 << 24;
 
 /// Largest payload stored with one document (bytes).
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+
+/// Most token values (`tokens × dim`) one document may hold: 64 MiB as `f32`. Bounds a WAL record.
+pub const MAX_DOC_VALUES: usize = 1 << 24;
+
+/// Largest WAL record payload accepted by the decoder (a document at [`MAX_DOC_VALUES`] as `f32`,
+/// its payload and the fixed fields). Anything longer in a WAL header is corruption.
+pub const MAX_WAL_RECORD_BYTES: usize = MAX_DOC_VALUES * 4 + MAX_PAYLOAD_BYTES + 64;
+
+/// Most documents accepted in one `insert_batch` call (one WAL group, one lock hold).
+pub const MAX_BATCH_DOCS: usize = 65_536;

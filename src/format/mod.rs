@@ -9,6 +9,7 @@ pub mod fde_params;
 pub mod graph;
 pub mod npy;
 pub mod segment;
+pub mod wal;
 
 use std::path::Path;
 

@@ -1,0 +1,470 @@
+//! The write-ahead log: appends, group commit, rotation, replay with torn-tail handling, trimming.
+//!
+//! Files are `wal/<first_seq, 20 digits>.wal` (byte layout in [`crate::format::wal`] and
+//! storage-format.md). Records carry strictly consecutive sequence numbers; every record holds a
+//! resolved external id (never a predicate), so replaying a record twice gives the same state.
+//!
+//! **Appending.** [`Wal::append`] writes a whole buffer of framed records with one `write` call
+//! under the file lock, in sequence order. [`Wal::sync_to`] is the group commit: the first caller
+//! fsyncs everything written so far and records how far that reached; callers that arrive while an
+//! fsync runs wait for it and usually find their record already covered, so N concurrent writers
+//! pay about one fsync, not N.
+//!
+//! **Crash reasoning.** A crash can tear only the last write of the last file (earlier files were
+//! fsynced whole before rotation). Replay therefore accepts a bad or incomplete record at the end
+//! of the last file as a torn tail and truncates it, but if *any* valid record follows the bad one
+//! (or the bad record is in an older file) the log was damaged after being written: that is
+//! reported as [`Error::Corruption`] unless the caller chose [`WalRecovery::TruncateAtCorruption`].
+//!
+//! **Failures.** A failed write or fsync poisons the log: the file may hold a partial record and
+//! the page cache's state after a failed fsync is unknown, so every later append or sync fails
+//! until the collection is reopened (and replay decides what survived).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::format::wal::{decode_header, decode_record, encode_header, FrameError, Record, WalHeader, WAL_HEADER_LEN};
+use crate::io::fs::sync_dir;
+use crate::io::mmap::ReadOnlyMap;
+
+/// What replay does when it finds a damaged record that is not a torn tail.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WalRecovery {
+    /// Refuse to open: report the damaged record as [`Error::Corruption`]. The default.
+    #[default]
+    Strict,
+    /// Salvage: keep every record before the damaged one, drop it and everything after it
+    /// (including later WAL files), and open. Acknowledged writes after the damage are lost; the
+    /// replay report says how many bytes were dropped. Use only to rescue a damaged collection.
+    TruncateAtCorruption,
+}
+
+/// File name of the WAL file whose first record is `first_seq`.
+pub fn file_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.wal")
+}
+
+/// The WAL files in `dir`, sorted by first sequence number, with that number.
+pub fn list_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(".wal") {
+            if stem.len() == 20 {
+                if let Ok(seq) = stem.parse::<u64>() {
+                    out.push((seq, entry.path()));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What replay found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// WAL files read.
+    pub files: usize,
+    /// Records applied (sequence number above the checkpoint).
+    pub applied: u64,
+    /// Records skipped because the checkpoint already covers them.
+    pub skipped: u64,
+    /// Highest sequence number seen (the checkpoint if none).
+    pub last_seq: u64,
+    /// Bytes cut from a torn tail of the last file.
+    pub torn_tail_bytes: u64,
+    /// With [`WalRecovery::TruncateAtCorruption`]: the damage that was cut away, and how many bytes.
+    pub salvaged: Option<(String, u64)>,
+}
+
+/// Reads every WAL file in `dir` in order and calls `apply` for each record with a sequence number
+/// above `checkpoint`. With `repair`, a torn tail (or, under `TruncateAtCorruption`, the damaged
+/// part) is cut from the file so the log is clean again; without it nothing is modified (for
+/// inspection tools).
+pub fn replay(
+    dir: &Path,
+    checkpoint: u64,
+    recovery: WalRecovery,
+    repair: bool,
+    mut apply: impl FnMut(Record) -> Result<()>,
+) -> Result<ReplayReport> {
+    let files = list_files(dir)?;
+    let mut report = ReplayReport { last_seq: checkpoint, ..Default::default() };
+    let mut prev_seq: Option<u64> = None;
+    for (index, (name_seq, path)) in files.iter().enumerate() {
+        let is_last = index + 1 == files.len();
+        report.files += 1;
+        let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+        if len < WAL_HEADER_LEN as u64 {
+            // Only the newest file can be caught mid-creation (its header is fsynced before use).
+            if is_last {
+                report.torn_tail_bytes += len;
+                if repair {
+                    std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+                    sync_dir(dir)?;
+                }
+                continue;
+            }
+            return Err(Error::corruption(path, 0, format!("WAL file of {len} bytes has no complete header")));
+        }
+        let map = ReadOnlyMap::open(path)?;
+        let bytes = map.bytes();
+        let header = decode_header(bytes).map_err(|e| e.in_file(path, 0))?;
+        if header.first_seq != *name_seq {
+            return Err(Error::corruption(
+                path,
+                16,
+                format!("header says the file starts at sequence {}, its name says {name_seq}", header.first_seq),
+            ));
+        }
+        let mut pos = WAL_HEADER_LEN;
+        while pos < bytes.len() {
+            match decode_record(&bytes[pos..], pos as u64) {
+                Ok((record, used)) => {
+                    let expected = prev_seq.map(|p| p + 1);
+                    if record.seq < header.first_seq || expected.is_some_and(|e| e != record.seq) {
+                        return Err(Error::corruption(
+                            path,
+                            pos as u64 + 8,
+                            format!(
+                                "record sequence {} breaks the order (expected {}, file starts at {})",
+                                record.seq,
+                                expected.map_or("any".to_string(), |e| e.to_string()),
+                                header.first_seq
+                            ),
+                        ));
+                    }
+                    prev_seq = Some(record.seq);
+                    report.last_seq = report.last_seq.max(record.seq);
+                    if record.seq > checkpoint {
+                        report.applied += 1;
+                        apply(record)?;
+                    } else {
+                        report.skipped += 1;
+                    }
+                    pos += used;
+                }
+                Err(err) => {
+                    let what = match &err {
+                        FrameError::Incomplete => "incomplete record".to_string(),
+                        FrameError::Invalid(e) => e.what.clone(),
+                    };
+                    let followed_by_valid = valid_record_after(bytes, pos, prev_seq);
+                    let cut = (bytes.len() - pos) as u64;
+                    if is_last && !followed_by_valid {
+                        report.torn_tail_bytes += cut;
+                        drop(map);
+                        if repair {
+                            truncate(path, pos as u64)?;
+                        }
+                        return Ok(report);
+                    }
+                    let reason = format!(
+                        "damaged WAL record ({what}){}",
+                        if followed_by_valid { " followed by valid records" } else { " in a WAL file that is not the last" }
+                    );
+                    if recovery == WalRecovery::Strict {
+                        return Err(Error::corruption(path, pos as u64, reason));
+                    }
+                    let mut dropped = cut;
+                    for (_, later) in &files[index + 1..] {
+                        dropped += std::fs::metadata(later).map_err(|e| Error::io(later, e))?.len();
+                    }
+                    report.salvaged = Some((format!("{}: byte {pos}: {reason}", path.display()), dropped));
+                    drop(map);
+                    if repair {
+                        truncate(path, pos as u64)?;
+                        for (_, later) in &files[index + 1..] {
+                            std::fs::remove_file(later).map_err(|e| Error::io(later, e))?;
+                        }
+                        sync_dir(dir)?;
+                    }
+                    return Ok(report);
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// True if some offset after `bad` decodes as a record that continues the sequence — the sign that
+/// a damaged record sits in the middle of the log rather than at a torn end.
+fn valid_record_after(bytes: &[u8], bad: usize, prev_seq: Option<u64>) -> bool {
+    (bad + 1..bytes.len()).any(|p| match decode_record(&bytes[p..], p as u64) {
+        Ok((r, _)) => prev_seq.is_none_or(|s| r.seq > s),
+        Err(_) => false,
+    })
+}
+
+fn truncate(path: &Path, len: u64) -> Result<()> {
+    let file = OpenOptions::new().write(true).open(path).map_err(|e| Error::io(path, e))?;
+    file.set_len(len).map_err(|e| Error::io(path, e))?;
+    file.sync_all().map_err(|e| Error::io(path, e))
+}
+
+/// Deletes the WAL files all of whose records are at or below `checkpoint`: every file but the
+/// newest whose successor starts at or below `checkpoint + 1`. Returns how many were deleted.
+pub fn trim(dir: &Path, checkpoint: u64) -> Result<usize> {
+    let files = list_files(dir)?;
+    let mut removed = 0;
+    for pair in files.windows(2) {
+        if pair[1].0 <= checkpoint + 1 {
+            std::fs::remove_file(&pair[0].1).map_err(|e| Error::io(&pair[0].1, e))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
+struct ActiveFile {
+    file: Arc<File>,
+    path: PathBuf,
+    bytes: u64,
+}
+
+struct SyncState {
+    synced_seq: u64,
+}
+
+/// The appending side of the log (one per open collection).
+pub struct Wal {
+    dir: PathBuf,
+    active: Mutex<ActiveFile>,
+    sync: Mutex<SyncState>,
+    written_seq: AtomicU64,
+    /// First failure; every later operation refuses.
+    failure: Mutex<Option<String>>,
+}
+
+impl Wal {
+    /// Starts a new WAL file in `dir` whose first record will be `next_seq` (any leftover file of
+    /// that name holds no records, since replay ended below `next_seq`, and is replaced).
+    pub fn create(dir: &Path, next_seq: u64) -> Result<Self> {
+        let active = new_file(dir, next_seq)?;
+        Ok(Wal {
+            dir: dir.to_path_buf(),
+            active: Mutex::new(active),
+            sync: Mutex::new(SyncState { synced_seq: next_seq - 1 }),
+            written_seq: AtomicU64::new(next_seq - 1),
+            failure: Mutex::new(None),
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        match &*self.failure.lock() {
+            Some(reason) => Err(Error::Poisoned { reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&self, err: Error) -> Error {
+        let mut failure = self.failure.lock();
+        if failure.is_none() {
+            *failure = Some(err.to_string());
+        }
+        err
+    }
+
+    /// Appends framed records (built with [`crate::format::wal`]) whose last sequence number is
+    /// `last_seq`. The caller serialises appends in sequence order. Written to the OS, not synced.
+    pub fn append(&self, records: &[u8], last_seq: u64) -> Result<()> {
+        self.check()?;
+        let mut active = self.active.lock();
+        let path = active.path.clone();
+        if let Err(e) = (&*active.file).write_all(records) {
+            return Err(self.fail(Error::io(path, e)));
+        }
+        active.bytes += records.len() as u64;
+        self.written_seq.store(last_seq, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes every record up to `seq` durable (group commit, see the module docs).
+    pub fn sync_to(&self, seq: u64) -> Result<()> {
+        let mut state = self.sync.lock();
+        if state.synced_seq >= seq {
+            return Ok(());
+        }
+        self.check()?;
+        let target = self.written_seq.load(Ordering::Acquire);
+        let (file, path) = {
+            let active = self.active.lock();
+            (active.file.clone(), active.path.clone())
+        };
+        if let Err(e) = file.sync_data() {
+            return Err(self.fail(Error::io(path, e)));
+        }
+        state.synced_seq = state.synced_seq.max(target);
+        Ok(())
+    }
+
+    /// Highest sequence number written to the OS.
+    pub fn written_seq(&self) -> u64 {
+        self.written_seq.load(Ordering::Acquire)
+    }
+
+    /// Closes the current file (fsynced) and starts a new one at `next_seq`, so the records of a
+    /// frozen memtable end in files that [`trim`] can delete once a checkpoint covers them.
+    pub fn rotate(&self, next_seq: u64) -> Result<()> {
+        self.check()?;
+        let mut sync = self.sync.lock();
+        let mut active = self.active.lock();
+        if let Err(e) = active.file.sync_data() {
+            return Err(self.fail(Error::io(active.path.clone(), e)));
+        }
+        sync.synced_seq = self.written_seq.load(Ordering::Acquire);
+        match new_file(&self.dir, next_seq) {
+            Ok(file) => *active = file,
+            Err(e) => return Err(self.fail(e)),
+        }
+        Ok(())
+    }
+
+    /// Bytes in the current file (header included).
+    pub fn active_bytes(&self) -> u64 {
+        self.active.lock().bytes
+    }
+}
+
+/// Creates `first_seq`'s file: header written and fsynced, then the directory fsynced, so the file
+/// exists with a valid header before any record is acknowledged from it.
+fn new_file(dir: &Path, first_seq: u64) -> Result<ActiveFile> {
+    let path = dir.join(file_name(first_seq));
+    let mut file =
+        OpenOptions::new().write(true).create(true).truncate(true).open(&path).map_err(|e| Error::io(&path, e))?;
+    file.write_all(&encode_header(&WalHeader { first_seq })).map_err(|e| Error::io(&path, e))?;
+    file.sync_all().map_err(|e| Error::io(&path, e))?;
+    sync_dir(dir)?;
+    Ok(ActiveFile { file: Arc::new(file), path, bytes: WAL_HEADER_LEN as u64 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::wal::{encode_delete, RecordOp};
+
+    fn tmp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("quiverdb-wal-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn write_deletes(wal: &Wal, seqs: std::ops::RangeInclusive<u64>) {
+        for seq in seqs {
+            let mut buf = Vec::new();
+            encode_delete(&mut buf, seq, seq * 10);
+            wal.append(&buf, seq).unwrap();
+        }
+    }
+
+    fn collect(dir: &Path, checkpoint: u64, recovery: WalRecovery) -> Result<(Vec<u64>, ReplayReport)> {
+        let mut seqs = Vec::new();
+        let report = replay(dir, checkpoint, recovery, true, |r| {
+            assert_eq!(r.op, RecordOp::Delete { id: r.seq * 10 });
+            seqs.push(r.seq);
+            Ok(())
+        })?;
+        Ok((seqs, report))
+    }
+
+    #[test]
+    fn append_rotate_replay_trim() {
+        let dir = tmp_dir("basic");
+        let wal = Wal::create(&dir, 1).unwrap();
+        write_deletes(&wal, 1..=5);
+        wal.sync_to(5).unwrap();
+        wal.rotate(6).unwrap();
+        write_deletes(&wal, 6..=9);
+        drop(wal);
+        let (seqs, report) = collect(&dir, 0, WalRecovery::Strict).unwrap();
+        assert_eq!(seqs, (1..=9).collect::<Vec<_>>());
+        assert_eq!((report.files, report.last_seq, report.torn_tail_bytes), (2, 9, 0));
+        let (seqs, report) = collect(&dir, 7, WalRecovery::Strict).unwrap();
+        assert_eq!(seqs, vec![8, 9]);
+        assert_eq!(report.skipped, 7);
+        assert_eq!(trim(&dir, 4).unwrap(), 0, "file 1 still holds record 5");
+        assert_eq!(trim(&dir, 5).unwrap(), 1);
+        let (seqs, _) = collect(&dir, 5, WalRecovery::Strict).unwrap();
+        assert_eq!(seqs, vec![6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn torn_tail_at_every_byte_is_cut_to_the_complete_prefix() {
+        let dir = tmp_dir("torn");
+        let wal = Wal::create(&dir, 1).unwrap();
+        write_deletes(&wal, 1..=3);
+        drop(wal);
+        let path = dir.join(file_name(1));
+        let full = std::fs::read(&path).unwrap();
+        let record_len = (full.len() - WAL_HEADER_LEN) / 3;
+        for cut in WAL_HEADER_LEN..=full.len() {
+            std::fs::write(&path, &full[..cut]).unwrap();
+            let (seqs, report) = collect(&dir, 0, WalRecovery::Strict).unwrap();
+            let complete = (cut - WAL_HEADER_LEN) / record_len;
+            assert_eq!(seqs.len(), complete, "cut at {cut}");
+            assert_eq!(report.torn_tail_bytes as usize, cut - WAL_HEADER_LEN - complete * record_len);
+            assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, WAL_HEADER_LEN + complete * record_len);
+            // Replaying the repaired log again gives the same records (idempotent).
+            assert_eq!(collect(&dir, 0, WalRecovery::Strict).unwrap().0, seqs);
+        }
+        for tail in [vec![0u8; 100], vec![0xA5; 57]] {
+            let mut bytes = full.clone();
+            bytes.extend_from_slice(&tail);
+            std::fs::write(&path, &bytes).unwrap();
+            let (seqs, report) = collect(&dir, 0, WalRecovery::Strict).unwrap();
+            assert_eq!(seqs, vec![1, 2, 3]);
+            assert_eq!(report.torn_tail_bytes as usize, tail.len());
+        }
+    }
+
+    #[test]
+    fn a_bad_record_before_good_ones_is_corruption_unless_salvaged() {
+        let dir = tmp_dir("middle");
+        let wal = Wal::create(&dir, 1).unwrap();
+        write_deletes(&wal, 1..=3);
+        drop(wal);
+        let path = dir.join(file_name(1));
+        let full = std::fs::read(&path).unwrap();
+        let record_len = (full.len() - WAL_HEADER_LEN) / 3;
+        let mut bytes = full.clone();
+        bytes[WAL_HEADER_LEN + record_len + 12] ^= 0x10; // record 2's sequence number
+        std::fs::write(&path, &bytes).unwrap();
+        let err = collect(&dir, 0, WalRecovery::Strict).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corruption { offset, what, .. } if *offset == (WAL_HEADER_LEN + record_len) as u64 && what.contains("followed by valid")),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "strict replay must not modify the log");
+        let (seqs, report) = collect(&dir, 0, WalRecovery::TruncateAtCorruption).unwrap();
+        assert_eq!(seqs, vec![1]);
+        assert_eq!(report.salvaged.unwrap().1 as usize, 2 * record_len);
+    }
+
+    #[test]
+    fn damage_in_an_older_file_is_corruption() {
+        let dir = tmp_dir("older");
+        let wal = Wal::create(&dir, 1).unwrap();
+        write_deletes(&wal, 1..=2);
+        wal.rotate(3).unwrap();
+        write_deletes(&wal, 3..=3);
+        drop(wal);
+        let path = dir.join(file_name(1));
+        let len = std::fs::metadata(&path).unwrap().len();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(len - 3).unwrap();
+        assert!(matches!(collect(&dir, 0, WalRecovery::Strict), Err(Error::Corruption { .. })));
+    }
+}
