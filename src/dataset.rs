@@ -29,7 +29,7 @@ impl MultiVectors {
         if dim == 0 || dim > MAX_DIM {
             return Err(Error::InvalidInput(format!("dimension {dim} is outside 1..={MAX_DIM}")));
         }
-        if values.len() % dim != 0 {
+        if !values.len().is_multiple_of(dim) {
             return Err(Error::InvalidInput(format!("{} values is not a multiple of dimension {dim}", values.len())));
         }
         let rows = values.len() / dim;

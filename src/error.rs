@@ -82,6 +82,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// `insert` of an id the collection already holds (use `upsert` to replace it).
+    #[error("document id {id} already exists (upsert replaces a document)")]
+    IdExists {
+        /// The id.
+        id: u64,
+    },
+
     /// The handle was closed.
     #[error("the collection handle is closed")]
     Closed,

@@ -12,6 +12,9 @@
 //! ([`eval`]), brute-force exact search ([`exact`]) and a synthetic corpus generator ([`synthetic`]).
 #![deny(unsafe_code)]
 
+pub mod catalog;
+pub mod collection;
+pub mod compaction;
 pub mod dataset;
 pub mod encode;
 pub mod error;
@@ -21,14 +24,20 @@ pub mod format;
 pub mod graph;
 pub mod io;
 pub mod limits;
+pub mod memtable;
+pub mod options;
 pub mod search;
 pub mod segment;
 pub mod synthetic;
 pub mod topk;
 pub mod wal;
 
+pub use collection::{Collection, CollectionStats, CompactionReport, NewDocument, StoredDocument};
 pub use encode::fde::{FdeEncoder, FdeParams, Projection};
 pub use encode::maxsim::{DocTokens, MaxSimQuery};
 pub use encode::storage::TokenStorage;
 pub use encode::tokens::TokenMatrix;
 pub use error::{Error, Result};
+pub use options::{CollectionOptions, Durability, OpenOptions};
+pub use search::{Hit, SearchParams};
+pub use wal::WalRecovery;

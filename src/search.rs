@@ -1,13 +1,240 @@
-//! The query pipeline over one segment: candidates by PQ-ADC inner product (a graph beam search,
-//! or a flat scan of the codes when the segment has no graph), then exact MaxSim over the
-//! memory-mapped tokens. (The cross-segment merge and the memtable join in the search issue.)
+//! The query pipeline.
+//!
+//! Per segment ([`search_segment`]): candidates by PQ-ADC inner product with the query FDE (a
+//! graph beam search, or a flat scan of the codes when the segment has no graph), then exact
+//! MaxSim over the memory-mapped tokens. Across the collection ([`search_snapshot`]): every
+//! segment of one snapshot, plus the memtables scored exactly, merged; documents deleted or
+//! replaced (dead ordinals, ids decided by a newer memtable) are skipped before they are scored.
+//! Results are deterministic for a fixed collection state: ties are broken by id.
 
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::collection::Snapshot;
+use crate::encode::fde::FdeEncoder;
 use crate::encode::maxsim::MaxSimQuery;
 use crate::encode::pq::AdcTable;
+use crate::encode::tokens::TokenMatrix;
 use crate::error::{Error, Result};
 use crate::graph::{beam_search, SearchStats};
+use crate::limits::MAX_TOKENS_PER_QUERY;
 use crate::segment::SegmentReader;
 use crate::topk::{Scored, TopK};
+
+/// Largest `k` a search accepts.
+pub const MAX_K: usize = 10_000;
+
+/// What a search returns and how hard it works for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchParams {
+    /// Results wanted.
+    pub k: usize,
+    /// Candidates reranked by exact MaxSim, across the collection (split among segments by size,
+    /// at least `k` per segment). `None`: the default, [`SearchParams::DEFAULT_RERANK`] or `k`
+    /// if larger.
+    pub rerank: Option<usize>,
+    /// Graph beam width L. `None`: the default, [`SearchParams::DEFAULT_LIST_FACTOR`] × the
+    /// segment's rerank depth.
+    pub list_size: Option<usize>,
+    /// MUVERA query ball carving (§3.2): query tokens whose inner product with a cluster's first
+    /// token is at least τ are summed into one before the query FDE is built. `None`: off.
+    pub ball_carving: Option<f32>,
+    /// Return each hit's payload.
+    pub with_payload: bool,
+}
+
+impl SearchParams {
+    /// Default rerank depth.
+    pub const DEFAULT_RERANK: usize = 200;
+    /// Default beam width as a multiple of a segment's rerank depth.
+    pub const DEFAULT_LIST_FACTOR: usize = 2;
+
+    /// The defaults with `k` results.
+    pub fn new(k: usize) -> Self {
+        SearchParams { k, rerank: None, list_size: None, ball_carving: None, with_payload: false }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.k == 0 || self.k > MAX_K {
+            return Err(Error::invalid_param("k", format!("{} is outside 1..={MAX_K}", self.k)));
+        }
+        if let Some(r) = self.rerank {
+            if r == 0 {
+                return Err(Error::invalid_param("rerank", "must be positive"));
+            }
+        }
+        if let Some(l) = self.list_size {
+            if l == 0 {
+                return Err(Error::invalid_param("list_size", "must be positive"));
+            }
+        }
+        if let Some(t) = self.ball_carving {
+            if !(-1.0..=1.0).contains(&t) || t.is_nan() {
+                return Err(Error::invalid_param("ball_carving", format!("threshold {t} is outside [-1, 1]")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hit {
+    /// External id.
+    pub id: u64,
+    /// Exact MaxSim score.
+    pub score: f32,
+    /// Payload, when requested (empty bytes: the document has none).
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Where one search spent its time (microseconds) and work.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct SearchProfile {
+    /// Query FDE (including ball carving).
+    pub fde_us: f64,
+    /// ADC tables.
+    pub adc_table_us: f64,
+    /// Candidate generation (graph or scan) over all segments.
+    pub candidates_us: f64,
+    /// Exact MaxSim rerank of segment candidates.
+    pub rerank_us: f64,
+    /// Exact MaxSim over memtable documents.
+    pub memtable_us: f64,
+    /// PQ-ADC scores computed.
+    pub distance_computations: u64,
+    /// Documents scored by exact MaxSim.
+    pub reranked: u64,
+}
+
+/// Greedy ball carving: each token joins the first cluster whose seed token has inner product
+/// ≥ `tau` with it, else seeds a new cluster; returns the cluster sums (row-major).
+pub fn carve_query(query: &TokenMatrix<'_>, tau: f32) -> Vec<f32> {
+    let dim = query.dim();
+    let mut seeds: Vec<&[f32]> = Vec::new();
+    let mut sums: Vec<Vec<f32>> = Vec::new();
+    for row in query.iter_rows() {
+        let cluster = seeds.iter().position(|s| s.iter().zip(row).map(|(a, b)| a * b).sum::<f32>() >= tau);
+        match cluster {
+            Some(c) => sums[c].iter_mut().zip(row).for_each(|(s, v)| *s += v),
+            None => {
+                seeds.push(row);
+                sums.push(row.to_vec());
+            }
+        }
+    }
+    debug_assert!(sums.iter().all(|s| s.len() == dim));
+    sums.concat()
+}
+
+enum Source {
+    Memory(std::sync::Arc<crate::memtable::MemDoc>),
+    Segment(usize, u32),
+}
+
+/// Searches one snapshot. `dim` is the collection's token dimension.
+pub(crate) fn search_snapshot(
+    snapshot: &Snapshot,
+    encoder: &FdeEncoder,
+    dim: usize,
+    query: &[f32],
+    params: &SearchParams,
+    profile: Option<&mut SearchProfile>,
+) -> Result<Vec<Hit>> {
+    params.validate()?;
+    let tokens = TokenMatrix::new(query, dim).map_err(|e| Error::InvalidInput(format!("query: {e}")))?;
+    if tokens.rows() > MAX_TOKENS_PER_QUERY {
+        return Err(Error::InvalidInput(format!(
+            "query of {} tokens exceeds the limit of {MAX_TOKENS_PER_QUERY}",
+            tokens.rows()
+        )));
+    }
+    let maxsim = MaxSimQuery::new(&tokens);
+    let version = &snapshot.version;
+    let active = &snapshot.active;
+    let frozen = version.frozen.as_deref();
+    let mut found: Vec<(f32, u64, Source)> = Vec::new();
+    let mut prof = SearchProfile::default();
+
+    // Memtables: exact MaxSim over every visible document.
+    let t = Instant::now();
+    for doc in &active.docs {
+        found.push((maxsim.score(doc.tokens.as_doc_tokens())?, doc.id, Source::Memory(doc.clone())));
+    }
+    if let Some(frozen) = frozen {
+        for doc in frozen.docs.iter().filter(|d| !active.shadows(d.id)) {
+            found.push((maxsim.score(doc.tokens.as_doc_tokens())?, doc.id, Source::Memory(doc.clone())));
+        }
+    }
+    prof.memtable_us = t.elapsed().as_secs_f64() * 1e6;
+    prof.reranked += found.len() as u64;
+
+    if !version.segments.is_empty() {
+        let t = Instant::now();
+        let fde = match params.ball_carving {
+            Some(tau) => {
+                let carved = carve_query(&tokens, tau);
+                encoder.encode_query(&TokenMatrix::new(&carved, dim)?)?
+            }
+            None => encoder.encode_query(&tokens)?,
+        };
+        prof.fde_us = t.elapsed().as_secs_f64() * 1e6;
+        let total_docs: usize = version.segments.iter().map(|s| s.live.live_count()).sum::<usize>().max(1);
+        let rerank = params.rerank.unwrap_or(SearchParams::DEFAULT_RERANK).max(params.k);
+        let mut tables: HashMap<u32, AdcTable> = HashMap::new();
+        for (index, seg) in version.segments.iter().enumerate() {
+            let live = seg.live.live_count();
+            if live == 0 {
+                continue;
+            }
+            let t = Instant::now();
+            if let std::collections::hash_map::Entry::Vacant(slot) = tables.entry(seg.handle.codebook_key) {
+                slot.insert(seg.handle.codebook.adc_table(&fde)?);
+            }
+            prof.adc_table_us += t.elapsed().as_secs_f64() * 1e6;
+            let table = &tables[&seg.handle.codebook_key];
+            let depth = (rerank * live).div_ceil(total_docs).max(params.k);
+            let list_size =
+                params.list_size.unwrap_or(depth * SearchParams::DEFAULT_LIST_FACTOR).max(depth);
+            let reader = &seg.handle.reader;
+            let ids = reader.doc_ids();
+            let skip = |ord: u32| {
+                let id = ids[ord as usize];
+                !seg.live.is_live(ord) || active.shadows(id) || frozen.is_some_and(|f| f.shadows(id))
+            };
+            let (hits, stats, timing) = search_segment_timed(
+                reader,
+                table,
+                &maxsim,
+                SegmentSearch { k: params.k, candidates: depth, list_size },
+                skip,
+            )?;
+            prof.candidates_us += timing.0;
+            prof.rerank_us += timing.1;
+            prof.reranked += timing.2;
+            prof.distance_computations += stats.distance_computations;
+            for h in hits {
+                found.push((h.score, ids[h.doc as usize], Source::Segment(index, h.doc)));
+            }
+        }
+    }
+    found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    found.truncate(params.k);
+    if let Some(p) = profile {
+        *p = prof;
+    }
+    Ok(found
+        .into_iter()
+        .map(|(score, id, source)| Hit {
+            id,
+            score,
+            payload: params.with_payload.then(|| match source {
+                Source::Memory(doc) => doc.payload.clone(),
+                Source::Segment(index, ord) => version.segments[index].handle.reader.payload(ord as usize).to_vec(),
+            }),
+        })
+        .collect())
+}
 
 /// Knobs of a segment search.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +258,21 @@ pub fn search_segment(
     params: SegmentSearch,
     skip: impl Fn(u32) -> bool,
 ) -> Result<(Vec<Scored>, SearchStats)> {
+    search_segment_timed(segment, table, query, params, skip).map(|(hits, stats, _)| (hits, stats))
+}
+
+/// Candidate-stage µs, rerank µs, documents reranked.
+type SegmentTiming = (f64, f64, u64);
+
+/// [`search_segment`], also returning its [`SegmentTiming`].
+fn search_segment_timed(
+    segment: &SegmentReader,
+    table: &AdcTable,
+    query: &MaxSimQuery,
+    params: SegmentSearch,
+    skip: impl Fn(u32) -> bool,
+) -> Result<(Vec<Scored>, SearchStats, SegmentTiming)> {
+    let started = Instant::now();
     if table.subspaces() != segment.pq_subspaces() {
         return Err(Error::InvalidInput(format!(
             "ADC table for {}-byte codes used on a segment with {}-byte codes",
@@ -61,10 +303,13 @@ pub fn search_segment(
             table.scan(codes, candidates, skip)
         }
     };
+    let candidate_us = started.elapsed().as_secs_f64() * 1e6;
+    let started = Instant::now();
+    let reranked = found.len() as u64;
     let mut top = TopK::new(params.k);
     for candidate in found {
         let score = query.score(segment.tokens(candidate.doc as usize))?;
         top.push(Scored { doc: candidate.doc, score });
     }
-    Ok((top.into_sorted(), stats))
+    Ok((top.into_sorted(), stats, (candidate_us, started.elapsed().as_secs_f64() * 1e6, reranked)))
 }

@@ -123,7 +123,7 @@ impl MaxSimQuery {
     /// Errors when the document is empty or its length is not a multiple of the query's dimension.
     /// Document values are trusted to be finite (they were validated when stored).
     pub fn score(&self, doc: DocTokens<'_>) -> Result<f32> {
-        if doc.is_empty() || doc.len() % self.dim != 0 {
+        if doc.is_empty() || !doc.len().is_multiple_of(self.dim) {
             return Err(Error::InvalidInput(format!(
                 "document of {} values is not a non-empty set of {}-dimensional tokens",
                 doc.len(),

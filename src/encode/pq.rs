@@ -48,7 +48,7 @@ impl PqParams {
 
     /// Checks the parameters against an FDE dimension.
     pub fn validate(&self, fde_dim: usize) -> Result<()> {
-        if self.subspaces == 0 || fde_dim % self.subspaces as usize != 0 {
+        if self.subspaces == 0 || !fde_dim.is_multiple_of(self.subspaces as usize) {
             return Err(Error::invalid_param(
                 "pq_subspaces",
                 format!("{} does not divide the FDE dimension {fde_dim}", self.subspaces),
@@ -95,7 +95,7 @@ impl PqCodebook {
     /// parameters or non-finite values.
     pub fn train(vectors: &[f32], dim: usize, params: &PqParams) -> Result<Trained> {
         params.validate(dim)?;
-        if dim == 0 || vectors.is_empty() || vectors.len() % dim != 0 {
+        if dim == 0 || vectors.is_empty() || !vectors.len().is_multiple_of(dim) {
             return Err(Error::InvalidInput(format!(
                 "PQ training needs a non-empty set of {dim}-dimensional vectors, got {} values",
                 vectors.len()
@@ -132,7 +132,7 @@ impl PqCodebook {
 
     /// A codebook from stored centroids (`[subspace][centroid][sub_dim]`), as a segment holds them.
     pub fn from_centroids(dim: usize, subspaces: usize, centroids: Vec<f32>) -> Result<Self> {
-        if subspaces == 0 || dim % subspaces != 0 || centroids.len() != dim * PQ_CENTROIDS {
+        if subspaces == 0 || !dim.is_multiple_of(subspaces) || centroids.len() != dim * PQ_CENTROIDS {
             return Err(Error::InvalidInput(format!(
                 "a codebook of {subspaces} subspaces for dimension {dim} needs {} centroid values, got {}",
                 dim * PQ_CENTROIDS,
@@ -195,7 +195,7 @@ impl PqCodebook {
 
     /// Encodes many vectors (row-major) into consecutive codes, in parallel.
     pub fn encode_batch(&self, vectors: &[f32], codes: &mut [u8]) -> Result<()> {
-        if vectors.len() % self.dim != 0 || codes.len() != vectors.len() / self.dim * self.subspaces {
+        if !vectors.len().is_multiple_of(self.dim) || codes.len() != vectors.len() / self.dim * self.subspaces {
             return Err(Error::InvalidInput("encode_batch: vector and code buffers disagree in count".into()));
         }
         vectors.par_chunks(self.dim).zip(codes.par_chunks_mut(self.subspaces)).try_for_each(|(v, c)| self.encode(v, c))

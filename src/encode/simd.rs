@@ -72,7 +72,7 @@ impl Isa {
 /// For every row `r` of `rows` (`dim` wide): `sums[target[r]] += rows[r]`, where `sums` holds
 /// `dim`-wide rows. Rows are added in order, so each sum's rounding is CPU-independent.
 pub fn add_rows_into(sums: &mut [f32], dim: usize, rows: &[f32], target: &[u32]) {
-    assert!(dim > 0 && rows.len() == target.len() * dim && sums.len() % dim == 0);
+    assert!(dim > 0 && rows.len() == target.len() * dim && sums.len().is_multiple_of(dim));
     let n_sums = (sums.len() / dim) as u32;
     assert!(target.iter().all(|&t| t < n_sums), "target row out of range");
     match Isa::detect() {
@@ -105,7 +105,7 @@ pub fn nearest_centroid(
     assign: &mut [u8],
     dist: &mut [f32],
 ) {
-    assert!(sub_dim > 0 && points.len() % sub_dim == 0);
+    assert!(sub_dim > 0 && points.len().is_multiple_of(sub_dim));
     let n = points.len() / sub_dim;
     assert!(centroids_t.len() == sub_dim * PQ_CENTROIDS && norms.len() == PQ_CENTROIDS);
     assert!(assign.len() == n && dist.len() == n);
@@ -122,7 +122,7 @@ pub fn nearest_centroid(
 /// centroids, where `x` is cut into `sub_dim`-wide pieces and `centroids_t` holds each subspace's
 /// codebook dimension-major (`[subspace][sub_dim][256]`).
 pub fn centroid_dots(x: &[f32], sub_dim: usize, centroids_t: &[f32], out: &mut [f32]) {
-    assert!(sub_dim > 0 && x.len() % sub_dim == 0);
+    assert!(sub_dim > 0 && x.len().is_multiple_of(sub_dim));
     let m = x.len() / sub_dim;
     assert!(centroids_t.len() == m * sub_dim * PQ_CENTROIDS && out.len() == m * PQ_CENTROIDS);
     match Isa::detect() {
@@ -147,7 +147,7 @@ pub fn centroid_dots(x: &[f32], sub_dim: usize, centroids_t: &[f32], out: &mut [
 /// dimension-major (`[subspace][sub_dim][256]`), `norms` their squared norms (`[subspace][256]`).
 /// One dispatch for the whole vector (instead of one per subspace).
 pub fn encode_subspaces(vector: &[f32], sub_dim: usize, centroids_t: &[f32], norms: &[f32], code: &mut [u8]) {
-    assert!(sub_dim > 0 && vector.len() % sub_dim == 0);
+    assert!(sub_dim > 0 && vector.len().is_multiple_of(sub_dim));
     let m = vector.len() / sub_dim;
     assert!(centroids_t.len() == m * sub_dim * PQ_CENTROIDS && norms.len() == m * PQ_CENTROIDS && code.len() == m);
     match Isa::detect() {
@@ -232,7 +232,7 @@ pub enum Rounding {
 /// summed over `inner` in ascending order from 0 (see [`Rounding`]).
 /// `cols` must be a multiple of [`MAT_MUL_COL_BLOCK`].
 pub fn mat_mul(x: &[f32], inner: usize, m: &[f32], cols: usize, out: &mut [f32], rounding: Rounding) {
-    assert!(inner > 0 && cols % MAT_MUL_COL_BLOCK == 0);
+    assert!(inner > 0 && cols.is_multiple_of(MAT_MUL_COL_BLOCK));
     assert_eq!(x.len() % inner, 0);
     assert_eq!(m.len(), inner * cols);
     assert_eq!(out.len(), x.len() / inner * cols);
@@ -358,7 +358,7 @@ pub const MAXSIM_BLOCK_LANES: usize = 32;
 /// `maxes[l] = max(maxes[l], ⟨q_l, d⟩)`. The block is stored dimension-major: coordinate `c` of
 /// lane `l` at `block[c * lanes + l]`, `lanes` a multiple of 8 up to [`MAXSIM_BLOCK_LANES`].
 pub fn max_dots(isa: Isa, block: &[f32], lanes: usize, dim: usize, doc: &[f32], maxes: &mut [f32]) {
-    assert!(lanes % 8 == 0 && (8..=MAXSIM_BLOCK_LANES).contains(&lanes), "lanes = {lanes}");
+    assert!(lanes.is_multiple_of(8) && (8..=MAXSIM_BLOCK_LANES).contains(&lanes), "lanes = {lanes}");
     assert_eq!(block.len(), dim * lanes);
     assert_eq!(doc.len() % dim, 0);
     assert_eq!(maxes.len(), lanes);

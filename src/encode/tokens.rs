@@ -27,7 +27,7 @@ impl<'a> TokenMatrix<'a> {
                 "empty token set: a document or query needs at least one token vector".into(),
             ));
         }
-        if data.len() % dim != 0 {
+        if !data.len().is_multiple_of(dim) {
             return Err(Error::InvalidInput(format!(
                 "ragged token matrix: {} values is not a multiple of dimension {dim}",
                 data.len()

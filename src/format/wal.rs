@@ -108,7 +108,7 @@ pub enum RecordOp {
 /// `storage`'s encoding (checked by the caller, which built them).
 pub fn encode_put(out: &mut Vec<u8>, seq: u64, id: u64, dim: u32, storage: TokenStorage, tokens: &[u8], payload: &[u8]) {
     let row_bytes = dim as usize * storage.bytes_per_value();
-    debug_assert!(row_bytes > 0 && tokens.len() % row_bytes == 0);
+    debug_assert!(row_bytes > 0 && tokens.len().is_multiple_of(row_bytes));
     let rows = (tokens.len() / row_bytes) as u32;
     let mut fixed = [0u8; PUT_FIXED_LEN];
     fixed[0..8].copy_from_slice(&id.to_le_bytes());

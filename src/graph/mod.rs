@@ -110,7 +110,7 @@ pub struct GraphView<'a> {
 impl<'a> GraphView<'a> {
     /// A view over `slots` (`nodes × max_degree`), for a section starting at `base` in `path`.
     pub fn new(path: &'a Path, base: u64, max_degree: u32, entry_point: u32, slots: &'a [u32]) -> Result<Self> {
-        if max_degree == 0 || slots.len() % max_degree as usize != 0 {
+        if max_degree == 0 || !slots.len().is_multiple_of(max_degree as usize) {
             return Err(Error::corruption(path, base, "graph slots are not a whole number of records"));
         }
         let nodes = slots.len() / max_degree as usize;

@@ -210,7 +210,7 @@ fn robust_prune(
 /// plus a `Vec` header), i.e. about 4.3 KB per document with 1,024-dim build vectors and R = 32.
 pub fn build(vectors: Vec<f32>, dim: usize, params: &VamanaParams) -> Result<(Adjacency, BuildStats)> {
     params.validate()?;
-    if dim == 0 || vectors.is_empty() || vectors.len() % dim != 0 {
+    if dim == 0 || vectors.is_empty() || !vectors.len().is_multiple_of(dim) {
         return Err(Error::InvalidInput(format!(
             "graph build needs {dim}-dimensional vectors, got {} values",
             vectors.len()

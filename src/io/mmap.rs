@@ -81,7 +81,7 @@ mod private {
 /// Views `bytes` as a slice of `T`, or `None` if it is misaligned or not a whole number of `T`.
 pub fn cast_slice<T: Pod>(bytes: &[u8]) -> Option<&[T]> {
     let size = std::mem::size_of::<T>();
-    if bytes.len() % size != 0 || (bytes.as_ptr() as usize) % std::mem::align_of::<T>() != 0 {
+    if !bytes.len().is_multiple_of(size) || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) {
         return None;
     }
     // SAFETY: alignment and length were checked just above; `T: Pod` admits every bit pattern; the

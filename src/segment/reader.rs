@@ -167,7 +167,7 @@ impl SegmentReader {
         let dim = header.dim as u64;
         let m = header.pq_subspaces as u64;
         let fde_dim = fde_params.fde_dim() as u64;
-        if n == 0 || m == 0 || fde_dim % m != 0 {
+        if n == 0 || m == 0 || !fde_dim.is_multiple_of(m) {
             return Err(corrupt(
                 path,
                 0,

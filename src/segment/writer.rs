@@ -58,7 +58,7 @@ pub enum PqSource {
 }
 
 /// Whether and how a segment gets a graph.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GraphConfig {
     /// Vamana parameters.
     pub params: VamanaParams,

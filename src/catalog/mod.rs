@@ -1,0 +1,361 @@
+//! The catalog: a RocksDB database holding what is durable about a collection besides segment files
+//! and the WAL — its options, the manifest of live segments, the id → (segment, ordinal) map, the
+//! collection's PQ codebook, the WAL checkpoint and the next segment id.
+//!
+//! **Commit points only.** RocksDB is written at creation and by [`Catalog::commit`], which applies
+//! one [`Commit`] as a single `WriteBatch` with `sync = true`: after a crash either all of a flush or
+//! compaction is visible, or none of it. A commit only references segment files that were already
+//! published (fsynced, renamed, directory fsynced), so a committed manifest never names a missing
+//! or partial file.
+//!
+//! **Tombstones.** A document is visible in a segment only if the id map points at its exact
+//! (segment, ordinal). A delete committed by a flush removes the id's entry; an upsert repoints it.
+//! Older copies stay in their immutable segment files but are dead: nothing maps to them, merges
+//! skip them, and search skips them through the per-segment live bitsets derived from this map at
+//! open. A deleted document therefore cannot come back through compaction or recovery; deletes
+//! that are not yet committed are memtable tombstones replayed from the WAL.
+//!
+//! Keys (one byte of kind, then big-endian ids so iteration is in id order):
+//! `c` options (JSON) · `k` checkpoint (u64) · `n` next segment id (u64) · `p` codebook ·
+//! `s`+segment id → segment record · `i`+external id → location. Layouts in storage-format.md.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+
+use crate::encode::pq::PqCodebook;
+use crate::error::{Error, Result};
+use crate::options::{CollectionOptions, CONFIG_VERSION};
+
+const KEY_CONFIG: &[u8] = b"c";
+const KEY_CHECKPOINT: &[u8] = b"k";
+const KEY_NEXT_SEGMENT: &[u8] = b"n";
+const KEY_CODEBOOK: &[u8] = b"p";
+const PREFIX_SEGMENT: u8 = b's';
+const PREFIX_ID: u8 = b'i';
+
+/// Where a document's current version lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// Segment id.
+    pub segment: u64,
+    /// Ordinal in the segment.
+    pub ordinal: u32,
+}
+
+/// A live segment as the manifest records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentRecord {
+    /// Segment id (file `seg-<id hex>.qseg`).
+    pub id: u64,
+    /// Documents in the file.
+    pub doc_count: u64,
+    /// File length in bytes (checked at open).
+    pub file_len: u64,
+}
+
+/// The collection's PQ codebook and how many documents it was trained on.
+#[derive(Clone, Debug)]
+pub struct StoredCodebook {
+    /// The codebook.
+    pub codebook: PqCodebook,
+    /// Documents in the segment it was trained on.
+    pub trained_docs: u64,
+}
+
+/// Everything one flush or compaction changes, applied atomically.
+#[derive(Default)]
+pub struct Commit<'a> {
+    /// Segments that become live.
+    pub add_segments: Vec<SegmentRecord>,
+    /// Segments that stop being live.
+    pub remove_segments: Vec<u64>,
+    /// Ids whose current version moves to a new location.
+    pub put_locations: Vec<(u64, Location)>,
+    /// Ids deleted.
+    pub delete_ids: Vec<u64>,
+    /// New WAL checkpoint: every record up to it is in segments.
+    pub checkpoint: Option<u64>,
+    /// New next segment id.
+    pub next_segment: Option<u64>,
+    /// A newly trained collection codebook.
+    pub codebook: Option<(&'a PqCodebook, u64)>,
+}
+
+/// The open catalog.
+pub struct Catalog {
+    db: DB,
+    path: PathBuf,
+}
+
+fn segment_key(id: u64) -> [u8; 9] {
+    let mut k = [PREFIX_SEGMENT; 9];
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn id_key(id: u64) -> [u8; 9] {
+    let mut k = [PREFIX_ID; 9];
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn encode_location(loc: Location) -> [u8; 12] {
+    let mut v = [0u8; 12];
+    v[..8].copy_from_slice(&loc.segment.to_le_bytes());
+    v[8..].copy_from_slice(&loc.ordinal.to_le_bytes());
+    v
+}
+
+fn encode_segment(rec: &SegmentRecord) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&rec.doc_count.to_le_bytes());
+    v[8..].copy_from_slice(&rec.file_len.to_le_bytes());
+    v
+}
+
+fn encode_codebook(codebook: &PqCodebook, trained_docs: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16 + codebook.centroids().len() * 4);
+    v.extend_from_slice(&(codebook.dim() as u32).to_le_bytes());
+    v.extend_from_slice(&(codebook.subspaces() as u32).to_le_bytes());
+    v.extend_from_slice(&trained_docs.to_le_bytes());
+    for c in codebook.centroids() {
+        v.extend_from_slice(&c.to_le_bytes());
+    }
+    v
+}
+
+impl Catalog {
+    fn rocks_err(&self, e: rocksdb::Error) -> Error {
+        Error::Catalog { path: self.path.clone(), message: e.into_string() }
+    }
+
+    fn bad(&self, what: impl Into<String>) -> Error {
+        Error::corruption(&self.path, 0, what)
+    }
+
+    fn db_options(create: bool) -> rocksdb::Options {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(create);
+        opts.set_error_if_exists(create);
+        opts.set_paranoid_checks(true);
+        // A catalog is small (ids and a manifest); keep RocksDB's own memory and files modest.
+        opts.set_max_open_files(64);
+        opts.set_keep_log_file_num(2);
+        opts
+    }
+
+    /// Creates the catalog at `path` holding `options`, checkpoint 0 and next segment id 1, in one
+    /// synced batch.
+    pub fn create(path: &Path, options: &CollectionOptions) -> Result<Self> {
+        let db = DB::open(&Self::db_options(true), path)
+            .map_err(|e| Error::Catalog { path: path.to_path_buf(), message: e.into_string() })?;
+        let catalog = Catalog { db, path: path.to_path_buf() };
+        let config = serde_json::to_vec(&serde_json::json!({ "version": CONFIG_VERSION, "options": options }))
+            .map_err(|e| Error::InvalidInput(format!("options do not serialise: {e}")))?;
+        let mut batch = WriteBatch::default();
+        batch.put(KEY_CONFIG, config);
+        batch.put(KEY_CHECKPOINT, 0u64.to_le_bytes());
+        batch.put(KEY_NEXT_SEGMENT, 1u64.to_le_bytes());
+        catalog.write(batch)?;
+        Ok(catalog)
+    }
+
+    /// Opens an existing catalog.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = DB::open(&Self::db_options(false), path)
+            .map_err(|e| Error::Catalog { path: path.to_path_buf(), message: e.into_string() })?;
+        Ok(Catalog { db, path: path.to_path_buf() })
+    }
+
+    /// The catalog directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo).map_err(|e| self.rocks_err(e))
+    }
+
+    fn get_u64(&self, key: &[u8], name: &str) -> Result<u64> {
+        let v = self.db.get(key).map_err(|e| self.rocks_err(e))?.ok_or_else(|| self.bad(format!("{name} is missing")))?;
+        let bytes: [u8; 8] = v.as_slice().try_into().map_err(|_| self.bad(format!("{name} has {} bytes", v.len())))?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    /// The collection's options as stored at creation.
+    pub fn options(&self) -> Result<CollectionOptions> {
+        let v = self.db.get(KEY_CONFIG).map_err(|e| self.rocks_err(e))?.ok_or_else(|| self.bad("options are missing"))?;
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            version: u32,
+            options: CollectionOptions,
+        }
+        let stored: Stored = serde_json::from_slice(&v).map_err(|e| self.bad(format!("options do not decode: {e}")))?;
+        if stored.version != CONFIG_VERSION {
+            return Err(self.bad(format!("options version {} (this build reads {CONFIG_VERSION})", stored.version)));
+        }
+        Ok(stored.options)
+    }
+
+    /// Last WAL sequence number whose effect is in the committed segments.
+    pub fn checkpoint(&self) -> Result<u64> {
+        self.get_u64(KEY_CHECKPOINT, "the WAL checkpoint")
+    }
+
+    /// The id the next segment gets.
+    pub fn next_segment(&self) -> Result<u64> {
+        self.get_u64(KEY_NEXT_SEGMENT, "the next segment id")
+    }
+
+    /// The collection codebook, once one was trained.
+    pub fn codebook(&self) -> Result<Option<StoredCodebook>> {
+        let Some(v) = self.db.get(KEY_CODEBOOK).map_err(|e| self.rocks_err(e))? else { return Ok(None) };
+        if v.len() < 16 || (v.len() - 16) % 4 != 0 {
+            return Err(self.bad(format!("codebook record of {} bytes", v.len())));
+        }
+        let dim = u32::from_le_bytes(v[0..4].try_into().expect("4 bytes")) as usize;
+        let subspaces = u32::from_le_bytes(v[4..8].try_into().expect("4 bytes")) as usize;
+        let trained_docs = u64::from_le_bytes(v[8..16].try_into().expect("8 bytes"));
+        let centroids: Vec<f32> =
+            v[16..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
+        let codebook = PqCodebook::from_centroids(dim, subspaces, centroids).map_err(|e| self.bad(e.to_string()))?;
+        Ok(Some(StoredCodebook { codebook, trained_docs }))
+    }
+
+    /// The manifest: every live segment, by id.
+    pub fn segments(&self) -> Result<Vec<SegmentRecord>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator(IteratorMode::From(&[PREFIX_SEGMENT], Direction::Forward)) {
+            let (k, v) = item.map_err(|e| self.rocks_err(e))?;
+            if k.first() != Some(&PREFIX_SEGMENT) {
+                break;
+            }
+            if k.len() != 9 || v.len() != 16 {
+                return Err(self.bad(format!("segment record with a {}-byte key and {}-byte value", k.len(), v.len())));
+            }
+            out.push(SegmentRecord {
+                id: u64::from_be_bytes(k[1..].try_into().expect("8 bytes")),
+                doc_count: u64::from_le_bytes(v[..8].try_into().expect("8 bytes")),
+                file_len: u64::from_le_bytes(v[8..].try_into().expect("8 bytes")),
+            });
+        }
+        Ok(out)
+    }
+
+    fn decode_location(&self, v: &[u8]) -> Result<Location> {
+        if v.len() != 12 {
+            return Err(self.bad(format!("id location of {} bytes", v.len())));
+        }
+        Ok(Location {
+            segment: u64::from_le_bytes(v[..8].try_into().expect("8 bytes")),
+            ordinal: u32::from_le_bytes(v[8..].try_into().expect("4 bytes")),
+        })
+    }
+
+    /// Where `id`'s current version lives (None: not in any segment).
+    pub fn location(&self, id: u64) -> Result<Option<Location>> {
+        match self.db.get(id_key(id)).map_err(|e| self.rocks_err(e))? {
+            Some(v) => Ok(Some(self.decode_location(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Calls `f` for every (id, location), in id order.
+    pub fn for_each_location(&self, mut f: impl FnMut(u64, Location) -> Result<()>) -> Result<()> {
+        for item in self.db.iterator(IteratorMode::From(&[PREFIX_ID], Direction::Forward)) {
+            let (k, v) = item.map_err(|e| self.rocks_err(e))?;
+            if k.first() != Some(&PREFIX_ID) {
+                break;
+            }
+            if k.len() != 9 {
+                return Err(self.bad(format!("id key of {} bytes", k.len())));
+            }
+            f(u64::from_be_bytes(k[1..].try_into().expect("8 bytes")), self.decode_location(&v)?)?;
+        }
+        Ok(())
+    }
+
+    /// Applies `commit` as one synced, atomic write batch (the commit point of a flush or merge).
+    pub fn commit(&self, commit: &Commit<'_>) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for rec in &commit.add_segments {
+            batch.put(segment_key(rec.id), encode_segment(rec));
+        }
+        for id in &commit.remove_segments {
+            batch.delete(segment_key(*id));
+        }
+        for id in &commit.delete_ids {
+            batch.delete(id_key(*id));
+        }
+        for (id, loc) in &commit.put_locations {
+            batch.put(id_key(*id), encode_location(*loc));
+        }
+        if let Some(c) = commit.checkpoint {
+            batch.put(KEY_CHECKPOINT, c.to_le_bytes());
+        }
+        if let Some(n) = commit.next_segment {
+            batch.put(KEY_NEXT_SEGMENT, n.to_le_bytes());
+        }
+        if let Some((codebook, trained)) = commit.codebook {
+            batch.put(KEY_CODEBOOK, encode_codebook(codebook, trained));
+        }
+        self.write(batch)
+    }
+
+    /// Approximate bytes on disk (SST and log files).
+    pub fn disk_bytes(&self) -> u64 {
+        dir_bytes(&self.path)
+    }
+}
+
+/// Total size of the regular files directly in `dir` (0 if unreadable).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_commit_reopen() {
+        let dir = std::env::temp_dir().join(format!("quiverdb-catalog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let options = CollectionOptions::new(8);
+        {
+            let c = Catalog::create(&dir, &options).unwrap();
+            assert_eq!(c.options().unwrap(), options);
+            assert_eq!((c.checkpoint().unwrap(), c.next_segment().unwrap()), (0, 1));
+            let loc = Location { segment: 1, ordinal: 3 };
+            c.commit(&Commit {
+                add_segments: vec![SegmentRecord { id: 1, doc_count: 4, file_len: 4096 }],
+                put_locations: vec![(7, loc), (300, Location { segment: 1, ordinal: 0 })],
+                checkpoint: Some(9),
+                next_segment: Some(2),
+                ..Default::default()
+            })
+            .unwrap();
+            c.commit(&Commit { delete_ids: vec![300], ..Default::default() }).unwrap();
+        }
+        assert!(Catalog::create(&dir, &options).is_err(), "create must not reuse an existing catalog");
+        let c = Catalog::open(&dir).unwrap();
+        assert_eq!(c.checkpoint().unwrap(), 9);
+        assert_eq!(c.segments().unwrap(), vec![SegmentRecord { id: 1, doc_count: 4, file_len: 4096 }]);
+        assert_eq!(c.location(7).unwrap(), Some(Location { segment: 1, ordinal: 3 }));
+        assert_eq!(c.location(300).unwrap(), None);
+        let mut seen = Vec::new();
+        c.for_each_location(|id, loc| {
+            seen.push((id, loc));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(7, Location { segment: 1, ordinal: 3 })]);
+        drop(c);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,89 @@
+//! The merge: copies the live documents of input segments, in input order, into one new segment.
+//!
+//! Tokens are read from the inputs' memory maps and rewritten as stored (16-bit values convert to
+//! `f32` and back exactly), payloads are copied, and FDEs, PQ codes and the graph are recomputed:
+//! codes cannot simply be copied because inputs may carry different codebooks (the collection
+//! retrains while it is young), and the graph must be rebuilt over the merged set anyway.
+//! Nothing here touches the catalog; the caller commits the result (crash reasoning in
+//! [`crate::collection`]).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::catalog::Location;
+use crate::encode::fde::FdeEncoder;
+use crate::encode::tokens::TokenMatrix;
+use crate::error::Result;
+use crate::segment::{Document, LiveBits, SegmentConfig, SegmentReader, SegmentSummary, SegmentWriter};
+
+/// One input: a segment and which of its ordinals are live.
+pub struct MergeInput<'a> {
+    /// The input's id.
+    pub id: u64,
+    /// Its reader.
+    pub reader: &'a SegmentReader,
+    /// Its live ordinals at the snapshot the merge runs on.
+    pub live: &'a LiveBits,
+}
+
+/// A written (published, not yet committed) merge output.
+pub struct Merged {
+    /// The new file.
+    pub summary: SegmentSummary,
+    /// For each copied document: id, where it came from, its new ordinal.
+    pub moved: Vec<(u64, Location, u32)>,
+}
+
+/// Documents handed to the writer at once (bounds the `f32` copies held in RAM).
+const MERGE_BATCH: usize = 256;
+
+/// Writes the live documents of `inputs` to `path`. Returns `None` (and writes nothing) when no
+/// input has a live document.
+pub fn merge(
+    inputs: &[MergeInput<'_>],
+    path: &Path,
+    encoder: Arc<FdeEncoder>,
+    config: SegmentConfig,
+    mut progress: impl FnMut(u64),
+) -> Result<Option<Merged>> {
+    let total: usize = inputs.iter().map(|i| i.live.live_count()).sum();
+    if total == 0 {
+        return Ok(None);
+    }
+    let dim = encoder.params().dim as usize;
+    let mut writer = SegmentWriter::create(path, encoder, config)?;
+    let mut moved = Vec::with_capacity(total);
+    let mut pending: Vec<(u64, Vec<f32>, &[u8])> = Vec::with_capacity(MERGE_BATCH);
+    let mut flush_batch = |writer: &mut SegmentWriter, pending: &mut Vec<(u64, Vec<f32>, &[u8])>| -> Result<()> {
+        let docs: Vec<Document<'_>> = pending
+            .iter()
+            .map(|(id, tokens, payload)| {
+                Ok(Document {
+                    id: *id,
+                    tokens: TokenMatrix::new(tokens, dim)?,
+                    payload: if payload.is_empty() { None } else { Some(*payload) },
+                })
+            })
+            .collect::<Result<_>>()?;
+        writer.add_batch(&docs)?;
+        progress(docs.len() as u64);
+        pending.clear();
+        Ok(())
+    };
+    for input in inputs {
+        let ids = input.reader.doc_ids();
+        for ordinal in input.live.iter_live() {
+            let id = ids[ordinal as usize];
+            moved.push((id, Location { segment: input.id, ordinal }, moved.len() as u32));
+            pending.push((id, input.reader.tokens(ordinal as usize).to_f32_vec(), input.reader.payload(ordinal as usize)));
+            if pending.len() == MERGE_BATCH {
+                flush_batch(&mut writer, &mut pending)?;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        flush_batch(&mut writer, &mut pending)?;
+    }
+    let summary = writer.finish()?;
+    Ok(Some(Merged { summary, moved }))
+}

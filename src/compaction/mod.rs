@@ -1,0 +1,7 @@
+//! Compaction: which segments to merge ([`policy`], a pure function) and the merge itself
+//! ([`merge`]: live documents of the inputs → one new segment).
+
+pub mod merge;
+pub mod policy;
+
+pub use policy::{MergePlan, SegmentStats, TieredPolicy};

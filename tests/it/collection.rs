@@ -1,0 +1,408 @@
+//! The collection end to end: API behaviour, a model-based property test (random operation
+//! sequences with flushes, compactions and reopens against an in-memory model), a process-kill
+//! crash test, and readers running during flush and compaction.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use quiverdb::compaction::TieredPolicy;
+use quiverdb::encode::maxsim::{DocTokens, MaxSimQuery};
+use quiverdb::{
+    Collection, CollectionOptions, Durability, Error, FdeParams, NewDocument, OpenOptions, Projection, SearchParams,
+    TokenMatrix, TokenStorage,
+};
+
+use crate::common::TempDir;
+
+pub const DIM: usize = 16;
+
+/// Small, fast settings: a 256-dim FDE, 32-byte PQ codes, quick training, graphs from 64 docs.
+pub fn small_options(storage: TokenStorage, graph_min_docs: u64) -> CollectionOptions {
+    let mut o = CollectionOptions::new(DIM as u32);
+    o.fde = FdeParams {
+        dim: DIM as u32,
+        k_sim: 3,
+        projection: Projection::CountSketch { d_proj: 8 },
+        r_reps: 4,
+        fill_empty: true,
+        final_dim: None,
+        seed: 7,
+    };
+    o.storage = storage;
+    o.pq = quiverdb::encode::pq::PqParams::for_dim(o.fde.fde_dim());
+    o.pq.iterations = 3;
+    o.pq.max_training_vectors = 2048;
+    o.pq_settled_docs = 256;
+    o.graph.min_docs = graph_min_docs;
+    o.graph.params.max_batch = 64;
+    o
+}
+
+pub fn manual_open(durability: Durability) -> OpenOptions {
+    OpenOptions {
+        durability,
+        memtable_max_docs: 1 << 20,
+        background: false,
+        merge_policy: TieredPolicy { base_docs: 8, merge_factor: 3, ..Default::default() },
+        ..Default::default()
+    }
+}
+
+/// Deterministic tokens for (id, version): 1–6 unit-ish rows.
+pub fn doc_tokens(id: u64, version: u64) -> Vec<f32> {
+    let mut state = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ version.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 0x5555;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    };
+    let rows = 1 + (id as usize + version as usize) % 6;
+    (0..rows * DIM).map(|_| next()).collect()
+}
+
+fn exact_model_search(model: &BTreeMap<u64, Vec<f32>>, query: &[f32], k: usize) -> Vec<(u64, f32)> {
+    let q = MaxSimQuery::new(&TokenMatrix::new(query, DIM).unwrap());
+    let mut scored: Vec<(u64, f32)> =
+        model.iter().map(|(id, t)| (*id, q.score(DocTokens::F32(t)).unwrap())).collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.truncate(k);
+    scored
+}
+
+#[test]
+fn api_round_trip_flush_reopen_compact() {
+    let dir = TempDir::new("coll-api");
+    let path = dir.0.join("c");
+    let options = small_options(TokenStorage::F32, 1 << 30);
+    let c = Collection::create(&path, options.clone(), manual_open(Durability::Sync)).unwrap();
+    c.insert(1, &doc_tokens(1, 0), Some(b"{\"n\":1}")).unwrap();
+    c.insert(2, &doc_tokens(2, 0), None).unwrap();
+    assert!(matches!(c.insert(1, &doc_tokens(1, 1), None), Err(Error::IdExists { id: 1 })));
+    // Bad input never reaches the log.
+    assert!(matches!(c.insert(3, &[0.5; DIM + 1], None), Err(Error::InvalidInput(_))));
+    let mut nan = doc_tokens(3, 0);
+    nan[2] = f32::NAN;
+    assert!(matches!(c.insert(3, &nan, None), Err(Error::InvalidInput(_))));
+    assert!(matches!(c.insert(3, &[], None), Err(Error::InvalidInput(_))));
+    assert!(c.search(&[0.1; DIM - 1], &SearchParams::new(3)).is_err());
+    assert!(c.search(&[0.1; DIM], &SearchParams::new(0)).is_err());
+
+    let got = c.get(1).unwrap().unwrap();
+    assert_eq!(got.tokens, doc_tokens(1, 0));
+    assert_eq!(got.payload, b"{\"n\":1}");
+    let hits = c.search(&doc_tokens(2, 0), &SearchParams { with_payload: true, ..SearchParams::new(2) }).unwrap();
+    assert_eq!(hits[0].id, 2, "a document is findable as soon as insert returns");
+    c.flush().unwrap();
+    assert_eq!(c.stats().unwrap().segments.len(), 1);
+    c.upsert(1, &doc_tokens(1, 5), None).unwrap();
+    assert!(c.delete(2).unwrap());
+    assert!(!c.delete(2).unwrap());
+    assert!(!c.delete(99).unwrap());
+    c.insert(2, &doc_tokens(2, 9), None).unwrap(); // re-insert after delete is allowed
+    // A batch is all or nothing.
+    let (t5, t6) = (doc_tokens(5, 0), doc_tokens(6, 0));
+    let batch = [NewDocument { id: 5, tokens: &t5, payload: None }, NewDocument { id: 1, tokens: &t6, payload: None }];
+    assert!(matches!(c.insert_batch(&batch), Err(Error::IdExists { id: 1 })));
+    assert!(c.get(5).unwrap().is_none());
+    let batch = [NewDocument { id: 5, tokens: &t5, payload: None }, NewDocument { id: 6, tokens: &t6, payload: None }];
+    c.insert_batch(&batch).unwrap();
+    assert!(c.delete(5).unwrap() && c.delete(6).unwrap());
+    c.close().unwrap();
+
+    let c = Collection::open_with(&path, manual_open(Durability::Sync)).unwrap();
+    assert_eq!(c.get(1).unwrap().unwrap().tokens, doc_tokens(1, 5));
+    assert!(c.get(1).unwrap().unwrap().payload.is_empty());
+    assert_eq!(c.get(2).unwrap().unwrap().tokens, doc_tokens(2, 9));
+    c.flush().unwrap();
+    for id in 10..40 {
+        c.insert(id, &doc_tokens(id, 0), None).unwrap();
+        if id % 10 == 9 {
+            c.flush().unwrap();
+        }
+    }
+    assert!(c.delete(15).unwrap());
+    c.flush().unwrap();
+    let before = c.stats().unwrap();
+    assert_eq!(before.documents, 2 + 30 - 1);
+    let report = c.compact().unwrap();
+    assert!(report.merges >= 1, "{report:?}");
+    let after = c.stats().unwrap();
+    assert_eq!(after.documents, before.documents);
+    assert!(after.segments.len() < before.segments.len());
+    assert!(c.get(15).unwrap().is_none(), "a deleted document never comes back through compaction");
+    c.verify().unwrap();
+    let files = std::fs::read_dir(path.join("segments")).unwrap().count();
+    assert_eq!(files, after.segments.len(), "merged-away files are deleted once no reader holds them");
+    drop(c);
+    let c = Collection::open(&path).unwrap();
+    assert!(c.get(15).unwrap().is_none());
+    assert_eq!(c.stats().unwrap().documents, before.documents);
+}
+
+#[test]
+fn open_errors_are_clear() {
+    let dir = TempDir::new("coll-errors");
+    let missing = dir.0.join("nope");
+    assert!(matches!(Collection::open(&missing), Err(Error::NotACollection { .. })));
+    let path = dir.0.join("c");
+    let c = Collection::create(&path, small_options(TokenStorage::F16, 1 << 30), manual_open(Durability::Sync)).unwrap();
+    let err = Collection::open(&path).err().expect("second writer must be refused");
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("locked"));
+    assert!(matches!(
+        Collection::create(&path, small_options(TokenStorage::F16, 1 << 30), OpenOptions::default()),
+        Err(Error::AlreadyExists { .. })
+    ));
+    drop(c);
+    Collection::open(&path).unwrap();
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Insert(u64),
+    Upsert(u64),
+    Delete(u64),
+    Flush,
+    Compact,
+    Reopen,
+    Search(u64),
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u64..40).prop_map(Op::Insert),
+        4 => (0u64..40).prop_map(Op::Upsert),
+        3 => (0u64..40).prop_map(Op::Delete),
+        1 => Just(Op::Flush),
+        1 => Just(Op::Compact),
+        1 => Just(Op::Reopen),
+        2 => (0u64..40).prop_map(Op::Search),
+    ]
+}
+
+fn check_against_model(c: &Collection, model: &BTreeMap<u64, Vec<f32>>, query_seed: u64) {
+    for id in 0..40 {
+        let got = c.get(id).unwrap().map(|d| d.tokens);
+        assert_eq!(got.as_ref(), model.get(&id), "get({id})");
+    }
+    // Exact search: segments here have no graph and the rerank covers every document.
+    let query = doc_tokens(query_seed, 77);
+    let params = SearchParams { rerank: Some(1000), ..SearchParams::new(5) };
+    let hits: Vec<(u64, f32)> = c.search(&query, &params).unwrap().into_iter().map(|h| (h.id, h.score)).collect();
+    assert_eq!(hits, exact_model_search(model, &query, 5));
+    assert_eq!(c.stats().unwrap().documents, model.len() as u64);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    /// Random operation sequences against a BTreeMap model: `get`, exact search and the document
+    /// count agree with the model after every step, across flushes, merges and reopens.
+    #[test]
+    fn collection_matches_model(ops in proptest::collection::vec(op_strategy(), 1..60)) {
+        let dir = TempDir::new("coll-model");
+        let path = dir.0.join("c");
+        let options = small_options(TokenStorage::F32, 1 << 30);
+        let mut c = Some(Collection::create(&path, options, manual_open(Durability::None)).unwrap());
+        let mut model: BTreeMap<u64, Vec<f32>> = BTreeMap::new();
+        let mut version = 0u64;
+        for op in ops {
+            let coll = c.as_ref().unwrap();
+            version += 1;
+            match op {
+                Op::Insert(id) => {
+                    let t = doc_tokens(id, version);
+                    let r = coll.insert(id, &t, None);
+                    if let std::collections::btree_map::Entry::Vacant(e) = model.entry(id) {
+                        r.unwrap();
+                        e.insert(t);
+                    } else {
+                        prop_assert!(matches!(r, Err(Error::IdExists { .. })), "insert of an existing id must fail");
+                    }
+                }
+                Op::Upsert(id) => {
+                    let t = doc_tokens(id, version);
+                    coll.upsert(id, &t, None).unwrap();
+                    model.insert(id, t);
+                }
+                Op::Delete(id) => {
+                    prop_assert_eq!(coll.delete(id).unwrap(), model.remove(&id).is_some());
+                }
+                Op::Flush => coll.flush().unwrap(),
+                Op::Compact => { coll.compact().unwrap(); }
+                Op::Reopen => {
+                    c.take().unwrap().close().unwrap();
+                    c = Some(Collection::open_with(&path, manual_open(Durability::None)).unwrap());
+                }
+                Op::Search(seed) => check_against_model(coll, &model, seed),
+            }
+        }
+        let coll = c.as_ref().unwrap();
+        check_against_model(coll, &model, 1);
+        coll.verify().unwrap();
+    }
+}
+
+/// Child side of the crash test: inserts (and deletes) with `Durability::Sync`, printing each
+/// acknowledged operation, with flushes and compactions in between, until killed.
+#[test]
+fn crash_child() {
+    let Some(dir) = std::env::var_os("QUIVERDB_CRASH_CHILD") else { return };
+    let path = Path::new(&dir);
+    let start: u64 = std::env::var("QUIVERDB_CRASH_START").unwrap().parse().unwrap();
+    let open = OpenOptions {
+        durability: Durability::Sync,
+        memtable_max_docs: 25,
+        background: true,
+        merge_policy: TieredPolicy { base_docs: 25, merge_factor: 3, ..Default::default() },
+        ..Default::default()
+    };
+    let c = if start == 0 {
+        Collection::create(path, small_options(TokenStorage::F16, 64), open).unwrap()
+    } else {
+        Collection::open_with(path, open).unwrap()
+    };
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for id in start.. {
+        c.insert(id, &doc_tokens(id, 0), Some(&id.to_le_bytes())).unwrap();
+        writeln!(out, "ack insert {id}").unwrap();
+        if id % 7 == 3 {
+            c.delete(id - 3).unwrap();
+            writeln!(out, "ack delete {}", id - 3).unwrap();
+        }
+        out.flush().unwrap();
+        if id % 40 == 39 {
+            c.flush().unwrap();
+        }
+    }
+}
+
+/// Kills a child process (SIGKILL) at random moments while it inserts, flushes and compacts;
+/// after every kill, reopening finds every acknowledged document intact, no acknowledged delete
+/// undone, and `verify()` clean. Each round continues the same collection.
+#[test]
+fn sigkill_during_writes_loses_nothing_acknowledged() {
+    let dir = TempDir::new("coll-crash");
+    let path = dir.0.join("c");
+    let exe = std::env::current_exe().unwrap();
+    let mut present: BTreeMap<u64, bool> = BTreeMap::new();
+    let mut next = 0u64;
+    let rounds = if std::env::var_os("QUIVERDB_LONG_TESTS").is_some() { 40 } else { 6 };
+    for round in 0..rounds {
+        let mut child = std::process::Command::new(&exe)
+            .args(["--exact", "collection::crash_child", "--nocapture", "--test-threads=1"])
+            .env("QUIVERDB_CRASH_CHILD", &path)
+            .env("QUIVERDB_CRASH_START", next.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let wait_ms = 300 + (round * 397 % 1200) as u64;
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        child.kill().unwrap();
+        let output = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        for line in text.lines() {
+            let mut parts = line.split_whitespace();
+            match (parts.next(), parts.next(), parts.next().and_then(|n| n.parse::<u64>().ok())) {
+                (Some("ack"), Some("insert"), Some(id)) => {
+                    present.insert(id, true);
+                    next = next.max(id + 1);
+                }
+                (Some("ack"), Some("delete"), Some(id)) => {
+                    present.insert(id, false);
+                }
+                _ => {}
+            }
+        }
+        // Ids past the last acknowledged one may have been written but not acknowledged: the next
+        // round starts after them so `insert` never collides.
+        let c = Collection::open_with(&path, manual_open(Durability::Sync)).unwrap();
+        c.verify().unwrap();
+        for (&id, &alive) in &present {
+            let got = c.get(id).unwrap();
+            if alive {
+                let d = got.unwrap_or_else(|| panic!("round {round}: acknowledged document {id} lost"));
+                assert_eq!(d.payload, id.to_le_bytes());
+                let expected = quiverdb::encode::storage::to_16bit(&doc_tokens(id, 0), TokenStorage::F16).unwrap();
+                let expected = quiverdb::encode::storage::from_16bit(&expected, TokenStorage::F16).unwrap();
+                assert_eq!(d.tokens, expected, "document {id} intact");
+            } else {
+                assert!(got.is_none(), "round {round}: acknowledged delete of {id} undone");
+            }
+        }
+        let stats = c.stats().unwrap();
+        eprintln!(
+            "round {round}: killed after {wait_ms} ms; {} acknowledged so far, {} documents in {} segments, {} memtable ops",
+            present.len(),
+            stats.documents,
+            stats.segments.len(),
+            stats.memtable_ops
+        );
+        let probe = stats.last_seq;
+        next = next.max(probe + 1000);
+        drop(c);
+    }
+    assert!(present.values().filter(|&&v| v).count() > 20, "the child made progress");
+}
+
+/// Searches from several threads while a writer inserts, deletes, flushes and compacts: no search
+/// fails, and an id deleted before a search started is never returned by it.
+#[test]
+fn searches_during_flush_and_compaction_see_consistent_snapshots() {
+    let dir = TempDir::new("coll-concurrent");
+    let path = dir.0.join("c");
+    let open = OpenOptions {
+        memtable_max_docs: 40,
+        background: true,
+        durability: Durability::None,
+        merge_policy: TieredPolicy { base_docs: 40, merge_factor: 3, ..Default::default() },
+        ..Default::default()
+    };
+    let c = Arc::new(Collection::create(&path, small_options(TokenStorage::F16, 64), open).unwrap());
+    for id in 0..200 {
+        c.insert(id, &doc_tokens(id, 0), None).unwrap();
+    }
+    // Deleted ids are even ids below `deleted_upto`; readers read it before searching.
+    let deleted_upto = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|r| {
+            let (c, stop, deleted_upto) = (c.clone(), stop.clone(), deleted_upto.clone());
+            std::thread::spawn(move || {
+                let mut searches = 0u64;
+                let mut q = r as u64;
+                while !stop.load(Ordering::Acquire) {
+                    let floor = deleted_upto.load(Ordering::Acquire);
+                    q += 1;
+                    let hits = c.search(&doc_tokens(q % 200, 0), &SearchParams::new(20)).unwrap();
+                    for h in hits {
+                        assert!(!(h.id % 2 == 0 && h.id < floor), "deleted id {} returned (floor {floor})", h.id);
+                    }
+                    searches += 1;
+                }
+                searches
+            })
+        })
+        .collect();
+    for id in (0..200).step_by(2) {
+        assert!(c.delete(id).unwrap());
+        deleted_upto.store(id + 1, Ordering::Release);
+        c.insert(1000 + id, &doc_tokens(1000 + id, 0), None).unwrap();
+        if id % 50 == 0 {
+            c.flush().unwrap();
+            c.compact().unwrap();
+        }
+    }
+    c.flush().unwrap();
+    c.compact().unwrap();
+    stop.store(true, Ordering::Release);
+    let total: u64 = readers.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(total > 10, "readers ran ({total} searches)");
+    assert_eq!(c.stats().unwrap().documents, 200);
+    c.verify().unwrap();
+}
