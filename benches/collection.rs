@@ -1,0 +1,249 @@
+//! Write-path benchmarks (plain harness; one JSON object per line).
+//!
+//! Documents: 100 tokens × 128 dims (unit rows drawn from a fixed pool), f16 storage, default FDE,
+//! PQ and graph settings. Sections (pass names after `--` to pick; all by default):
+//! - `ingest`: documents/s for each durability mode, from 1 thread and from 4 threads (group
+//!   commit), without flushes (memtable unbounded) and with background flushes (defaults);
+//! - `flush`: time to flush 10k documents, first flush (trains the PQ codebook) and a later one
+//!   (reuses it);
+//! - `compact`: merge time and write amplification of a tiered compaction;
+//! - `recovery`: open time with `QUIVERDB_BENCH_RECOVERY_N` (default 20,000; the figure is
+//!   100,000) unflushed WAL records;
+//! - `ram`: resident memory of an opened collection per document.
+//!
+//! Run: `cargo bench --bench collection -- ingest`, `QUIVERDB_BENCH_RECOVERY_N=100000 cargo bench
+//! --bench collection -- recovery`.
+#![allow(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quiverdb::compaction::TieredPolicy;
+use quiverdb::synthetic::unit_rows;
+use quiverdb::{Collection, CollectionOptions, Durability, NewDocument, OpenOptions};
+
+const DIM: usize = 128;
+const TOKENS: usize = 100;
+const POOL_ROWS: usize = 65_536;
+
+struct Docs {
+    pool: Vec<f32>,
+}
+
+impl Docs {
+    fn new() -> Self {
+        Docs { pool: unit_rows(POOL_ROWS, DIM, 42) }
+    }
+
+    /// Document `id`: 100 consecutive pool rows from a position derived from the id.
+    fn get(&self, id: u64) -> &[f32] {
+        let start = (id.wrapping_mul(2_654_435_761) as usize) % (POOL_ROWS - TOKENS);
+        &self.pool[start * DIM..(start + TOKENS) * DIM]
+    }
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for e in entries.flatten() {
+            let m = e.metadata().unwrap();
+            total += if m.is_dir() { dir_size(&e.path()) } else { m.len() };
+        }
+    }
+    total
+}
+
+fn fresh(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("quiverdb-bench-coll-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn unbounded(durability: Durability) -> OpenOptions {
+    OpenOptions { durability, memtable_max_docs: usize::MAX, memtable_max_bytes: usize::MAX, background: false, ..Default::default() }
+}
+
+fn mode_name(d: Durability) -> String {
+    match d {
+        Durability::Sync => "sync".into(),
+        Durability::Periodic(i) => format!("periodic_{}ms", i.as_millis()),
+        Durability::None => "none".into(),
+    }
+}
+
+/// Inserts ids `0..n` from `threads` threads (interleaved), one document per call.
+fn ingest(c: &Arc<Collection>, docs: &Arc<Docs>, n: u64, threads: u64) -> f64 {
+    let t = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|w| {
+            let (c, docs) = (c.clone(), docs.clone());
+            std::thread::spawn(move || {
+                for id in (w..n).step_by(threads as usize) {
+                    c.insert(id, docs.get(id), None).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    t.elapsed().as_secs_f64()
+}
+
+fn bench_ingest(docs: &Arc<Docs>) {
+    let modes = [Durability::Sync, Durability::Periodic(Duration::from_millis(100)), Durability::None];
+    for mode in modes {
+        let n: u64 = if mode == Durability::Sync { 2_000 } else { 10_000 };
+        for threads in [1u64, 4] {
+            let dir = fresh("ingest");
+            let c = Arc::new(Collection::create(&dir, CollectionOptions::new(DIM as u32), unbounded(mode)).unwrap());
+            let secs = ingest(&c, docs, n, threads);
+            println!(
+                "{{\"bench\":\"ingest\",\"flushes\":false,\"durability\":\"{}\",\"threads\":{threads},\"docs\":{n},\"seconds\":{secs:.3},\"docs_per_s\":{:.0}}}",
+                mode_name(mode),
+                n as f64 / secs
+            );
+            drop(c);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    // With background flushes at the default thresholds (4,096 documents).
+    for mode in modes {
+        let n: u64 = if mode == Durability::Sync { 2_000 } else { 20_000 };
+        let dir = fresh("ingest-flush");
+        let open = OpenOptions { durability: mode, ..Default::default() };
+        let c = Arc::new(Collection::create(&dir, CollectionOptions::new(DIM as u32), open).unwrap());
+        let secs = ingest(&c, docs, n, 4);
+        let t = Instant::now();
+        c.flush().unwrap();
+        let drain = t.elapsed().as_secs_f64();
+        let stats = c.stats().unwrap();
+        println!(
+            "{{\"bench\":\"ingest\",\"flushes\":true,\"durability\":\"{}\",\"threads\":4,\"docs\":{n},\"seconds\":{secs:.3},\"docs_per_s\":{:.0},\"final_flush_s\":{drain:.2},\"segments\":{}}}",
+            mode_name(mode),
+            n as f64 / secs,
+            stats.segments.len()
+        );
+        drop(c);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+fn fill(c: &Collection, docs: &Docs, ids: std::ops::Range<u64>) {
+    let ids: Vec<u64> = ids.collect();
+    for chunk in ids.chunks(512) {
+        let batch: Vec<NewDocument> = chunk.iter().map(|&id| NewDocument { id, tokens: docs.get(id), payload: None }).collect();
+        c.insert_batch(&batch).unwrap();
+    }
+}
+
+fn bench_flush_and_compact(docs: &Docs, run_compact: bool, measure_ram: bool) {
+    let dir = fresh("flush");
+    let policy = TieredPolicy { base_docs: 10_000, merge_factor: 4, ..Default::default() };
+    let open = OpenOptions { merge_policy: policy, ..unbounded(Durability::None) };
+    let c = Collection::create(&dir, CollectionOptions::new(DIM as u32), open.clone()).unwrap();
+    let batches = if run_compact { 4 } else { 2 };
+    let mut flushed_bytes = 0;
+    for b in 0..batches {
+        fill(&c, docs, b * 10_000..(b + 1) * 10_000);
+        let t = Instant::now();
+        c.flush().unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let stats = c.stats().unwrap();
+        let seg = stats.segments.last().unwrap();
+        flushed_bytes += seg.bytes;
+        println!(
+            "{{\"bench\":\"flush\",\"docs\":10000,\"trains_pq\":{},\"seconds\":{secs:.2},\"segment_bytes\":{},\"graph\":{}}}",
+            b == 0,
+            seg.bytes,
+            seg.has_graph
+        );
+    }
+    if run_compact {
+        let raw_token_bytes = batches * 10_000 * (TOKENS * DIM * 2) as u64;
+        let t = Instant::now();
+        let report = c.compact().unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let stats = c.stats().unwrap();
+        println!(
+            "{{\"bench\":\"compact\",\"docs\":{},\"merges\":{},\"inputs\":{},\"seconds\":{secs:.2},\"docs_per_s\":{:.0},\"bytes_written\":{},\"flush_bytes\":{flushed_bytes},\"raw_f16_token_bytes\":{raw_token_bytes},\"write_amplification_vs_raw\":{:.2},\"segments_after\":{}}}",
+            report.docs_written,
+            report.merges,
+            report.inputs,
+            report.docs_written as f64 / secs,
+            report.bytes_written,
+            (flushed_bytes + report.bytes_written) as f64 / raw_token_bytes as f64,
+            stats.segments.len()
+        );
+    }
+    drop(c);
+    if measure_ram {
+        let before = rss_bytes();
+        let t = Instant::now();
+        let c = Collection::open_with(&dir, open).unwrap();
+        let open_s = t.elapsed().as_secs_f64();
+        let after = rss_bytes();
+        let stats = c.stats().unwrap();
+        println!(
+            "{{\"bench\":\"ram\",\"docs\":{},\"segments\":{},\"open_s\":{open_s:.3},\"rss_delta_bytes\":{},\"rss_per_doc\":{:.0},\"estimated_ram_bytes\":{},\"estimated_per_doc\":{:.0},\"disk_bytes\":{}}}",
+            stats.documents,
+            stats.segments.len(),
+            after.saturating_sub(before),
+            after.saturating_sub(before) as f64 / stats.documents as f64,
+            stats.ram_bytes,
+            stats.ram_bytes as f64 / stats.documents as f64,
+            dir_size(&dir)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn bench_recovery(docs: &Docs) {
+    let n: u64 = std::env::var("QUIVERDB_BENCH_RECOVERY_N").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let dir = fresh("recovery");
+    let c = Collection::create(&dir, CollectionOptions::new(DIM as u32), unbounded(Durability::None)).unwrap();
+    let t = Instant::now();
+    fill(&c, docs, 0..n);
+    let fill_s = t.elapsed().as_secs_f64();
+    c.close().unwrap();
+    let wal_bytes = dir_size(&dir.join("wal"));
+    let before = rss_bytes();
+    let t = Instant::now();
+    let c = Collection::open_with(&dir, unbounded(Durability::None)).unwrap();
+    let open_s = t.elapsed().as_secs_f64();
+    let rss = rss_bytes().saturating_sub(before);
+    assert_eq!(c.stats().unwrap().documents, n);
+    println!(
+        "{{\"bench\":\"recovery\",\"wal_records\":{n},\"wal_bytes\":{wal_bytes},\"open_s\":{open_s:.2},\"records_per_s\":{:.0},\"wal_mb_per_s\":{:.0},\"memtable_rss_bytes\":{rss},\"fill_s\":{fill_s:.1}}}",
+        n as f64 / open_s,
+        wal_bytes as f64 / open_s / 1e6
+    );
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let want = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
+    let docs = Arc::new(Docs::new());
+    if want("ingest") {
+        bench_ingest(&docs);
+    }
+    if want("flush") || want("compact") || want("ram") {
+        bench_flush_and_compact(&docs, want("compact"), want("ram"));
+    }
+    if want("recovery") {
+        bench_recovery(&docs);
+    }
+}
