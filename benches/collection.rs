@@ -71,7 +71,13 @@ fn fresh(name: &str) -> PathBuf {
 }
 
 fn unbounded(durability: Durability) -> OpenOptions {
-    OpenOptions { durability, memtable_max_docs: usize::MAX, memtable_max_bytes: usize::MAX, background: false, ..Default::default() }
+    OpenOptions {
+        durability,
+        memtable_max_docs: usize::MAX,
+        memtable_max_bytes: usize::MAX,
+        background: false,
+        ..Default::default()
+    }
 }
 
 fn mode_name(d: Durability) -> String {
@@ -143,7 +149,8 @@ fn bench_ingest(docs: &Arc<Docs>) {
 fn fill(c: &Collection, docs: &Docs, ids: std::ops::Range<u64>) {
     let ids: Vec<u64> = ids.collect();
     for chunk in ids.chunks(512) {
-        let batch: Vec<NewDocument> = chunk.iter().map(|&id| NewDocument { id, tokens: docs.get(id), payload: None }).collect();
+        let batch: Vec<NewDocument> =
+            chunk.iter().map(|&id| NewDocument { id, tokens: docs.get(id), payload: None }).collect();
         c.insert_batch(&batch).unwrap();
     }
 }

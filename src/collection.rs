@@ -244,9 +244,7 @@ fn lock_collection(path: &Path) -> Result<File> {
         .map_err(|e| Error::io(&lock_path, e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            Err(Error::Locked { path: path.to_path_buf(), lock_file: lock_path })
-        }
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path: path.to_path_buf(), lock_file: lock_path }),
         Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&lock_path, e)),
     }
 }
@@ -356,10 +354,15 @@ impl Collection {
         let index: HashMap<u64, usize> = segments.iter().enumerate().map(|(i, (h, _))| (h.id, i)).collect();
         catalog.for_each_location(|id, loc| {
             let bad = |what: String| Error::corruption(catalog.path(), 0, format!("id {id}: {what}"));
-            let &i = index.get(&loc.segment).ok_or_else(|| bad(format!("points at unknown segment {}", loc.segment)))?;
+            let &i =
+                index.get(&loc.segment).ok_or_else(|| bad(format!("points at unknown segment {}", loc.segment)))?;
             let (handle, live) = &mut segments[i];
-            if loc.ordinal as usize >= handle.reader.doc_count() || handle.reader.doc_ids()[loc.ordinal as usize] != id {
-                return Err(bad(format!("points at ordinal {} of segment {}, which holds another document", loc.ordinal, loc.segment)));
+            if loc.ordinal as usize >= handle.reader.doc_count() || handle.reader.doc_ids()[loc.ordinal as usize] != id
+            {
+                return Err(bad(format!(
+                    "points at ordinal {} of segment {}, which holds another document",
+                    loc.ordinal, loc.segment
+                )));
             }
             live.set(loc.ordinal);
             Ok(())
@@ -393,7 +396,12 @@ impl Collection {
                         return Err(Error::corruption(
                             &wal_dir,
                             0,
-                            format!("record {} holds {d}-dim {} tokens; the collection stores {dim}-dim {}", record.seq, s.name(), storage.name()),
+                            format!(
+                                "record {} holds {d}-dim {} tokens; the collection stores {dim}-dim {}",
+                                record.seq,
+                                s.name(),
+                                storage.name()
+                            ),
                         ));
                     }
                     let tokens = OwnedTokens::from_le_bytes(&tokens, s)?;
@@ -513,7 +521,11 @@ impl Collection {
     }
 
     /// Like [`Collection::search`], also returning where the time went.
-    pub fn search_profiled(&self, query: &[f32], params: &SearchParams) -> Result<(Vec<Hit>, crate::search::SearchProfile)> {
+    pub fn search_profiled(
+        &self,
+        query: &[f32],
+        params: &SearchParams,
+    ) -> Result<(Vec<Hit>, crate::search::SearchProfile)> {
         self.inner.check_open()?;
         let snapshot = self.inner.snapshot();
         let mut profile = crate::search::SearchProfile::default();
@@ -662,7 +674,11 @@ impl Inner {
         // with the version held here.
         let Some(loc) = self.catalog.location(id)? else { return Ok(None) };
         let seg = st.version.segments.iter().find(|s| s.handle.id == loc.segment).ok_or_else(|| {
-            Error::corruption(self.catalog.path(), 0, format!("id {id} points at segment {} which is not live", loc.segment))
+            Error::corruption(
+                self.catalog.path(),
+                0,
+                format!("id {id} points at segment {} which is not live", loc.segment),
+            )
         })?;
         Ok(Some(Found::Segment(seg.handle.clone(), loc.ordinal)))
     }
@@ -701,7 +717,10 @@ impl Inner {
             return Ok(());
         }
         if docs.len() > MAX_BATCH_DOCS {
-            return Err(Error::InvalidInput(format!("{} documents exceed the batch limit of {MAX_BATCH_DOCS}", docs.len())));
+            return Err(Error::InvalidInput(format!(
+                "{} documents exceed the batch limit of {MAX_BATCH_DOCS}",
+                docs.len()
+            )));
         }
         let mut entries = Vec::with_capacity(docs.len());
         for doc in docs {
@@ -739,8 +758,11 @@ impl Inner {
                 &doc.payload,
             );
         }
-        let mem: Vec<MemEntry> =
-            entries.into_iter().enumerate().map(|(i, d)| MemEntry { id: d.id, seq: first + i as u64, doc: Some(d) }).collect();
+        let mem: Vec<MemEntry> = entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| MemEntry { id: d.id, seq: first + i as u64, doc: Some(d) })
+            .collect();
         self.log_and_apply(writer, &buf, mem)
     }
 
@@ -861,10 +883,7 @@ impl Inner {
             (Some((cb, _)), false) => PqSource::Reuse(cb.clone()),
             _ => PqSource::Train(self.options.pq),
         };
-        (
-            SegmentConfig { segment_id, storage: self.options.storage, pq, graph: Some(self.options.graph) },
-            retrain,
-        )
+        (SegmentConfig { segment_id, storage: self.options.storage, pq, graph: Some(self.options.graph) }, retrain)
     }
 
     fn open_segment(&self, path: &Path, id: u64, shared: Option<&Arc<PqCodebook>>) -> Result<Arc<SegmentHandle>> {
@@ -1065,8 +1084,11 @@ impl Inner {
                 file_len: merged.summary.bytes,
             });
             commit.next_segment = Some(segment_id + 1);
-            commit.put_locations =
-                merged.moved.iter().map(|(id, _, ord)| (*id, Location { segment: segment_id, ordinal: *ord })).collect();
+            commit.put_locations = merged
+                .moved
+                .iter()
+                .map(|(id, _, ord)| (*id, Location { segment: segment_id, ordinal: *ord }))
+                .collect();
             written = (merged.summary.doc_count, merged.summary.bytes);
             output = Some(handle);
         }
@@ -1174,14 +1196,24 @@ impl Inner {
             let st = self.state.read();
             self.catalog.for_each_location(|id, loc| {
                 let seg = st.version.segments.iter().find(|s| s.handle.id == loc.segment).ok_or_else(|| {
-                    Error::corruption(self.catalog.path(), 0, format!("id {id} points at unknown segment {}", loc.segment))
+                    Error::corruption(
+                        self.catalog.path(),
+                        0,
+                        format!("id {id} points at unknown segment {}", loc.segment),
+                    )
                 })?;
                 let r = &seg.handle.reader;
-                if loc.ordinal as usize >= r.doc_count() || r.doc_ids()[loc.ordinal as usize] != id || !seg.live.is_live(loc.ordinal) {
+                if loc.ordinal as usize >= r.doc_count()
+                    || r.doc_ids()[loc.ordinal as usize] != id
+                    || !seg.live.is_live(loc.ordinal)
+                {
                     return Err(Error::corruption(
                         self.catalog.path(),
                         0,
-                        format!("id {id} points at ordinal {} of segment {}, which does not hold it", loc.ordinal, loc.segment),
+                        format!(
+                            "id {id} points at ordinal {} of segment {}, which does not hold it",
+                            loc.ordinal, loc.segment
+                        ),
                     ));
                 }
                 *counted.entry(loc.segment).or_default() += 1;

@@ -46,7 +46,8 @@ impl OwnedTokens {
                 OwnedTokens::F32(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect())
             }
             TokenStorage::F16 | TokenStorage::Bf16 => {
-                let bits: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_le_bytes(c.try_into().expect("2"))).collect();
+                let bits: Vec<u16> =
+                    bytes.chunks_exact(2).map(|c| u16::from_le_bytes(c.try_into().expect("2"))).collect();
                 if storage == TokenStorage::F16 {
                     OwnedTokens::F16(bits)
                 } else {
@@ -226,11 +227,7 @@ mod tests {
     use super::*;
 
     fn put(id: u64, seq: u64, v: f32) -> MemEntry {
-        MemEntry {
-            id,
-            seq,
-            doc: Some(Arc::new(MemDoc { id, tokens: OwnedTokens::F32(vec![v; 4]), payload: vec![] })),
-        }
+        MemEntry { id, seq, doc: Some(Arc::new(MemDoc { id, tokens: OwnedTokens::F32(vec![v; 4]), payload: vec![] })) }
     }
 
     #[test]

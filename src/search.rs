@@ -194,8 +194,7 @@ pub(crate) fn search_snapshot(
             prof.adc_table_us += t.elapsed().as_secs_f64() * 1e6;
             let table = &tables[&seg.handle.codebook_key];
             let depth = (rerank * live).div_ceil(total_docs).max(params.k);
-            let list_size =
-                params.list_size.unwrap_or(depth * SearchParams::DEFAULT_LIST_FACTOR).max(depth);
+            let list_size = params.list_size.unwrap_or(depth * SearchParams::DEFAULT_LIST_FACTOR).max(depth);
             let reader = &seg.handle.reader;
             let ids = reader.doc_ids();
             let skip = |ord: u32| {

@@ -180,14 +180,16 @@ impl Catalog {
     }
 
     fn get_u64(&self, key: &[u8], name: &str) -> Result<u64> {
-        let v = self.db.get(key).map_err(|e| self.rocks_err(e))?.ok_or_else(|| self.bad(format!("{name} is missing")))?;
+        let v =
+            self.db.get(key).map_err(|e| self.rocks_err(e))?.ok_or_else(|| self.bad(format!("{name} is missing")))?;
         let bytes: [u8; 8] = v.as_slice().try_into().map_err(|_| self.bad(format!("{name} has {} bytes", v.len())))?;
         Ok(u64::from_le_bytes(bytes))
     }
 
     /// The collection's options as stored at creation.
     pub fn options(&self) -> Result<CollectionOptions> {
-        let v = self.db.get(KEY_CONFIG).map_err(|e| self.rocks_err(e))?.ok_or_else(|| self.bad("options are missing"))?;
+        let v =
+            self.db.get(KEY_CONFIG).map_err(|e| self.rocks_err(e))?.ok_or_else(|| self.bad("options are missing"))?;
         #[derive(serde::Deserialize)]
         struct Stored {
             version: u32,

@@ -75,7 +75,11 @@ pub fn merge(
         for ordinal in input.live.iter_live() {
             let id = ids[ordinal as usize];
             moved.push((id, Location { segment: input.id, ordinal }, moved.len() as u32));
-            pending.push((id, input.reader.tokens(ordinal as usize).to_f32_vec(), input.reader.payload(ordinal as usize)));
+            pending.push((
+                id,
+                input.reader.tokens(ordinal as usize).to_f32_vec(),
+                input.reader.payload(ordinal as usize),
+            ));
             if pending.len() == MERGE_BATCH {
                 flush_batch(&mut writer, &mut pending)?;
             }

@@ -63,7 +63,10 @@ impl TieredPolicy {
             return Err(Error::invalid_param("base_docs", "tier sizes must be positive"));
         }
         if !(self.max_deleted_ratio > 0.0 && self.max_deleted_ratio <= 1.0) {
-            return Err(Error::invalid_param("max_deleted_ratio", format!("{} is outside (0, 1]", self.max_deleted_ratio)));
+            return Err(Error::invalid_param(
+                "max_deleted_ratio",
+                format!("{} is outside (0, 1]", self.max_deleted_ratio),
+            ));
         }
         Ok(())
     }
@@ -104,7 +107,8 @@ impl TieredPolicy {
         }
         for s in segments {
             let deleted = s.doc_count.saturating_sub(s.live_docs);
-            if !used.contains(&s.id) && s.doc_count > 0 && deleted as f64 >= self.max_deleted_ratio * s.doc_count as f64 {
+            if !used.contains(&s.id) && s.doc_count > 0 && deleted as f64 >= self.max_deleted_ratio * s.doc_count as f64
+            {
                 used.insert(s.id);
                 plans.push(MergePlan { inputs: vec![s.id] });
             }

@@ -106,7 +106,15 @@ pub enum RecordOp {
 
 /// Appends the framed `Put` record to `out`. `tokens` must hold whole rows of `dim` values in
 /// `storage`'s encoding (checked by the caller, which built them).
-pub fn encode_put(out: &mut Vec<u8>, seq: u64, id: u64, dim: u32, storage: TokenStorage, tokens: &[u8], payload: &[u8]) {
+pub fn encode_put(
+    out: &mut Vec<u8>,
+    seq: u64,
+    id: u64,
+    dim: u32,
+    storage: TokenStorage,
+    tokens: &[u8],
+    payload: &[u8],
+) {
     let row_bytes = dim as usize * storage.bytes_per_value();
     debug_assert!(row_bytes > 0 && tokens.len().is_multiple_of(row_bytes));
     let rows = (tokens.len() / row_bytes) as u32;
@@ -205,7 +213,14 @@ fn decode_put(p: &[u8]) -> Result<RecordOp, (u64, String)> {
     }
     let token_bytes = rows * dim as usize * storage.bytes_per_value();
     if PUT_FIXED_LEN + token_bytes + payload_len != p.len() {
-        return Err((0, format!("put record fields need {} bytes, record has {}", PUT_FIXED_LEN + token_bytes + payload_len, p.len())));
+        return Err((
+            0,
+            format!(
+                "put record fields need {} bytes, record has {}",
+                PUT_FIXED_LEN + token_bytes + payload_len,
+                p.len()
+            ),
+        ));
     }
     let tokens = p[PUT_FIXED_LEN..PUT_FIXED_LEN + token_bytes].to_vec();
     let payload = p[PUT_FIXED_LEN + token_bytes..].to_vec();

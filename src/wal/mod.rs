@@ -170,7 +170,11 @@ pub fn replay(
                     }
                     let reason = format!(
                         "damaged WAL record ({what}){}",
-                        if followed_by_valid { " followed by valid records" } else { " in a WAL file that is not the last" }
+                        if followed_by_valid {
+                            " followed by valid records"
+                        } else {
+                            " in a WAL file that is not the last"
+                        }
                     );
                     if recovery == WalRecovery::Strict {
                         return Err(Error::corruption(path, pos as u64, reason));

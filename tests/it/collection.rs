@@ -66,8 +66,7 @@ pub fn doc_tokens(id: u64, version: u64) -> Vec<f32> {
 
 fn exact_model_search(model: &BTreeMap<u64, Vec<f32>>, query: &[f32], k: usize) -> Vec<(u64, f32)> {
     let q = MaxSimQuery::new(&TokenMatrix::new(query, DIM).unwrap());
-    let mut scored: Vec<(u64, f32)> =
-        model.iter().map(|(id, t)| (*id, q.score(DocTokens::F32(t)).unwrap())).collect();
+    let mut scored: Vec<(u64, f32)> = model.iter().map(|(id, t)| (*id, q.score(DocTokens::F32(t)).unwrap())).collect();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     scored.truncate(k);
     scored
@@ -103,7 +102,7 @@ fn api_round_trip_flush_reopen_compact() {
     assert!(!c.delete(2).unwrap());
     assert!(!c.delete(99).unwrap());
     c.insert(2, &doc_tokens(2, 9), None).unwrap(); // re-insert after delete is allowed
-    // A batch is all or nothing.
+                                                   // A batch is all or nothing.
     let (t5, t6) = (doc_tokens(5, 0), doc_tokens(6, 0));
     let batch = [NewDocument { id: 5, tokens: &t5, payload: None }, NewDocument { id: 1, tokens: &t6, payload: None }];
     assert!(matches!(c.insert_batch(&batch), Err(Error::IdExists { id: 1 })));
@@ -149,7 +148,8 @@ fn open_errors_are_clear() {
     let missing = dir.0.join("nope");
     assert!(matches!(Collection::open(&missing), Err(Error::NotACollection { .. })));
     let path = dir.0.join("c");
-    let c = Collection::create(&path, small_options(TokenStorage::F16, 1 << 30), manual_open(Durability::Sync)).unwrap();
+    let c =
+        Collection::create(&path, small_options(TokenStorage::F16, 1 << 30), manual_open(Durability::Sync)).unwrap();
     let err = Collection::open(&path).err().expect("second writer must be refused");
     assert!(matches!(err, Error::Locked { .. }), "{err}");
     assert!(err.to_string().contains("locked"));
@@ -343,7 +343,11 @@ fn sigkill_during_writes_loses_nothing_acknowledged() {
                     let _ = std::fs::remove_dir_all(&keep);
                     let _ = std::process::Command::new("cp").arg("-r").arg(&path).arg(&keep).status();
                     std::fs::write(keep.join("child-stdout.txt"), text.as_bytes()).unwrap();
-                    panic!("round {round}: acknowledged document {id} lost; stats {:?}; copy in {}", c.stats().unwrap(), keep.display());
+                    panic!(
+                        "round {round}: acknowledged document {id} lost; stats {:?}; copy in {}",
+                        c.stats().unwrap(),
+                        keep.display()
+                    );
                 }
                 let d = got.unwrap();
                 assert_eq!(d.payload, id.to_le_bytes());

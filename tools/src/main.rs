@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 a runtime error (I/O, corruption, bad input), printed as one sentence
 //! on stderr; 2 a usage error (clap).
 
+mod bench;
 mod demo;
 mod exact;
 mod inspect;
@@ -26,6 +27,12 @@ enum Command {
     ///
     /// Example: quiver exact --dataset ../shared/data/scifact-mini
     Exact(exact::Args),
+    /// Build (or reuse) a collection from a dataset or a generated corpus, run every query at each
+    /// setting of a sweep, print one JSON line per setting and a final line for exact MaxSim.
+    ///
+    /// Example: quiver bench --dataset ../shared/data/scifact-mini --sweep "rerank=50,100,200"
+    /// Example: quiver bench --synthetic 100000 --queries 100 --threads 2
+    Bench(bench::Args),
     /// Generate a clustered synthetic corpus, index it with MUVERA FDEs, search it, and print
     /// recall against exact MaxSim. Needs no data and no arguments.
     ///
@@ -42,6 +49,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Exact(args) => exact::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Inspect(args) => inspect::run(args),
     };

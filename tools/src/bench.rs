@@ -1,0 +1,351 @@
+//! `quiver bench`: builds (or reuses) a collection from a dataset or a generated corpus through the
+//! public API, runs every query at each setting of a parameter sweep, and prints one JSON object
+//! per setting, then one for brute-force exact MaxSim on the same machine in the same run.
+//!
+//! The interface is stable: later measurements all go through it. Fields per line: `dataset`,
+//! `n_docs`, `n_queries`, `params` (object; `"exact"` on the last line), `recall@10`, `recall@100`
+//! (when k ≥ 100), `ndcg@10`, `latency_ms` {`mean`, `p50`, `p99`} (single-threaded, one query at a
+//! time), `qps` (with `--threads`), `build_s`, `index_bytes`, `rss_bytes` (peak), `profile_us`
+//! (mean microseconds per query by stage).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use quiverdb::compaction::TieredPolicy;
+use quiverdb::dataset::{Dataset, MultiVectors};
+use quiverdb::eval::{ndcg_at_k, percentile, recall_at_k};
+use quiverdb::exact::exact_top_k;
+use quiverdb::synthetic::{generate, CorpusSpec};
+use quiverdb::{Collection, CollectionOptions, Durability, NewDocument, OpenOptions, SearchParams, TokenStorage};
+use serde_json::json;
+
+/// Arguments of `quiver bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Dataset directory in the shared/data/FORMAT.md layout.
+    #[arg(long, conflicts_with = "synthetic")]
+    dataset: Option<PathBuf>,
+    /// Instead of a dataset: a generated clustered corpus of N documents (fixed seed).
+    #[arg(long)]
+    synthetic: Option<usize>,
+    /// Queries of the generated corpus.
+    #[arg(long, default_value_t = 100)]
+    queries: usize,
+    /// Seed of the generated corpus.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Collection to use: reused if it exists, else built there and kept (default: a temporary
+    /// directory, removed afterwards).
+    #[arg(long)]
+    collection: Option<PathBuf>,
+    /// Results per query.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Threads for the throughput (qps) measurement; latency is always single-threaded.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Settings to sweep: `key=v1,v2;key=v1,...` over `rerank` (documents reranked by exact
+    /// MaxSim), `list` (graph beam width) and `carve` (ball-carving τ or `off`); every
+    /// combination is run. `default` runs the library defaults only.
+    #[arg(long, default_value = "default")]
+    sweep: String,
+    /// Token storage when building (f32, f16, bf16).
+    #[arg(long, default_value = "f16")]
+    storage: String,
+    /// Documents per flushed segment when building.
+    #[arg(long, default_value_t = 262_144)]
+    segment_docs: usize,
+    /// Skip the brute-force exact line (its latency is measured on at most this many queries; 0
+    /// skips it). Ground truth for recall still comes from the dataset or a parallel exact pass.
+    #[arg(long, default_value_t = usize::MAX)]
+    exact_queries: usize,
+}
+
+struct Workload {
+    name: String,
+    docs: Option<MultiVectors>,
+    queries: MultiVectors,
+    /// Exact-MaxSim ranking per query (ordinals), at least 100 deep when available.
+    truth: Vec<Vec<u32>>,
+    /// Relevance judgments per query (ordinal, grade).
+    judged: Vec<Vec<(u32, f32)>>,
+    n_docs: usize,
+}
+
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for e in entries.flatten() {
+            if let Ok(m) = e.metadata() {
+                total += if m.is_dir() { dir_size(&e.path()) } else { m.len() };
+            }
+        }
+    }
+    total
+}
+
+fn load(args: &Args) -> Result<Workload, String> {
+    if let Some(dir) = &args.dataset {
+        let ds = Dataset::open(dir).map_err(|e| e.to_string())?;
+        let nq = ds.queries.len();
+        let mut judged = vec![Vec::new(); nq];
+        for q in &ds.qrels {
+            if (q.query as usize) < nq {
+                judged[q.query as usize].push((q.doc, q.relevance));
+            }
+        }
+        let truth = match &ds.ground_truth {
+            Some(gt) => (0..nq).map(|q| gt.of(q).to_vec()).collect(),
+            None => Vec::new(),
+        };
+        let n_docs = ds.docs.len();
+        return Ok(Workload { name: ds.name, docs: Some(ds.docs), queries: ds.queries, truth, judged, n_docs });
+    }
+    let n = args.synthetic.ok_or("give --dataset DIR or --synthetic N")?;
+    if n == 0 || args.queries == 0 {
+        return Err("--synthetic and --queries must be positive".into());
+    }
+    let corpus = generate(&CorpusSpec { n_docs: n, n_queries: args.queries, seed: args.seed, ..CorpusSpec::small() })
+        .map_err(|e| e.to_string())?;
+    let judged = corpus.query_targets.iter().map(|&t| vec![(t, 1.0)]).collect();
+    Ok(Workload {
+        name: format!("synthetic-{n}-seed{}", args.seed),
+        n_docs: corpus.docs.len(),
+        docs: Some(corpus.docs),
+        queries: corpus.queries,
+        truth: Vec::new(),
+        judged,
+    })
+}
+
+#[derive(Clone, Debug)]
+struct Setting {
+    rerank: Option<usize>,
+    list: Option<usize>,
+    carve: Option<f32>,
+}
+
+fn parse_sweep(spec: &str) -> Result<Vec<Setting>, String> {
+    let mut settings = vec![Setting { rerank: None, list: None, carve: None }];
+    if spec.trim() == "default" {
+        return Ok(settings);
+    }
+    for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, values) = part.split_once('=').ok_or_else(|| format!("sweep part `{part}` is not key=values"))?;
+        let mut next = Vec::new();
+        for s in &settings {
+            for v in values.split(',').map(str::trim) {
+                let mut s = s.clone();
+                let num = || v.parse::<usize>().map_err(|_| format!("`{v}` is not a count in `{part}`"));
+                match key.trim() {
+                    "rerank" => s.rerank = Some(num()?),
+                    "list" => s.list = Some(num()?),
+                    "carve" => {
+                        s.carve = if v == "off" {
+                            None
+                        } else {
+                            Some(v.parse::<f32>().map_err(|_| format!("`{v}` is not a threshold in `{part}`"))?)
+                        }
+                    }
+                    other => return Err(format!("unknown sweep key `{other}` (rerank, list, carve)")),
+                }
+                next.push(s);
+            }
+        }
+        settings = next;
+    }
+    Ok(settings)
+}
+
+fn build(args: &Args, work: &Workload, path: &Path) -> Result<(Collection, f64), String> {
+    let open = OpenOptions {
+        durability: Durability::None,
+        memtable_max_docs: args.segment_docs.max(1),
+        memtable_max_bytes: usize::MAX,
+        background: false,
+        merge_policy: TieredPolicy { base_docs: args.segment_docs.max(1) as u64, ..Default::default() },
+        ..Default::default()
+    };
+    if path.join("catalog").exists() {
+        let c = Collection::open_with(path, open).map_err(|e| e.to_string())?;
+        return Ok((c, 0.0));
+    }
+    let docs = work.docs.as_ref().ok_or("no documents to build from")?;
+    let mut options = CollectionOptions::new(docs.dim() as u32);
+    options.storage = TokenStorage::from_name(&args.storage).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let c = Collection::create(path, options, open).map_err(|e| e.to_string())?;
+    let ids: Vec<usize> = (0..docs.len()).collect();
+    for chunk in ids.chunks(1024) {
+        let batch: Vec<NewDocument> = chunk
+            .iter()
+            .map(|&i| NewDocument { id: i as u64, tokens: docs.get(i).as_slice(), payload: None })
+            .collect();
+        c.insert_batch(&batch).map_err(|e| e.to_string())?;
+    }
+    c.flush().map_err(|e| e.to_string())?;
+    Ok((c, t.elapsed().as_secs_f64()))
+}
+
+fn round(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    if args.k == 0 {
+        return Err("--k must be positive".into());
+    }
+    let settings = parse_sweep(&args.sweep)?;
+    let mut work = load(&args)?;
+    let keep = args.collection.is_some();
+    let path = args
+        .collection
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("quiver-bench-{}", std::process::id())));
+    let result = run_with(&args, &mut work, &settings, &path);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&path);
+    }
+    result
+}
+
+fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path) -> Result<(), String> {
+    let (collection, build_s) = build(args, work, path)?;
+    let index_bytes = dir_size(path);
+    let queries = &work.queries;
+    let nq = queries.len();
+    let depth = args.k.max(100);
+
+    // Ground truth: the dataset's, or a parallel brute-force pass (also timed for the exact line
+    // when single-threaded figures are not wanted separately).
+    let docs = work.docs.as_ref().ok_or("documents are needed for the exact baseline")?;
+    if work.truth.is_empty() || work.truth[0].len() < args.k.min(work.n_docs) {
+        use rayon::prelude::*;
+        work.truth = (0..nq)
+            .into_par_iter()
+            .map(|q| exact_top_k(&queries.get(q), docs, depth).map(|h| h.iter().map(|s| s.doc).collect()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+    }
+
+    let line =
+        |params: serde_json::Value, ranked: &[Vec<u32>], lat: &[f64], qps: Option<f64>, profile: serde_json::Value| {
+            let n = ranked.len().max(1) as f64;
+            let recall = |k: usize| ranked.iter().zip(&work.truth).map(|(r, t)| recall_at_k(r, t, k)).sum::<f64>() / n;
+            let ndcg = ranked.iter().zip(&work.judged).map(|(r, j)| ndcg_at_k(r, j, 10)).sum::<f64>() / n;
+            let mut v = json!({
+                "dataset": work.name,
+                "n_docs": work.n_docs,
+                "n_queries": ranked.len(),
+                "params": params,
+                "recall@10": round(recall(10)),
+                "ndcg@10": round(ndcg),
+                "latency_ms": {
+                    "mean": round(lat.iter().sum::<f64>() / lat.len().max(1) as f64),
+                    "p50": round(percentile(lat, 50.0)),
+                    "p99": round(percentile(lat, 99.0)),
+                },
+                "build_s": round(build_s),
+                "index_bytes": index_bytes,
+                "rss_bytes": peak_rss(),
+            });
+            if args.k >= 100 {
+                v["recall@100"] = round(recall(100)).into();
+            }
+            if let Some(q) = qps {
+                v["qps"] = round(q).into();
+                v["threads"] = args.threads.unwrap_or(0).into();
+            }
+            if !profile.is_null() {
+                v["profile_us"] = profile;
+            }
+            println!("{v}");
+        };
+
+    for s in settings {
+        let params =
+            SearchParams { rerank: s.rerank, list_size: s.list, ball_carving: s.carve, ..SearchParams::new(args.k) };
+        let mut ranked = Vec::with_capacity(nq);
+        let mut lat = Vec::with_capacity(nq);
+        let mut sums = [0f64; 6];
+        for q in 0..nq {
+            let t = Instant::now();
+            let (hits, p) =
+                collection.search_profiled(queries.get(q).as_slice(), &params).map_err(|e| e.to_string())?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+            for (acc, v) in sums.iter_mut().zip([
+                p.fde_us,
+                p.adc_table_us,
+                p.candidates_us,
+                p.rerank_us,
+                p.memtable_us,
+                p.reranked as f64,
+            ]) {
+                *acc += v;
+            }
+            ranked.push(hits.iter().map(|h| h.id as u32).collect::<Vec<u32>>());
+        }
+        let qps = match args.threads {
+            Some(threads) => {
+                let query_refs: Vec<&[f32]> = (0..nq).map(|q| queries.get(q).as_slice()).collect();
+                let t = Instant::now();
+                crate::with_threads(Some(threads), || collection.search_batch(&query_refs, &params))?
+                    .map_err(|e| e.to_string())?;
+                Some(nq as f64 / t.elapsed().as_secs_f64())
+            }
+            None => None,
+        };
+        let n = nq.max(1) as f64;
+        let profile = json!({
+            "fde": round(sums[0] / n), "adc_table": round(sums[1] / n), "candidates": round(sums[2] / n),
+            "rerank": round(sums[3] / n), "memtable": round(sums[4] / n), "reranked_docs": round(sums[5] / n),
+        });
+        let params_json = json!({
+            "k": args.k,
+            "rerank": params.rerank.unwrap_or(SearchParams::DEFAULT_RERANK.max(args.k)),
+            "list_size": params.list_size.map_or("auto".to_string(), |l| l.to_string()),
+            "ball_carving": params.ball_carving,
+        });
+        line(params_json, &ranked, &lat, qps, profile);
+    }
+
+    // Exact brute force on the same machine, single-threaded per query.
+    let exact_n = args.exact_queries.min(nq);
+    if exact_n > 0 {
+        let mut ranked = Vec::with_capacity(exact_n);
+        let mut lat = Vec::with_capacity(exact_n);
+        for q in 0..exact_n {
+            let t = Instant::now();
+            let hits = exact_top_k(&queries.get(q), docs, depth).map_err(|e| e.to_string())?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+            ranked.push(hits.iter().map(|h| h.doc).collect::<Vec<u32>>());
+        }
+        let qps = match args.threads {
+            Some(threads) => {
+                use rayon::prelude::*;
+                let t = Instant::now();
+                crate::with_threads(Some(threads), || {
+                    (0..exact_n)
+                        .into_par_iter()
+                        .map(|q| exact_top_k(&queries.get(q), docs, depth).map(|_| ()))
+                        .collect::<Result<Vec<()>, _>>()
+                })?
+                .map_err(|e| e.to_string())?;
+                Some(exact_n as f64 / t.elapsed().as_secs_f64())
+            }
+            None => None,
+        };
+        line(json!("exact"), &ranked, &lat, qps, serde_json::Value::Null);
+    }
+    Ok(())
+}
