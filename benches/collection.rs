@@ -243,9 +243,19 @@ fn bench_recovery(docs: &Docs) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let want = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
+    // `ingest-profile` is opt-in only.
     let docs = Arc::new(Docs::new());
     if want("ingest") {
         bench_ingest(&docs);
+    }
+    if args.iter().any(|a| a == "ingest-profile") {
+        // Only the CPU path: one thread, no fsync, no flush (for perf).
+        let dir = fresh("ingest-profile");
+        let c = Arc::new(Collection::create(&dir, CollectionOptions::new(DIM as u32), unbounded(Durability::None)).unwrap());
+        let secs = ingest(&c, &docs, 20_000, 1);
+        println!("{{\"bench\":\"ingest-profile\",\"docs_per_s\":{:.0}}}", 20_000.0 / secs);
+        drop(c);
+        let _ = std::fs::remove_dir_all(&dir);
     }
     if want("flush") || want("compact") || want("ram") {
         bench_flush_and_compact(&docs, want("compact"), want("ram"));

@@ -59,10 +59,12 @@ impl OwnedTokens {
 
     /// Little-endian bytes (the WAL encoding).
     pub fn to_le_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.byte_len());
         match self {
-            OwnedTokens::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            OwnedTokens::F16(v) | OwnedTokens::Bf16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            OwnedTokens::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            OwnedTokens::F16(v) | OwnedTokens::Bf16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         }
+        out
     }
 
     /// Borrowed view for scoring.
