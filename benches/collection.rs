@@ -251,7 +251,9 @@ fn main() {
     if args.iter().any(|a| a == "ingest-profile") {
         // Only the CPU path: one thread, no fsync, no flush (for perf).
         let dir = fresh("ingest-profile");
-        let c = Arc::new(Collection::create(&dir, CollectionOptions::new(DIM as u32), unbounded(Durability::None)).unwrap());
+        let c = Arc::new(
+            Collection::create(&dir, CollectionOptions::new(DIM as u32), unbounded(Durability::None)).unwrap(),
+        );
         let secs = ingest(&c, &docs, 20_000, 1);
         println!("{{\"bench\":\"ingest-profile\",\"docs_per_s\":{:.0}}}", 20_000.0 / secs);
         drop(c);

@@ -62,7 +62,9 @@ impl OwnedTokens {
         let mut out = Vec::with_capacity(self.byte_len());
         match self {
             OwnedTokens::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            OwnedTokens::F16(v) | OwnedTokens::Bf16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            OwnedTokens::F16(v) | OwnedTokens::Bf16(v) => {
+                v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()))
+            }
         }
         out
     }

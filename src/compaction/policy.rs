@@ -137,7 +137,7 @@ mod tests {
         let p = TieredPolicy { base_docs: 100, merge_factor: 3, ..Default::default() };
         assert!(p.plan(&[seg(1, 100, 100), seg(2, 100, 100)]).is_empty());
         let plans = p.plan(&[seg(1, 100, 100), seg(2, 50, 50), seg(3, 100, 100), seg(4, 90, 90), seg(5, 1000, 1000)]);
-        assert_eq!(plans, vec![MergePlan { inputs: vec![2, 3, 4] }]);
+        assert_eq!(plans, vec![MergePlan { inputs: vec![1, 2, 4] }], "the three smallest of tier 0 (ties by id)");
         let plans = p.plan(&[seg(7, 1000, 600), seg(8, 1000, 0), seg(9, 1000, 800)]);
         assert_eq!(plans, vec![MergePlan { inputs: vec![8] }, MergePlan { inputs: vec![7] }]);
     }

@@ -77,11 +77,13 @@ pub fn to_16bit(values: &[f32], storage: TokenStorage) -> Result<Vec<u16>> {
     let (exp_mask, name) = match storage {
         TokenStorage::F32 => return Err(Error::invalid_param("storage", "f32 tokens are stored as they are")),
         TokenStorage::F16 => {
-            half::slice::HalfBitsSliceExt::reinterpret_cast_mut::<half::f16>(&mut out[..]).convert_from_f32_slice(values);
+            half::slice::HalfBitsSliceExt::reinterpret_cast_mut::<half::f16>(&mut out[..])
+                .convert_from_f32_slice(values);
             (0x7c00u16, "f16 range (±65504)")
         }
         TokenStorage::Bf16 => {
-            half::slice::HalfBitsSliceExt::reinterpret_cast_mut::<half::bf16>(&mut out[..]).convert_from_f32_slice(values);
+            half::slice::HalfBitsSliceExt::reinterpret_cast_mut::<half::bf16>(&mut out[..])
+                .convert_from_f32_slice(values);
             (0x7f80u16, "bf16 range")
         }
     };

@@ -1,23 +1,17 @@
-//! `quiver demo`: the built-in default job. Generates a clustered corpus, writes it to a real
-//! segment file (tokens, PQ codebook and codes of the MUVERA FDEs), opens it through the memory
-//! map, answers each query by PQ-ADC candidates reranked with exact MaxSim over the mapped tokens,
-//! and reports recall against brute-force exact MaxSim.
-//!
-//! It runs through `quiverdb::Collection` once the write path lands, keeping this interface.
+//! `quiver demo`: the built-in default job. Generates a clustered corpus, builds a collection
+//! through the public API (WAL, memtable, flush to a segment with PQ codes of the MUVERA FDEs),
+//! answers each query by PQ-ADC candidates reranked with exact MaxSim over the memory-mapped
+//! tokens, and reports recall against brute-force exact MaxSim.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
 
-use quiverdb::encode::pq::PqParams;
 use quiverdb::eval::{percentile, recall_at_k};
 use quiverdb::exact::exact_top_k_batch;
-use quiverdb::search::{search_segment, SegmentSearch};
-use quiverdb::segment::{file_name, Document, GraphConfig, PqSource, SegmentConfig, SegmentReader, SegmentWriter};
 use quiverdb::synthetic::{generate, CorpusSpec};
-use quiverdb::{FdeEncoder, FdeParams, MaxSimQuery, TokenStorage};
+use quiverdb::{Collection, CollectionOptions, Durability, NewDocument, OpenOptions, SearchParams};
 
 /// Arguments of `quiver demo`.
 #[derive(clap::Args)]
@@ -66,47 +60,47 @@ fn run_in(args: &Args, dir: &std::path::Path) -> Result<(), String> {
     let corpus = generate(&spec).map_err(|e| e.to_string())?;
     let gen_s = t.elapsed().as_secs_f64();
 
-    let encoder = Arc::new(FdeEncoder::new(FdeParams::new(spec.dim as u32)).map_err(|e| e.to_string())?);
-    let path = dir.join(file_name(1));
+    let path = dir.join("collection");
     if path.exists() {
         return Err(format!("{} already exists; choose an empty --dir", path.display()));
     }
+    // Build through the public API: batched inserts (WAL, memtable), then one flush writes the
+    // segment (FDEs, PQ codebook and codes, graph when large enough) and commits it.
     let t = Instant::now();
-    let config = SegmentConfig {
-        segment_id: 1,
-        storage: TokenStorage::F16,
-        pq: PqSource::Train(PqParams::for_dim(encoder.fde_dim())),
-        graph: Some(GraphConfig::default()),
+    let open = OpenOptions {
+        durability: Durability::None,
+        memtable_max_docs: usize::MAX,
+        memtable_max_bytes: usize::MAX,
+        background: false,
+        ..Default::default()
     };
-    let mut writer = SegmentWriter::create(&path, encoder.clone(), config).map_err(|e| e.to_string())?;
-    let docs: Vec<Document> =
-        corpus.docs.iter().enumerate().map(|(i, tokens)| Document { id: i as u64, tokens, payload: None }).collect();
-    for chunk in docs.chunks(512) {
-        writer.add_batch(chunk).map_err(|e| e.to_string())?;
+    let collection =
+        Collection::create(&path, CollectionOptions::new(spec.dim as u32), open).map_err(|e| e.to_string())?;
+    let ids: Vec<usize> = (0..corpus.docs.len()).collect();
+    for chunk in ids.chunks(512) {
+        let batch: Vec<NewDocument> = chunk
+            .iter()
+            .map(|&i| NewDocument { id: i as u64, tokens: corpus.docs.get(i).as_slice(), payload: None })
+            .collect();
+        collection.insert_batch(&batch).map_err(|e| e.to_string())?;
     }
-    let summary = writer.finish().map_err(|e| e.to_string())?;
+    collection.flush().map_err(|e| e.to_string())?;
     let build_s = t.elapsed().as_secs_f64();
-
-    let segment = SegmentReader::open(&path).map_err(|e| e.to_string())?;
-    segment.check_encoder(&encoder).map_err(|e| e.to_string())?;
-    let codebook = segment.pq_codebook().map_err(|e| e.to_string())?;
+    let stats = collection.stats().map_err(|e| e.to_string())?;
 
     let t = Instant::now();
     let exact = exact_top_k_batch(&corpus.queries, &corpus.docs, args.k).map_err(|e| e.to_string())?;
     let exact_s = t.elapsed().as_secs_f64();
 
     // Single-threaded per query, so the latency is what one query costs.
+    let params = SearchParams { rerank: Some(args.candidates), ..SearchParams::new(args.k) };
     let mut latencies_ms = Vec::with_capacity(corpus.queries.len());
     let mut found = Vec::with_capacity(corpus.queries.len());
     for query in corpus.queries.iter() {
         let t = Instant::now();
-        let qfde = encoder.encode_query(&query).map_err(|e| e.to_string())?;
-        let table = codebook.adc_table(&qfde).map_err(|e| e.to_string())?;
-        let params = SegmentSearch { k: args.k, candidates: args.candidates, list_size: args.candidates };
-        let (hits, _) = search_segment(&segment, &table, &MaxSimQuery::new(&query), params, |_| false)
-            .map_err(|e| e.to_string())?;
+        let hits = collection.search(query.as_slice(), &params).map_err(|e| e.to_string())?;
         latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        found.push(hits.iter().map(|h| segment.doc_ids()[h.doc as usize] as u32).collect::<Vec<u32>>());
+        found.push(hits.iter().map(|h| h.id as u32).collect::<Vec<u32>>());
     }
     let recall = found
         .par_iter()
@@ -118,6 +112,7 @@ fn run_in(args: &Args, dir: &std::path::Path) -> Result<(), String> {
         found.iter().zip(&corpus.query_targets).filter(|(f, t)| f.contains(t)).count() as f64 / found.len() as f64;
     let p50 = percentile(&latencies_ms, 50.0);
     let exact_ms_per_query_1t = 1000.0 * exact_s * rayon::current_num_threads() as f64 / corpus.queries.len() as f64;
+    let has_graph = stats.segments.iter().any(|s| s.has_graph);
 
     if args.json {
         println!(
@@ -125,8 +120,9 @@ fn run_in(args: &Args, dir: &std::path::Path) -> Result<(), String> {
             serde_json::json!({
                 "n_docs": corpus.docs.len(), "n_queries": corpus.queries.len(), "k": args.k,
                 "candidates": args.candidates, "recall": recall, "target_found": target_hit,
-                "build_s": build_s, "segment_bytes": summary.bytes, "latency_ms_p50": p50,
-                "latency_ms_p99": percentile(&latencies_ms, 99.0), "exact_ms_per_query_1thread_est": exact_ms_per_query_1t,
+                "build_s": build_s, "segment_bytes": stats.segment_bytes, "graph": has_graph,
+                "latency_ms_p50": p50, "latency_ms_p99": percentile(&latencies_ms, 99.0),
+                "exact_ms_per_query_1thread_est": exact_ms_per_query_1t,
             })
         );
     } else {
@@ -139,15 +135,11 @@ fn run_in(args: &Args, dir: &std::path::Path) -> Result<(), String> {
         );
         println!("  generated corpus                         {gen_s:8.2} s");
         println!(
-            "  wrote segment ({:.1} MB: f16 tokens, PQ-256-8 codes of {}-dim FDEs) {build_s:6.2} s",
-            summary.bytes as f64 / 1e6,
-            encoder.fde_dim()
+            "  built collection ({:.1} MB segment: f16 tokens, PQ-256-8 codes of 10,240-dim FDEs{}) {build_s:6.2} s",
+            stats.segment_bytes as f64 / 1e6,
+            if has_graph { ", Vamana graph" } else { "" }
         );
-        let stage = if segment.graph().is_some() {
-            "PQ-ADC graph search"
-        } else {
-            "PQ-ADC flat scan (no graph below 4,096 documents)"
-        };
+        let stage = if has_graph { "PQ-ADC graph search" } else { "PQ-ADC flat scan (no graph below 4,096 documents)" };
         println!(
             "  search: query FDE -> {stage} -> {} candidates -> exact MaxSim (mmap) -> top {}",
             args.candidates, args.k
@@ -156,5 +148,5 @@ fn run_in(args: &Args, dir: &std::path::Path) -> Result<(), String> {
         println!("  query's source document in top {}        {target_hit:8.3}", args.k);
         println!("  latency per query, 1 thread: p50 {p50:.2} ms (exact brute force ~{exact_ms_per_query_1t:.1} ms)");
     }
-    Ok(())
+    collection.close().map_err(|e| e.to_string())
 }

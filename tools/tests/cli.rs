@@ -47,7 +47,7 @@ fn inspect_describes_a_segment_and_reports_corruption() {
     let _ = std::fs::remove_dir_all(&dir);
     let out = quiver().args(["demo", "--docs", "200", "--queries", "3", "--json", "--dir"]).arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let segment = dir.join("seg-0000000000000001.qseg");
+    let segment = dir.join("collection/segments/seg-0000000000000001.qseg");
 
     let out = quiver().arg("inspect").arg(&segment).args(["--json", "--doc", "0"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
