@@ -34,6 +34,12 @@ pub struct Args {
     /// Seed of the generated corpus.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Tokens per generated document, `MIN-MAX` (default 32-96; `180-240` is shaped like SciFact).
+    #[arg(long, default_value = "32-96")]
+    doc_tokens: String,
+    /// Tokens per generated query (default 24; SciFact's average is about 19).
+    #[arg(long, default_value_t = 24)]
+    query_tokens: usize,
     /// Collection to use: reused if it exists, else built there and kept (default: a temporary
     /// directory, removed afterwards).
     #[arg(long)]
@@ -115,11 +121,25 @@ fn load(args: &Args) -> Result<Workload, String> {
     if n == 0 || args.queries == 0 {
         return Err("--synthetic and --queries must be positive".into());
     }
-    let corpus = generate(&CorpusSpec { n_docs: n, n_queries: args.queries, seed: args.seed, ..CorpusSpec::small() })
-        .map_err(|e| e.to_string())?;
+    let (min_t, max_t) = args
+        .doc_tokens
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<usize>().ok()?, b.trim().parse::<usize>().ok()?)))
+        .filter(|(a, b)| *a >= 1 && a <= b)
+        .ok_or_else(|| format!("--doc-tokens `{}` is not MIN-MAX", args.doc_tokens))?;
+    let spec = CorpusSpec {
+        n_docs: n,
+        n_queries: args.queries,
+        seed: args.seed,
+        min_doc_tokens: min_t,
+        max_doc_tokens: max_t,
+        query_tokens: args.query_tokens.max(1),
+        ..CorpusSpec::small()
+    };
+    let corpus = generate(&spec).map_err(|e| e.to_string())?;
     let judged = corpus.query_targets.iter().map(|&t| vec![(t, 1.0)]).collect();
     Ok(Workload {
-        name: format!("synthetic-{n}-seed{}", args.seed),
+        name: format!("synthetic-{n}-t{min_t}-{max_t}-q{}-seed{}", spec.query_tokens, args.seed),
         n_docs: corpus.docs.len(),
         docs: Some(corpus.docs),
         queries: corpus.queries,
