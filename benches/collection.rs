@@ -72,7 +72,7 @@ fn fresh(name: &str) -> PathBuf {
 
 fn unbounded(durability: Durability) -> OpenOptions {
     OpenOptions {
-        durability,
+        durability: Some(durability),
         memtable_max_docs: usize::MAX,
         memtable_max_bytes: usize::MAX,
         background: false,
@@ -128,7 +128,7 @@ fn bench_ingest(docs: &Arc<Docs>) {
     for mode in modes {
         let n: u64 = if mode == Durability::Sync { 2_000 } else { 20_000 };
         let dir = fresh("ingest-flush");
-        let open = OpenOptions { durability: mode, ..Default::default() };
+        let open = OpenOptions { durability: Some(mode), ..Default::default() };
         let c = Arc::new(Collection::create(&dir, CollectionOptions::new(DIM as u32), open).unwrap());
         let secs = ingest(&c, docs, n, 4);
         let t = Instant::now();

@@ -63,10 +63,12 @@ use crate::search::{search_snapshot, Hit, SearchParams};
 use crate::segment::{self, Document, LiveBits, PqSource, SegmentConfig, SegmentReader, SegmentWriter};
 use crate::wal::{self, Wal};
 
-const LOCK_FILE: &str = "LOCK";
-const CATALOG_DIR: &str = "catalog";
-const SEGMENTS_DIR: &str = "segments";
-const WAL_DIR: &str = "wal";
+pub(crate) const LOCK_FILE: &str = "LOCK";
+pub(crate) const CATALOG_DIR: &str = "catalog";
+pub(crate) const SEGMENTS_DIR: &str = "segments";
+pub(crate) const WAL_DIR: &str = "wal";
+/// Writers stall when the memtable exceeds this multiple of its flush thresholds.
+const STALL_FACTOR: usize = 4;
 
 /// A document to write.
 #[derive(Clone, Copy, Debug)]
@@ -214,6 +216,8 @@ struct Inner {
     path: PathBuf,
     options: CollectionOptions,
     open_options: OpenOptions,
+    /// The effective durability (the handle's choice, else the collection's default).
+    durability: Durability,
     encoder: Arc<FdeEncoder>,
     catalog: Catalog,
     wal: Wal,
@@ -420,9 +424,11 @@ impl Collection {
             segments: segments.into_iter().map(|(handle, live)| LiveSegment { handle, live: Arc::new(live) }).collect(),
             frozen: None,
         };
+        let durability = open.durability.unwrap_or(options.durability);
         let inner = Arc::new(Inner {
             path: path.to_path_buf(),
             options,
+            durability,
             open_options: open,
             encoder,
             catalog,
@@ -448,7 +454,7 @@ impl Collection {
             let inner = self.inner.clone();
             threads.push(std::thread::spawn(move || inner.maintenance_loop()));
         }
-        if let Durability::Periodic(interval) = self.inner.open_options.durability {
+        if let Durability::Periodic(interval) = self.inner.durability {
             let inner = self.inner.clone();
             threads.push(std::thread::spawn(move || inner.sync_loop(interval)));
         }
@@ -736,6 +742,7 @@ impl Inner {
                 }
             }
         }
+        self.stall_while_flush_lags();
         let mut buf = Vec::new();
         let writer = self.writer.lock();
         self.check_writable()?;
@@ -790,7 +797,7 @@ impl Inner {
         let last = entries.last().expect("at least one entry").seq;
         self.wal.append(buf, last).map_err(|e| self.poison(e))?;
         writer.next_seq = last + 1;
-        match self.open_options.durability {
+        match self.durability {
             Durability::Sync => {
                 self.pending.lock().extend(entries);
                 drop(writer);
@@ -818,6 +825,28 @@ impl Inner {
         let mut st = self.state.write();
         while pending.front().is_some_and(|e| e.seq <= upto) {
             st.active.push(pending.pop_front().expect("checked"));
+        }
+    }
+
+    /// With background maintenance, a writer that outruns flushing waits while the active memtable
+    /// holds more than [`STALL_FACTOR`] times its thresholds (a "write stall", as in RocksDB), so
+    /// memory stays bounded and ingest settles at the rate flushes sustain.
+    fn stall_while_flush_lags(&self) {
+        if !self.open_options.background {
+            return;
+        }
+        let max_docs = self.open_options.memtable_max_docs.saturating_mul(STALL_FACTOR);
+        let max_bytes = self.open_options.memtable_max_bytes.saturating_mul(STALL_FACTOR);
+        loop {
+            let over = {
+                let st = self.state.read();
+                st.active.distinct_ids() >= max_docs || st.active.bytes() >= max_bytes
+            };
+            if !over || self.closed.load(Ordering::Acquire) || self.poisoned.lock().is_some() {
+                return;
+            }
+            self.wake_maintenance();
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 

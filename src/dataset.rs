@@ -175,7 +175,9 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
-fn read_multivectors(values_path: &Path, offsets_path: &Path) -> Result<MultiVectors> {
+/// Reads a token matrix file and its offsets file (the FORMAT.md pair, e.g. `docs.npy` +
+/// `doc_offsets.npy`) into validated multi-vectors.
+pub fn read_multivectors(values_path: &Path, offsets_path: &Path) -> Result<MultiVectors> {
     let bytes = read_file(values_path)?;
     let header = npy::parse_header(&bytes).map_err(|e| e.in_file(values_path, 0))?;
     let [rows, dim] = header.shape[..] else {
@@ -236,6 +238,24 @@ fn read_multivectors(values_path: &Path, offsets_path: &Path) -> Result<MultiVec
         }
     }
     MultiVectors::new(dim, values, offsets).map_err(|e| Error::corruption(values_path, 0, e.to_string()))
+}
+
+/// Reads one 2-D `.npy` token matrix (a query): `(values, rows, dim)`, every value finite.
+pub fn read_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    let bytes = read_file(path)?;
+    let header = npy::parse_header(&bytes).map_err(|e| e.in_file(path, 0))?;
+    let [rows, dim] = header.shape[..] else {
+        return Err(Error::corruption(path, 0, format!("expected a 2-D token matrix, shape is {:?}", header.shape)));
+    };
+    let values = npy::read_f32(&bytes, &header).map_err(|e| e.in_file(path, header.data_offset as u64))?;
+    if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
+        return Err(Error::corruption(
+            path,
+            (header.data_offset + pos * header.dtype.size()) as u64,
+            format!("row {} has a non-finite value", pos / dim.max(1)),
+        ));
+    }
+    Ok((values, rows, dim))
 }
 
 fn read_lines_if_present(path: &Path, expected: usize) -> Result<Option<Vec<String>>> {

@@ -13,6 +13,7 @@
 #![deny(unsafe_code)]
 
 pub mod catalog;
+pub mod check;
 pub mod collection;
 pub mod compaction;
 pub mod dataset;

@@ -36,6 +36,13 @@ pub struct CollectionOptions {
     /// trains a new one (so a collection started with a few documents does not keep a codebook
     /// trained on them forever).
     pub pq_settled_docs: u64,
+    /// Durability of handles that do not choose one in [`OpenOptions::durability`].
+    #[serde(default = "default_durability")]
+    pub durability: Durability,
+}
+
+fn default_durability() -> Durability {
+    Durability::Sync
 }
 
 impl CollectionOptions {
@@ -51,6 +58,7 @@ impl CollectionOptions {
             pq,
             graph: GraphConfig::default(),
             pq_settled_docs: pq.max_training_vectors as u64,
+            durability: Durability::Sync,
         }
     }
 
@@ -71,12 +79,17 @@ impl CollectionOptions {
         if self.graph.build_dim == 0 {
             return Err(Error::invalid_param("graph.build_dim", "must be positive"));
         }
+        if let Durability::Periodic(interval) = self.durability {
+            if interval.is_zero() {
+                return Err(Error::invalid_param("durability", "a periodic fsync interval must be positive"));
+            }
+        }
         Ok(())
     }
 }
 
 /// When an acknowledged write is durable. See README "Durability contract".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Durability {
     /// `insert`/`delete` return only after their WAL record is fsynced: an acknowledged write
     /// survives a process crash and power loss. Concurrent writers share fsyncs (group commit).
@@ -92,8 +105,9 @@ pub enum Durability {
 /// Per-handle choices made at `open`/`create`.
 #[derive(Clone, Debug)]
 pub struct OpenOptions {
-    /// Durability of acknowledged writes (default [`Durability::Sync`]).
-    pub durability: Durability,
+    /// Durability of acknowledged writes; `None` (the default) uses the collection's
+    /// [`CollectionOptions::durability`] (itself [`Durability::Sync`] unless chosen at creation).
+    pub durability: Option<Durability>,
     /// The memtable is flushed to a segment when it holds this many documents (default 4,096). The
     /// memtable is searched by exact MaxSim, so this also bounds that cost.
     pub memtable_max_docs: usize,
@@ -111,7 +125,7 @@ pub struct OpenOptions {
 impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
-            durability: Durability::Sync,
+            durability: None,
             memtable_max_docs: 4096,
             memtable_max_bytes: 128 << 20,
             background: true,
@@ -130,7 +144,7 @@ impl OpenOptions {
         if self.memtable_max_bytes == 0 {
             return Err(Error::invalid_param("memtable_max_bytes", "must be positive"));
         }
-        if let Durability::Periodic(interval) = self.durability {
+        if let Some(Durability::Periodic(interval)) = self.durability {
             if interval.is_zero() {
                 return Err(Error::invalid_param("durability", "a periodic fsync interval must be positive"));
             }

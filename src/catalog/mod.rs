@@ -168,6 +168,14 @@ impl Catalog {
         Ok(Catalog { db, path: path.to_path_buf() })
     }
 
+    /// Opens an existing catalog for reading only (inspection and verification tools): nothing is
+    /// written, not even RocksDB's own recovery.
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        let db = DB::open_for_read_only(&Self::db_options(false), path, false)
+            .map_err(|e| Error::Catalog { path: path.to_path_buf(), message: e.into_string() })?;
+        Ok(Catalog { db, path: path.to_path_buf() })
+    }
+
     /// The catalog directory.
     pub fn path(&self) -> &Path {
         &self.path

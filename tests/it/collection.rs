@@ -43,7 +43,7 @@ pub fn small_options(storage: TokenStorage, graph_min_docs: u64) -> CollectionOp
 
 pub fn manual_open(durability: Durability) -> OpenOptions {
     OpenOptions {
-        durability,
+        durability: Some(durability),
         memtable_max_docs: 1 << 20,
         background: false,
         merge_policy: TieredPolicy { base_docs: 8, merge_factor: 3, ..Default::default() },
@@ -254,7 +254,7 @@ fn crash_child() {
     let path = Path::new(&dir);
     let start: u64 = std::env::var("QUIVERDB_CRASH_START").unwrap().parse().unwrap();
     let open = OpenOptions {
-        durability: Durability::Sync,
+        durability: Some(Durability::Sync),
         memtable_max_docs: 25,
         background: true,
         merge_policy: TieredPolicy { base_docs: 25, merge_factor: 3, ..Default::default() },
@@ -382,7 +382,7 @@ fn searches_during_flush_and_compaction_see_consistent_snapshots() {
     let open = OpenOptions {
         memtable_max_docs: 40,
         background: true,
-        durability: Durability::None,
+        durability: Some(Durability::None),
         merge_policy: TieredPolicy { base_docs: 40, merge_factor: 3, ..Default::default() },
         ..Default::default()
     };

@@ -189,7 +189,7 @@ fn parse_sweep(spec: &str) -> Result<Vec<Setting>, String> {
 
 fn build(args: &Args, work: &Workload, path: &Path) -> Result<(Collection, f64), String> {
     let open = OpenOptions {
-        durability: Durability::None,
+        durability: Some(Durability::None),
         memtable_max_docs: args.segment_docs.max(1),
         memtable_max_bytes: usize::MAX,
         background: false,

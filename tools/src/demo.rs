@@ -68,7 +68,7 @@ fn run_in(args: &Args, dir: &std::path::Path) -> Result<(), String> {
     // segment (FDEs, PQ codebook and codes, graph when large enough) and commits it.
     let t = Instant::now();
     let open = OpenOptions {
-        durability: Durability::None,
+        durability: Some(Durability::None),
         memtable_max_docs: usize::MAX,
         memtable_max_bytes: usize::MAX,
         background: false,

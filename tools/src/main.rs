@@ -1,11 +1,14 @@
 //! `quiver`: the quiverdb command-line tool.
 //!
-//! Exit codes: 0 success; 1 a runtime error (I/O, corruption, bad input), printed as one sentence
+//! Exit codes: 0 success; 1 a runtime error (I/O, corruption, bad input, a damaged collection
+//! found by `verify` or a damaged segment by `inspect`), printed as one sentence naming the path
 //! on stderr; 2 a usage error (clap).
 
+mod admin;
 mod bench;
 mod demo;
 mod exact;
+mod import;
 mod inspect;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +23,49 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create an empty collection.
+    ///
+    /// Example: quiver create /data/col --dim 128 --storage f16 --durability sync
+    Create(admin::CreateArgs),
+    /// Import documents from .npy files (a dataset directory, or a token matrix + offsets), in
+    /// batches with a progress bar; rerunning an interrupted import resumes it without duplicates.
+    ///
+    /// Example: quiver import /data/col --dataset ../shared/data/scifact-mini
+    /// Example: quiver import /data/col --npy tokens.npy --offsets offsets.npy --ids ids.txt --payloads meta.jsonl
+    Import(import::Args),
+    /// Search with a query token matrix (.npy, n_tokens × dim).
+    ///
+    /// Example: quiver search /data/col --query q.npy --k 10 --payload
+    Search(admin::SearchArgs),
+    /// Print one document.
+    ///
+    /// Example: quiver get /data/col 42
+    Get(admin::GetArgs),
+    /// Delete documents by id.
+    ///
+    /// Example: quiver delete /data/col 42 43 44
+    Delete(admin::DeleteArgs),
+    /// Write the memtable (documents replayed from the WAL) to a segment.
+    ///
+    /// Example: quiver flush /data/col
+    Flush(admin::PathArgs),
+    /// Merge segments by the tiered policy (drops deleted documents).
+    ///
+    /// Example: quiver compact /data/col
+    Compact(admin::PathArgs),
+    /// Documents, segments, bytes on disk by kind, estimated RAM, FDE/PQ/graph parameters, WAL.
+    ///
+    /// Example: quiver stats /data/col --json
+    Stats(admin::PathArgs),
+    /// Check every checksum of every file, the catalog against the files and the WAL, without
+    /// modifying anything; exit code 1 and a report naming each problem if anything is wrong.
+    ///
+    /// Example: quiver verify /data/col
+    Verify(admin::PathArgs),
+    /// List the WAL's records (sequence number, kind, id), read-only.
+    ///
+    /// Example: quiver wal-dump /data/col
+    WalDump(admin::WalDumpArgs),
     /// Brute-force exact MaxSim over a dataset: the quality ceiling and speed baseline.
     ///
     /// Prints one JSON line: ndcg@10 against qrels.tsv, recall@10 and recall@100 against
@@ -49,6 +95,16 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Exact(args) => exact::run(args),
+        Command::Create(args) => admin::create(args),
+        Command::Import(args) => import::run(args),
+        Command::Search(args) => admin::search(args),
+        Command::Get(args) => admin::get(args),
+        Command::Delete(args) => admin::delete(args),
+        Command::Flush(args) => admin::flush(args),
+        Command::Compact(args) => admin::compact(args),
+        Command::Stats(args) => admin::stats(args),
+        Command::Verify(args) => admin::verify(args),
+        Command::WalDump(args) => admin::wal_dump(args),
         Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Inspect(args) => inspect::run(args),
