@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::catalog::Catalog;
-use crate::collection::{CATALOG_DIR, LOCK_FILE, SEGMENTS_DIR, WAL_DIR};
+use crate::collection::{CATALOG_DIR, SEGMENTS_DIR, WAL_DIR};
 use crate::encode::fde::FdeEncoder;
 use crate::error::{Error, Result};
 use crate::segment::{self, LiveBits, SegmentReader};
@@ -55,20 +55,7 @@ pub fn verify_collection(path: &Path) -> Result<VerifyReport> {
         return Err(Error::NotACollection { path: path.to_path_buf(), reason: "it has no catalog".into() });
     }
     // A writer may be changing files while we read them: refuse rather than report phantoms.
-    let lock_path = path.join(LOCK_FILE);
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::io(&lock_path, e))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(Error::Locked { path: path.to_path_buf(), lock_file: lock_path })
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
-    }
+    let lock = crate::collection::lock_collection(path)?;
     let catalog = Catalog::open_read_only(&path.join(CATALOG_DIR))?;
     let mut report = VerifyReport::default();
     let options = catalog.options()?;
@@ -170,7 +157,7 @@ pub fn verify_collection(path: &Path) -> Result<VerifyReport> {
 
     // The WAL, read as the next open would, without repairing anything.
     let wal_dir = path.join(WAL_DIR);
-    match wal::replay(&wal_dir, checkpoint, WalRecovery::Strict, false, |_| Ok(())) {
+    match wal::replay(&wal_dir, checkpoint, WalRecovery::Strict, None, |_| Ok(())) {
         Ok(r) => {
             report.wal_files = r.files as u64;
             report.wal_records_to_replay = r.applied;

@@ -56,6 +56,7 @@ use crate::encode::tokens::TokenMatrix;
 use crate::error::{Error, Result};
 use crate::format::segment::SectionKind;
 use crate::format::wal::{encode_delete, encode_put, RecordOp};
+use crate::io::storage::Storage;
 use crate::limits::{MAX_BATCH_DOCS, MAX_DOC_VALUES, MAX_PAYLOAD_BYTES};
 use crate::memtable::{MemDoc, MemEntry, MemView, Memtable, OwnedTokens};
 use crate::options::{CollectionOptions, Durability, OpenOptions};
@@ -153,6 +154,7 @@ pub struct CompactionReport {
 /// A segment file in use. When it leaves the collection (merged away) it is marked obsolete and
 /// deleted when the last snapshot holding it is dropped.
 pub(crate) struct SegmentHandle {
+    storage: Arc<dyn Storage>,
     pub(crate) id: u64,
     pub(crate) reader: SegmentReader,
     pub(crate) codebook: Arc<PqCodebook>,
@@ -165,7 +167,7 @@ impl Drop for SegmentHandle {
     fn drop(&mut self) {
         if self.obsolete.load(Ordering::Acquire) {
             // Best effort: a file left behind is an orphan, removed at the next open.
-            let _ = std::fs::remove_file(self.reader.path());
+            let _ = self.storage.remove_file(self.reader.path());
         }
     }
 }
@@ -213,6 +215,7 @@ enum WriteMode {
 }
 
 struct Inner {
+    storage: Arc<dyn Storage>,
     path: PathBuf,
     options: CollectionOptions,
     open_options: OpenOptions,
@@ -238,7 +241,17 @@ pub struct Collection {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-fn lock_collection(path: &Path) -> Result<File> {
+/// How long `open` keeps retrying a busy lock before reporting [`Error::Locked`].
+const LOCK_RETRY: Duration = Duration::from_millis(500);
+
+/// Takes the collection's advisory lock (flock on `PATH/LOCK`).
+///
+/// A busy lock is retried briefly: a process that forks (e.g. to spawn a child) shares its open
+/// file descriptions with the child until the child's `exec` closes them, so right after this
+/// process closed a collection the child's inherited copy can still hold the lock for a moment.
+/// The model test hit exactly that (a reopen failed with `Locked` while another test spawned
+/// child processes); only a lock still busy after the retry window is another writer.
+pub(crate) fn lock_collection(path: &Path) -> Result<File> {
     let lock_path = path.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -246,10 +259,18 @@ fn lock_collection(path: &Path) -> Result<File> {
         .write(true)
         .open(&lock_path)
         .map_err(|e| Error::io(&lock_path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path: path.to_path_buf(), lock_file: lock_path }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&lock_path, e)),
+    let started = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_RETRY => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked { path: path.to_path_buf(), lock_file: lock_path })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+        }
     }
 }
 
@@ -271,16 +292,17 @@ impl Collection {
                 return Err(Error::AlreadyExists { path: path.to_path_buf() });
             }
         }
-        std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+        let storage = open.storage.clone().unwrap_or_else(crate::io::storage::real);
+        storage.create_dir_all(path).map_err(|e| Error::io(path, e))?;
         let lock = lock_collection(path)?;
         for dir in [SEGMENTS_DIR, WAL_DIR] {
             let d = path.join(dir);
-            std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+            storage.create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
         }
         // The catalog is created last: its existence is what makes the directory a collection,
         // and its creation is one synced batch.
         drop(Catalog::create(&path.join(CATALOG_DIR), &options)?);
-        crate::io::fs::sync_dir(path)?;
+        crate::io::fs::sync_dir(&*storage, path)?;
         Self::open_locked(path, open, lock)
     }
 
@@ -305,6 +327,7 @@ impl Collection {
     }
 
     fn open_locked(path: &Path, open: OpenOptions, lock: File) -> Result<Self> {
+        let storage = open.storage.clone().unwrap_or_else(crate::io::storage::real);
         let catalog = Catalog::open(&path.join(CATALOG_DIR))?;
         let options = catalog.options()?;
         options.validate().map_err(|e| Error::corruption(catalog.path(), 0, format!("stored options: {e}")))?;
@@ -350,7 +373,14 @@ impl Collection {
             };
             let n = reader.doc_count();
             segments.push((
-                Arc::new(SegmentHandle { id: rec.id, reader, codebook: cb, codebook_key: key, obsolete: false.into() }),
+                Arc::new(SegmentHandle {
+                    storage: storage.clone(),
+                    id: rec.id,
+                    reader,
+                    codebook: cb,
+                    codebook_key: key,
+                    obsolete: false.into(),
+                }),
                 LiveBits::none(n),
             ));
         }
@@ -380,23 +410,23 @@ impl Collection {
             let name = entry.file_name().to_string_lossy().into_owned();
             let keep = segment::parse_file_name(&name).is_some_and(|id| live_ids.contains(&id));
             if !keep {
-                std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+                storage.remove_file(&entry.path()).map_err(|e| Error::io(entry.path(), e))?;
                 removed_orphan = true;
             }
         }
         if removed_orphan {
-            crate::io::fs::sync_dir(&seg_dir)?;
+            crate::io::fs::sync_dir(&*storage, &seg_dir)?;
         }
 
         // WAL replay after the checkpoint.
         let wal_dir = path.join(WAL_DIR);
         let mut active = Memtable::default();
         let dim = options.dim;
-        let storage = options.storage;
-        let report = wal::replay(&wal_dir, checkpoint, open.wal_recovery, true, |record| {
+        let token_storage = options.storage;
+        let report = wal::replay(&wal_dir, checkpoint, open.wal_recovery, Some(&*storage), |record| {
             let entry = match record.op {
                 RecordOp::Put { id, dim: d, storage: s, tokens, payload } => {
-                    if d != dim || s != storage {
+                    if d != dim || s != token_storage {
                         return Err(Error::corruption(
                             &wal_dir,
                             0,
@@ -404,7 +434,7 @@ impl Collection {
                                 "record {} holds {d}-dim {} tokens; the collection stores {dim}-dim {}",
                                 record.seq,
                                 s.name(),
-                                storage.name()
+                                token_storage.name()
                             ),
                         ));
                     }
@@ -417,8 +447,8 @@ impl Collection {
             Ok(())
         })?;
         let next_seq = report.last_seq + 1;
-        let wal = Wal::create(&wal_dir, next_seq)?;
-        wal::trim(&wal_dir, checkpoint)?;
+        let wal = Wal::create(storage.clone(), &wal_dir, next_seq)?;
+        wal::trim(&*storage, &wal_dir, checkpoint)?;
 
         let version = Version {
             segments: segments.into_iter().map(|(handle, live)| LiveSegment { handle, live: Arc::new(live) }).collect(),
@@ -426,6 +456,7 @@ impl Collection {
         };
         let durability = open.durability.unwrap_or(options.durability);
         let inner = Arc::new(Inner {
+            storage,
             path: path.to_path_buf(),
             options,
             durability,
@@ -922,7 +953,14 @@ impl Inner {
             Some(cb) => cb.clone(),
             None => Arc::new(reader.pq_codebook()?),
         };
-        Ok(Arc::new(SegmentHandle { id, reader, codebook, codebook_key: key, obsolete: false.into() }))
+        Ok(Arc::new(SegmentHandle {
+            storage: self.storage.clone(),
+            id,
+            reader,
+            codebook,
+            codebook_key: key,
+            obsolete: false.into(),
+        }))
     }
 
     /// Applies `commit` to the catalog and installs the version `update` makes, under the state
@@ -1006,7 +1044,7 @@ impl Inner {
             }
         }
         // 4. The records up to the checkpoint are in segments now.
-        wal::trim(&self.path.join(WAL_DIR), checkpoint).map_err(|e| self.poison(e))?;
+        wal::trim(&*self.storage, &self.path.join(WAL_DIR), checkpoint).map_err(|e| self.poison(e))?;
         Ok(())
     }
 
@@ -1017,7 +1055,7 @@ impl Inner {
         docs: &[Arc<MemDoc>],
     ) -> Result<crate::segment::SegmentSummary> {
         let dim = self.options.dim as usize;
-        let mut writer = SegmentWriter::create(path, self.encoder.clone(), config)?;
+        let mut writer = SegmentWriter::create_in(self.storage.clone(), path, self.encoder.clone(), config)?;
         for chunk in docs.chunks(256) {
             let values: Vec<Vec<f32>> = chunk.iter().map(|d| d.tokens.to_f32_vec()).collect::<Result<_>>()?;
             let batch: Vec<Document<'_>> = chunk
@@ -1100,7 +1138,8 @@ impl Inner {
         let path = self.path.join(SEGMENTS_DIR).join(segment::file_name(segment_id));
         let merge_inputs: Vec<MergeInput<'_>> =
             inputs.iter().map(|s| MergeInput { id: s.handle.id, reader: &s.handle.reader, live: &s.live }).collect();
-        let merged = merge(&merge_inputs, &path, self.encoder.clone(), config, |_| {}).map_err(|e| self.poison(e))?;
+        let merged = merge(self.storage.clone(), &merge_inputs, &path, self.encoder.clone(), config, |_| {})
+            .map_err(|e| self.poison(e))?;
         let mut commit = Commit { remove_segments: plan.inputs.clone(), ..Default::default() };
         let mut output = None;
         let mut written = (0, 0);
@@ -1260,7 +1299,7 @@ impl Inner {
             }
         }
         let checkpoint = self.catalog.checkpoint()?;
-        wal::replay(&self.path.join(WAL_DIR), checkpoint, crate::wal::WalRecovery::Strict, false, |_| Ok(()))?;
+        wal::replay(&self.path.join(WAL_DIR), checkpoint, crate::wal::WalRecovery::Strict, None, |_| Ok(()))?;
         Ok(())
     }
 }

@@ -120,6 +120,9 @@ pub struct OpenOptions {
     pub merge_policy: TieredPolicy,
     /// What to do with a damaged WAL record that is not a torn tail (default: refuse to open).
     pub wal_recovery: WalRecovery,
+    /// Where file changes go (default `None`: the real file system). Tests pass
+    /// [`crate::io::fault::FaultStorage`] to inject I/O errors and simulate power loss.
+    pub storage: Option<std::sync::Arc<dyn crate::io::storage::Storage>>,
 }
 
 impl Default for OpenOptions {
@@ -131,6 +134,7 @@ impl Default for OpenOptions {
             background: true,
             merge_policy: TieredPolicy::default(),
             wal_recovery: WalRecovery::Strict,
+            storage: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::catalog::Location;
 use crate::encode::fde::FdeEncoder;
 use crate::encode::tokens::TokenMatrix;
 use crate::error::Result;
+use crate::io::storage::Storage;
 use crate::segment::{Document, LiveBits, SegmentConfig, SegmentReader, SegmentSummary, SegmentWriter};
 
 /// One input: a segment and which of its ordinals are live.
@@ -40,6 +41,7 @@ const MERGE_BATCH: usize = 256;
 /// Writes the live documents of `inputs` to `path`. Returns `None` (and writes nothing) when no
 /// input has a live document.
 pub fn merge(
+    storage: Arc<dyn Storage>,
     inputs: &[MergeInput<'_>],
     path: &Path,
     encoder: Arc<FdeEncoder>,
@@ -51,7 +53,7 @@ pub fn merge(
         return Ok(None);
     }
     let dim = encoder.params().dim as usize;
-    let mut writer = SegmentWriter::create(path, encoder, config)?;
+    let mut writer = SegmentWriter::create_in(storage, path, encoder, config)?;
     let mut moved = Vec::with_capacity(total);
     let mut pending: Vec<(u64, Vec<f32>, &[u8])> = Vec::with_capacity(MERGE_BATCH);
     let mut flush_batch = |writer: &mut SegmentWriter, pending: &mut Vec<(u64, Vec<f32>, &[u8])>| -> Result<()> {

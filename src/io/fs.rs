@@ -11,10 +11,11 @@
 //! which is why nothing may reference the new name (no catalog commit) until step 4 returned; after
 //! step 4 the file is durable under its final name. A published file is never opened for writing.
 
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::io::storage::{Storage, WritableFile};
 
 /// The temporary name a file is written under before publication.
 pub fn tmp_path(final_path: &Path) -> PathBuf {
@@ -24,21 +25,15 @@ pub fn tmp_path(final_path: &Path) -> PathBuf {
 }
 
 /// Creates (truncating any stale leftover) the temporary file for `final_path`.
-pub fn create_tmp(final_path: &Path) -> Result<(PathBuf, File)> {
+pub fn create_tmp(storage: &dyn Storage, final_path: &Path) -> Result<(PathBuf, Arc<dyn WritableFile>)> {
     let tmp = tmp_path(final_path);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| Error::io(&tmp, e))?;
+    let file = storage.create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     Ok((tmp, file))
 }
 
 /// Steps 2–4: fsync `file` (written at `tmp`), rename it to `final_path`, fsync the directory.
 /// Refuses to replace an existing `final_path` (published files are never overwritten).
-pub fn publish(file: File, tmp: &Path, final_path: &Path) -> Result<()> {
+pub fn publish(storage: &dyn Storage, file: Arc<dyn WritableFile>, tmp: &Path, final_path: &Path) -> Result<()> {
     file.sync_all().map_err(|e| Error::io(tmp, e))?;
     drop(file);
     if final_path.exists() {
@@ -47,20 +42,19 @@ pub fn publish(file: File, tmp: &Path, final_path: &Path) -> Result<()> {
             std::io::Error::new(std::io::ErrorKind::AlreadyExists, "refusing to overwrite a published file"),
         ));
     }
-    std::fs::rename(tmp, final_path).map_err(|e| Error::io(final_path, e))?;
-    sync_dir(final_path.parent().unwrap_or(Path::new(".")))
+    storage.rename(tmp, final_path).map_err(|e| Error::io(final_path, e))?;
+    sync_dir(storage, final_path.parent().unwrap_or(Path::new(".")))
 }
 
 /// fsyncs a directory, making renames and creations in it durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+pub fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    storage.sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use crate::io::storage::RealStorage;
 
     #[test]
     fn publish_renames_and_refuses_overwrite() {
@@ -68,14 +62,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let target = dir.join("seg-1.qseg");
         let _ = std::fs::remove_file(&target);
-        let (tmp, mut file) = create_tmp(&target).unwrap();
+        let (tmp, file) = create_tmp(&RealStorage, &target).unwrap();
         assert!(tmp.to_string_lossy().ends_with("seg-1.qseg.tmp"));
-        file.write_all(b"data").unwrap();
-        publish(file, &tmp, &target).unwrap();
+        file.append(b"data").unwrap();
+        publish(&RealStorage, file, &tmp, &target).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"data");
         assert!(!tmp.exists());
-        let (tmp, file) = create_tmp(&target).unwrap();
-        assert!(publish(file, &tmp, &target).is_err());
+        let (tmp, file) = create_tmp(&RealStorage, &target).unwrap();
+        assert!(publish(&RealStorage, file, &tmp, &target).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

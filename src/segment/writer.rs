@@ -11,10 +11,7 @@
 //! FDEs. With a trained codebook the codes need a second pass: tokens are read back from the
 //! temporary file (as stored, so FDEs always describe the stored values) and re-encoded.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
-#[cfg(unix)]
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -34,6 +31,7 @@ use crate::format::segment::{
 };
 use crate::graph::{GraphBuilder, VamanaParams};
 use crate::io::fs as durable;
+use crate::io::storage::{self, Storage, WritableFile};
 use crate::limits::{MAX_DOCS_PER_SEGMENT, MAX_PAYLOAD_BYTES};
 
 /// One document to store.
@@ -109,9 +107,12 @@ pub struct SegmentSummary {
 
 /// Streams documents into a new segment file. See the module docs.
 pub struct SegmentWriter {
+    storage: Arc<dyn Storage>,
     final_path: PathBuf,
     tmp_path: PathBuf,
-    out: Option<BufWriter<File>>,
+    /// The temporary file (shared with `out`, which appends to it through a buffer).
+    file: Arc<dyn WritableFile>,
+    out: Option<BufWriter<Appender>>,
     encoder: Arc<FdeEncoder>,
     config: SegmentConfig,
     /// Bytes written so far (the file position).
@@ -137,9 +138,33 @@ pub struct SegmentWriter {
     failed: bool,
 }
 
+/// `io::Write` over a [`WritableFile`]'s `append`, for buffering.
+struct Appender(Arc<dyn WritableFile>);
+
+impl Write for Appender {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.append(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl SegmentWriter {
-    /// Starts `path` (written as `path.tmp` until [`SegmentWriter::finish`]).
+    /// Starts `path` (written as `path.tmp` until [`SegmentWriter::finish`]) on the real file system.
     pub fn create(path: &Path, encoder: Arc<FdeEncoder>, config: SegmentConfig) -> Result<Self> {
+        Self::create_in(storage::real(), path, encoder, config)
+    }
+
+    /// Like [`SegmentWriter::create`], with every file change going through `storage`.
+    pub fn create_in(
+        storage: Arc<dyn Storage>,
+        path: &Path,
+        encoder: Arc<FdeEncoder>,
+        config: SegmentConfig,
+    ) -> Result<Self> {
         if let PqSource::Reuse(codebook) = &config.pq {
             if codebook.dim() != encoder.fde_dim() {
                 return Err(Error::InvalidInput(format!(
@@ -162,11 +187,13 @@ impl SegmentWriter {
                 build_sketch = Some(CountSketch::new(encoder.fde_dim(), graph.build_dim, BUILD_SKETCH_SEED)?);
             }
         }
-        let (tmp_path, file) = durable::create_tmp(path)?;
+        let (tmp_path, file) = durable::create_tmp(&*storage, path)?;
         let mut writer = SegmentWriter {
+            storage,
             final_path: path.to_path_buf(),
             tmp_path,
-            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            out: Some(BufWriter::with_capacity(1 << 20, Appender(file.clone()))),
+            file,
             reservoir_rng: SplitMix64::new(match &config.pq {
                 PqSource::Train(p) => p.seed,
                 PqSource::Reuse(_) => 0,
@@ -197,7 +224,7 @@ impl SegmentWriter {
         Ok(writer)
     }
 
-    fn out(&mut self) -> &mut BufWriter<File> {
+    fn out(&mut self) -> &mut BufWriter<Appender> {
         self.out.as_mut().expect("the writer is open until finish")
     }
 
@@ -408,8 +435,8 @@ impl SegmentWriter {
             pq_subspaces: codebook.subspaces() as u32,
         };
         let file = self.take_file()?;
-        write_at(&file, &self.tmp_path, &encode_header(&header), 0)?;
-        durable::publish(file, &self.tmp_path, &self.final_path)?;
+        file.write_at(&encode_header(&header), 0).map_err(|e| Error::io(&self.tmp_path, e))?;
+        durable::publish(&*self.storage, file, &self.tmp_path, &self.final_path)?;
         self.finished = true;
         Ok(SegmentSummary {
             path: self.final_path.clone(),
@@ -420,9 +447,10 @@ impl SegmentWriter {
         })
     }
 
-    fn take_file(&mut self) -> Result<File> {
+    fn take_file(&mut self) -> Result<Arc<dyn WritableFile>> {
         let out = self.out.take().expect("open until finish");
-        out.into_inner().map_err(|e| Error::io(&self.tmp_path, e.into_error()))
+        out.into_inner().map_err(|e| Error::io(&self.tmp_path, e.into_error()))?;
+        Ok(self.file.clone())
     }
 
     /// Second pass: reads every document's stored tokens back from the temporary file and
@@ -430,7 +458,7 @@ impl SegmentWriter {
     fn encode_stored_tokens(&mut self, codebook: &PqCodebook) -> Result<Vec<u8>> {
         let path = self.tmp_path.clone();
         self.out().flush().map_err(|e| Error::io(&path, e))?;
-        let file = self.out().get_ref().try_clone().map_err(|e| Error::io(&path, e))?;
+        let file = self.file.clone();
         let dim = self.encoder.params().dim as usize;
         let bpv = self.config.storage.bytes_per_value() as u64;
         let n = self.ids.len();
@@ -445,7 +473,7 @@ impl SegmentWriter {
             let first = self.token_offsets[start];
             let last = self.token_offsets[end];
             let mut bytes = vec![0u8; ((last - first) * dim as u64 * bpv) as usize];
-            read_at(&file, &path, &mut bytes, self.tokens_start + first * dim as u64 * bpv)?;
+            file.read_at(&mut bytes, self.tokens_start + first * dim as u64 * bpv).map_err(|e| Error::io(&path, e))?;
             let storage = self.config.storage;
             let offsets = &self.token_offsets;
             let encoder = &self.encoder;
@@ -479,7 +507,7 @@ impl Drop for SegmentWriter {
         if !self.finished {
             // Best effort: an unfinished segment must not linger (recovery would also remove it).
             self.out.take();
-            let _ = std::fs::remove_file(&self.tmp_path);
+            let _ = self.storage.remove_file(&self.tmp_path);
         }
     }
 }
@@ -520,12 +548,3 @@ fn load_tokens(bytes: &[u8], storage: TokenStorage) -> Vec<f32> {
     }
 }
 
-#[cfg(unix)]
-fn write_at(file: &File, path: &Path, bytes: &[u8], offset: u64) -> Result<()> {
-    file.write_all_at(bytes, offset).map_err(|e| Error::io(path, e))
-}
-
-#[cfg(unix)]
-fn read_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
-    file.read_exact_at(buf, offset).map_err(|e| Error::io(path, e))
-}

@@ -20,8 +20,6 @@
 //! the page cache's state after a failed fsync is unknown, so every later append or sync fails
 //! until the collection is reopened (and replay decides what survived).
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::format::wal::{decode_header, decode_record, encode_header, FrameError, Record, WalHeader, WAL_HEADER_LEN};
 use crate::io::fs::sync_dir;
 use crate::io::mmap::ReadOnlyMap;
+use crate::io::storage::{Storage, WritableFile};
 
 /// What replay does when it finds a damaged record that is not a torn tail.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -87,14 +86,14 @@ pub struct ReplayReport {
 }
 
 /// Reads every WAL file in `dir` in order and calls `apply` for each record with a sequence number
-/// above `checkpoint`. With `repair`, a torn tail (or, under `TruncateAtCorruption`, the damaged
-/// part) is cut from the file so the log is clean again; without it nothing is modified (for
-/// inspection tools).
+/// above `checkpoint`. With `repair` (the storage to write through), a torn tail (or, under
+/// `TruncateAtCorruption`, the damaged part) is cut from the file so the log is clean again;
+/// without it nothing is modified (for inspection tools).
 pub fn replay(
     dir: &Path,
     checkpoint: u64,
     recovery: WalRecovery,
-    repair: bool,
+    repair: Option<&dyn Storage>,
     mut apply: impl FnMut(Record) -> Result<()>,
 ) -> Result<ReplayReport> {
     let files = list_files(dir)?;
@@ -108,9 +107,9 @@ pub fn replay(
             // Only the newest file can be caught mid-creation (its header is fsynced before use).
             if is_last {
                 report.torn_tail_bytes += len;
-                if repair {
-                    std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
-                    sync_dir(dir)?;
+                if let Some(storage) = repair {
+                    storage.remove_file(path).map_err(|e| Error::io(path, e))?;
+                    sync_dir(storage, dir)?;
                 }
                 continue;
             }
@@ -163,8 +162,8 @@ pub fn replay(
                     if is_last && !followed_by_valid {
                         report.torn_tail_bytes += cut;
                         drop(map);
-                        if repair {
-                            truncate(path, pos as u64)?;
+                        if let Some(storage) = repair {
+                            truncate(storage, path, pos as u64)?;
                         }
                         return Ok(report);
                     }
@@ -185,12 +184,12 @@ pub fn replay(
                     }
                     report.salvaged = Some((format!("{}: byte {pos}: {reason}", path.display()), dropped));
                     drop(map);
-                    if repair {
-                        truncate(path, pos as u64)?;
+                    if let Some(storage) = repair {
+                        truncate(storage, path, pos as u64)?;
                         for (_, later) in &files[index + 1..] {
-                            std::fs::remove_file(later).map_err(|e| Error::io(later, e))?;
+                            storage.remove_file(later).map_err(|e| Error::io(later, e))?;
                         }
-                        sync_dir(dir)?;
+                        sync_dir(storage, dir)?;
                     }
                     return Ok(report);
                 }
@@ -209,31 +208,31 @@ fn valid_record_after(bytes: &[u8], bad: usize, prev_seq: Option<u64>) -> bool {
     })
 }
 
-fn truncate(path: &Path, len: u64) -> Result<()> {
-    let file = OpenOptions::new().write(true).open(path).map_err(|e| Error::io(path, e))?;
+fn truncate(storage: &dyn Storage, path: &Path, len: u64) -> Result<()> {
+    let file = storage.open_writable(path).map_err(|e| Error::io(path, e))?;
     file.set_len(len).map_err(|e| Error::io(path, e))?;
     file.sync_all().map_err(|e| Error::io(path, e))
 }
 
 /// Deletes the WAL files all of whose records are at or below `checkpoint`: every file but the
 /// newest whose successor starts at or below `checkpoint + 1`. Returns how many were deleted.
-pub fn trim(dir: &Path, checkpoint: u64) -> Result<usize> {
+pub fn trim(storage: &dyn Storage, dir: &Path, checkpoint: u64) -> Result<usize> {
     let files = list_files(dir)?;
     let mut removed = 0;
     for pair in files.windows(2) {
         if pair[1].0 <= checkpoint + 1 {
-            std::fs::remove_file(&pair[0].1).map_err(|e| Error::io(&pair[0].1, e))?;
+            storage.remove_file(&pair[0].1).map_err(|e| Error::io(&pair[0].1, e))?;
             removed += 1;
         }
     }
     if removed > 0 {
-        sync_dir(dir)?;
+        sync_dir(storage, dir)?;
     }
     Ok(removed)
 }
 
 struct ActiveFile {
-    file: Arc<File>,
+    file: Arc<dyn WritableFile>,
     path: PathBuf,
     bytes: u64,
 }
@@ -244,6 +243,7 @@ struct SyncState {
 
 /// The appending side of the log (one per open collection).
 pub struct Wal {
+    storage: Arc<dyn Storage>,
     dir: PathBuf,
     active: Mutex<ActiveFile>,
     sync: Mutex<SyncState>,
@@ -255,9 +255,10 @@ pub struct Wal {
 impl Wal {
     /// Starts a new WAL file in `dir` whose first record will be `next_seq` (any leftover file of
     /// that name holds no records, since replay ended below `next_seq`, and is replaced).
-    pub fn create(dir: &Path, next_seq: u64) -> Result<Self> {
-        let active = new_file(dir, next_seq)?;
+    pub fn create(storage: Arc<dyn Storage>, dir: &Path, next_seq: u64) -> Result<Self> {
+        let active = new_file(&*storage, dir, next_seq)?;
         Ok(Wal {
+            storage,
             dir: dir.to_path_buf(),
             active: Mutex::new(active),
             sync: Mutex::new(SyncState { synced_seq: next_seq - 1 }),
@@ -287,7 +288,7 @@ impl Wal {
         self.check()?;
         let mut active = self.active.lock();
         let path = active.path.clone();
-        if let Err(e) = (&*active.file).write_all(records) {
+        if let Err(e) = active.file.append(records) {
             return Err(self.fail(Error::io(path, e)));
         }
         active.bytes += records.len() as u64;
@@ -329,7 +330,7 @@ impl Wal {
             return Err(self.fail(Error::io(active.path.clone(), e)));
         }
         sync.synced_seq = self.written_seq.load(Ordering::Acquire);
-        match new_file(&self.dir, next_seq) {
+        match new_file(&*self.storage, &self.dir, next_seq) {
             Ok(file) => *active = file,
             Err(e) => return Err(self.fail(e)),
         }
@@ -344,20 +345,21 @@ impl Wal {
 
 /// Creates `first_seq`'s file: header written and fsynced, then the directory fsynced, so the file
 /// exists with a valid header before any record is acknowledged from it.
-fn new_file(dir: &Path, first_seq: u64) -> Result<ActiveFile> {
+fn new_file(storage: &dyn Storage, dir: &Path, first_seq: u64) -> Result<ActiveFile> {
     let path = dir.join(file_name(first_seq));
-    let mut file =
-        OpenOptions::new().write(true).create(true).truncate(true).open(&path).map_err(|e| Error::io(&path, e))?;
-    file.write_all(&encode_header(&WalHeader { first_seq })).map_err(|e| Error::io(&path, e))?;
+    let file = storage.create(&path).map_err(|e| Error::io(&path, e))?;
+    file.append(&encode_header(&WalHeader { first_seq })).map_err(|e| Error::io(&path, e))?;
     file.sync_all().map_err(|e| Error::io(&path, e))?;
-    sync_dir(dir)?;
-    Ok(ActiveFile { file: Arc::new(file), path, bytes: WAL_HEADER_LEN as u64 })
+    sync_dir(storage, dir)?;
+    Ok(ActiveFile { file, path, bytes: WAL_HEADER_LEN as u64 })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::format::wal::{encode_delete, RecordOp};
+    use crate::io::storage::{real, RealStorage};
+    use std::fs::OpenOptions;
 
     fn tmp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("quiverdb-wal-{name}-{}", std::process::id()));
@@ -376,7 +378,7 @@ mod tests {
 
     fn collect(dir: &Path, checkpoint: u64, recovery: WalRecovery) -> Result<(Vec<u64>, ReplayReport)> {
         let mut seqs = Vec::new();
-        let report = replay(dir, checkpoint, recovery, true, |r| {
+        let report = replay(dir, checkpoint, recovery, Some(&RealStorage), |r| {
             assert_eq!(r.op, RecordOp::Delete { id: r.seq * 10 });
             seqs.push(r.seq);
             Ok(())
@@ -387,7 +389,7 @@ mod tests {
     #[test]
     fn append_rotate_replay_trim() {
         let dir = tmp_dir("basic");
-        let wal = Wal::create(&dir, 1).unwrap();
+        let wal = Wal::create(real(), &dir, 1).unwrap();
         write_deletes(&wal, 1..=5);
         wal.sync_to(5).unwrap();
         wal.rotate(6).unwrap();
@@ -399,8 +401,8 @@ mod tests {
         let (seqs, report) = collect(&dir, 7, WalRecovery::Strict).unwrap();
         assert_eq!(seqs, vec![8, 9]);
         assert_eq!(report.skipped, 7);
-        assert_eq!(trim(&dir, 4).unwrap(), 0, "file 1 still holds record 5");
-        assert_eq!(trim(&dir, 5).unwrap(), 1);
+        assert_eq!(trim(&RealStorage, &dir, 4).unwrap(), 0, "file 1 still holds record 5");
+        assert_eq!(trim(&RealStorage, &dir, 5).unwrap(), 1);
         let (seqs, _) = collect(&dir, 5, WalRecovery::Strict).unwrap();
         assert_eq!(seqs, vec![6, 7, 8, 9]);
     }
@@ -408,7 +410,7 @@ mod tests {
     #[test]
     fn torn_tail_at_every_byte_is_cut_to_the_complete_prefix() {
         let dir = tmp_dir("torn");
-        let wal = Wal::create(&dir, 1).unwrap();
+        let wal = Wal::create(real(), &dir, 1).unwrap();
         write_deletes(&wal, 1..=3);
         drop(wal);
         let path = dir.join(file_name(1));
@@ -437,7 +439,7 @@ mod tests {
     #[test]
     fn a_bad_record_before_good_ones_is_corruption_unless_salvaged() {
         let dir = tmp_dir("middle");
-        let wal = Wal::create(&dir, 1).unwrap();
+        let wal = Wal::create(real(), &dir, 1).unwrap();
         write_deletes(&wal, 1..=3);
         drop(wal);
         let path = dir.join(file_name(1));
@@ -460,7 +462,7 @@ mod tests {
     #[test]
     fn damage_in_an_older_file_is_corruption() {
         let dir = tmp_dir("older");
-        let wal = Wal::create(&dir, 1).unwrap();
+        let wal = Wal::create(real(), &dir, 1).unwrap();
         write_deletes(&wal, 1..=2);
         wal.rotate(3).unwrap();
         write_deletes(&wal, 3..=3);

@@ -330,7 +330,7 @@ pub fn wal_dump(args: WalDumpArgs) -> Result<(), String> {
         return Err(format!("{} is not a collection (no catalog)", args.path.display()));
     }
     let checkpoint = Catalog::open_read_only(&catalog_dir).and_then(|c| c.checkpoint()).map_err(|e| e.to_string())?;
-    let report = replay(&wal_dir, 0, WalRecovery::Strict, false, |r| {
+    let report = replay(&wal_dir, 0, WalRecovery::Strict, None, |r| {
         let state = if r.seq <= checkpoint { "in segments" } else { "to replay" };
         match r.op {
             RecordOp::Put { id, dim, storage, tokens, payload } => {
