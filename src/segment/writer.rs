@@ -547,4 +547,3 @@ fn load_tokens(bytes: &[u8], storage: TokenStorage) -> Vec<f32> {
         }
     }
 }
-

@@ -8,4 +8,5 @@ mod golden;
 mod graph;
 mod props;
 mod real_data;
+mod reliability;
 mod segment;

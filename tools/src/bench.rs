@@ -332,7 +332,7 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
         });
         let params_json = json!({
             "k": args.k,
-            "rerank": params.rerank.unwrap_or(SearchParams::DEFAULT_RERANK.max(args.k)),
+            "rerank": params.effective_rerank(work.n_docs),
             "list_size": params.list_size.map_or("auto".to_string(), |l| l.to_string()),
             "ball_carving": params.ball_carving,
         });
