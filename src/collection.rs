@@ -13,7 +13,7 @@
 //! Any number of threads may search and get while others write. Locks, always taken in this order:
 //! `maintenance` (one flush or merge at a time) → `writer` (assigns sequence numbers and appends
 //! to the WAL in order) → `pending` (logged, not yet fsynced entries under `Durability::Sync`) →
-//! `state` (the current [`Version`] of segments + frozen memtable, and the active memtable).
+//! `state` (the current `Version` of segments + frozen memtable, and the active memtable).
 //! Readers hold `state` only to copy an `Arc` and the memtable's entry list; scoring happens
 //! outside every lock. A reader's snapshot is consistent: it sees the active memtable, the frozen
 //! memtable and the segments exactly as one commit left them.

@@ -6,10 +6,19 @@
 //! product approximates MaxSim, candidates are found over product-quantised FDEs, and are reranked
 //! by exact MaxSim over the stored token vectors.
 //!
-//! This crate currently provides the foundation: [`encode::fde`] (MUVERA FDEs, identical to
-//! Google's reference for the same seed), [`encode::maxsim`] (exact MaxSim with runtime-dispatched
-//! SIMD), token storage types, a reader for `.npy` datasets ([`dataset`]), evaluation measures
-//! ([`eval`]), brute-force exact search ([`exact`]) and a synthetic corpus generator ([`synthetic`]).
+//! The database is [`Collection`]: create or open a directory, `insert`/`upsert`/`delete`
+//! documents (a `u64` id, an `n × dim` token matrix, optional payload bytes), `search` by MaxSim,
+//! `flush`, `compact`, `close`. Writes go to a write-ahead log ([`wal`]) and an in-memory memtable
+//! ([`memtable`]), flushes write immutable memory-mapped segments ([`segment`]: tokens, PQ codes of
+//! the FDEs, a Vamana graph), and every flush and merge commits atomically in a RocksDB catalog
+//! ([`catalog`]). The durability contract is in the README and `storage-format.md`.
+//!
+//! Underneath: [`encode::fde`] (MUVERA FDEs, identical to Google's reference for the same seed),
+//! [`encode::maxsim`] (exact MaxSim with runtime-dispatched SIMD), [`encode::pq`], [`graph`],
+//! the query pipeline ([`search`]), compaction ([`compaction`]), offline verification
+//! ([`check`]), file I/O behind one trait with a fault-injecting implementation ([`io`]), a reader
+//! for `.npy` datasets ([`dataset`]), evaluation measures ([`eval`]), brute-force exact search
+//! ([`exact`]) and a synthetic corpus generator ([`synthetic`]).
 #![deny(unsafe_code)]
 
 pub mod catalog;
@@ -30,6 +39,8 @@ pub mod options;
 pub mod search;
 pub mod segment;
 pub mod synthetic;
+#[doc(hidden)]
+pub mod testing;
 pub mod topk;
 pub mod wal;
 

@@ -2,7 +2,7 @@
 //!
 //! Per segment ([`search_segment`]): candidates by PQ-ADC inner product with the query FDE (a
 //! graph beam search, or a flat scan of the codes when the segment has no graph), then exact
-//! MaxSim over the memory-mapped tokens. Across the collection ([`search_snapshot`]): every
+//! MaxSim over the memory-mapped tokens. Across the collection (`search_snapshot`): every
 //! segment of one snapshot, plus the memtables scored exactly, merged; documents deleted or
 //! replaced (dead ordinals, ids decided by a newer memtable) are skipped before they are scored.
 //! Results are deterministic for a fixed collection state: ties are broken by id.

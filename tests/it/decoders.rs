@@ -85,3 +85,29 @@ fn fuzz_corpus_replays_cleanly() {
     }
     assert!(segments >= 1, "the committed segment corpus is missing");
 }
+
+/// The committed corpora of the WAL, segment-search and operation-sequence fuzz targets replay
+/// through the same checks the fuzzers run (`quiverdb::testing`); any `Err` is a bug.
+#[test]
+fn wal_segment_search_and_operation_corpora_replay_cleanly() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let scratch = crate::common::TempDir::new("corpus-replay");
+    type Check = fn(&std::path::Path, &[u8]) -> Result<(), String>;
+    let targets: [(&str, Check, &str); 3] = [
+        ("wal_replay", quiverdb::testing::wal_bytes, "wal"),
+        ("segment_search", quiverdb::testing::segment_bytes, "input.qseg"),
+        ("collection_ops", quiverdb::testing::collection_ops, "ops"),
+    ];
+    for (target, check, scratch_name) in targets {
+        let mut n = 0;
+        for entry in std::fs::read_dir(root.join(target)).unwrap() {
+            let path = entry.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            if let Err(bug) = check(&scratch.0.join(scratch_name), &data) {
+                panic!("{target} corpus entry {}: {bug}", path.display());
+            }
+            n += 1;
+        }
+        assert!(n >= 2, "the committed {target} corpus is missing");
+    }
+}
