@@ -16,7 +16,7 @@ use crate::encode::maxsim::MaxSimQuery;
 use crate::encode::pq::AdcTable;
 use crate::encode::tokens::TokenMatrix;
 use crate::error::{Error, Result};
-use crate::graph::{beam_search, SearchStats};
+use crate::graph::{beam_search_batched, SearchStats};
 use crate::limits::MAX_TOKENS_PER_QUERY;
 use crate::segment::SegmentReader;
 use crate::topk::{Scored, TopK};
@@ -311,11 +311,10 @@ fn search_segment_timed(
     let candidates = params.candidates.max(params.k);
     let mut stats = SearchStats::default();
     let codes = segment.pq_codes();
-    let m = segment.pq_subspaces();
     let found = match segment.graph() {
         Some(graph) => {
-            let score = |node: u32| table.score(&codes[node as usize * m..(node as usize + 1) * m]);
-            let mut beam = beam_search(&graph, params.list_size.max(candidates), score, skip, &mut stats)?;
+            let score = |ids: &[u32], out: &mut Vec<f32>| table.score_many(codes, ids, out);
+            let mut beam = beam_search_batched(&graph, params.list_size.max(candidates), score, skip, &mut stats)?;
             beam.truncate(candidates);
             beam
         }

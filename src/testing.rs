@@ -182,7 +182,8 @@ pub fn collection_ops(dir: &Path, data: &[u8]) -> Result<(), String> {
     let mut actual = BTreeMap::new();
     for id in 0..8u64 {
         if let Some(d) = c.get(id).map_err(|e| e.to_string())? {
-            let v = (0..=255u8).find(|&v| d.tokens == doc(id, v)).ok_or(format!("document {id} holds unknown tokens"))?;
+            let v =
+                (0..=255u8).find(|&v| d.tokens == doc(id, v)).ok_or(format!("document {id} holds unknown tokens"))?;
             actual.insert(id, v);
         }
     }
@@ -190,9 +191,8 @@ pub fn collection_ops(dir: &Path, data: &[u8]) -> Result<(), String> {
         return Err(format!("after the crash: {actual:?}, acknowledged {model:?}, with the in-flight op {alt:?}"));
     }
     let query = doc(3, 1);
-    let hits = c
-        .search(&query, &SearchParams { rerank: Some(64), ..SearchParams::new(8) })
-        .map_err(|e| e.to_string())?;
+    let hits =
+        c.search(&query, &SearchParams { rerank: Some(64), ..SearchParams::new(8) }).map_err(|e| e.to_string())?;
     let q = MaxSimQuery::new(&TokenMatrix::new(&query, DIM).map_err(|e| e.to_string())?);
     let mut expected: Vec<(u64, f32)> = actual
         .iter()

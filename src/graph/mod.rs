@@ -23,7 +23,7 @@
 pub mod search;
 pub mod vamana;
 
-pub use search::{beam_search, SearchStats};
+pub use search::{beam_search, beam_search_batched, SearchStats};
 pub use vamana::{build, BuildStats, VamanaParams};
 
 /// A graph construction algorithm. The engine builds through this trait, stores the resulting

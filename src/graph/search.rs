@@ -24,6 +24,28 @@ pub fn beam_search<G: Neighbors>(
     skip: impl Fn(u32) -> bool,
     stats: &mut SearchStats,
 ) -> Result<Vec<Scored>> {
+    beam_search_batched(
+        graph,
+        list_size,
+        |ids: &[u32], out: &mut Vec<f32>| {
+            out.clear();
+            out.extend(ids.iter().map(|&id| score(id)));
+        },
+        skip,
+        stats,
+    )
+}
+
+/// [`beam_search`] with a scorer that takes every newly seen neighbour of an expanded node at
+/// once (`score(ids, out)` fills `out[i]` for `ids[i]`), so it can overlap their memory accesses
+/// (see `AdcTable::score_many`). Same results.
+pub fn beam_search_batched<G: Neighbors>(
+    graph: &G,
+    list_size: usize,
+    mut score: impl FnMut(&[u32], &mut Vec<f32>),
+    skip: impl Fn(u32) -> bool,
+    stats: &mut SearchStats,
+) -> Result<Vec<Scored>> {
     let list_size = list_size.max(1);
     let nodes = graph.nodes();
     let mut seen = vec![0u64; nodes.div_ceil(64)];
@@ -38,24 +60,26 @@ pub fn beam_search<G: Neighbors>(
     let mut results = TopK::new(list_size);
     let entry = graph.entry_point();
     mark(entry);
-    let s = score(entry);
+    let mut scores = Vec::new();
+    score(&[entry], &mut scores);
+    let s = scores[0];
     stats.distance_computations += 1;
     beam.push((s, entry, false));
     if !skip(entry) {
         results.push(Scored { doc: entry, score: s });
     }
     let mut neighbors = Vec::new();
+    let mut fresh = Vec::new();
     while let Some(i) = beam.iter().position(|c| !c.2) {
         beam[i].2 = true;
         stats.hops += 1;
         neighbors.clear();
         graph.neighbors_into(beam[i].1, &mut neighbors)?;
-        for &nb in &neighbors {
-            if !mark(nb) {
-                continue;
-            }
-            let s = score(nb);
-            stats.distance_computations += 1;
+        fresh.clear();
+        fresh.extend(neighbors.iter().copied().filter(|&nb| mark(nb)));
+        score(&fresh, &mut scores);
+        stats.distance_computations += fresh.len() as u64;
+        for (&nb, &s) in fresh.iter().zip(&scores) {
             if !skip(nb) {
                 results.push(Scored { doc: nb, score: s });
             }

@@ -297,7 +297,7 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
             SearchParams { rerank: s.rerank, list_size: s.list, ball_carving: s.carve, ..SearchParams::new(args.k) };
         let mut ranked = Vec::with_capacity(nq);
         let mut lat = Vec::with_capacity(nq);
-        let mut sums = [0f64; 6];
+        let mut sums = [0f64; 7];
         for q in 0..nq {
             let t = Instant::now();
             let (hits, p) =
@@ -310,6 +310,7 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
                 p.rerank_us,
                 p.memtable_us,
                 p.reranked as f64,
+                p.distance_computations as f64,
             ]) {
                 *acc += v;
             }
@@ -329,6 +330,7 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
         let profile = json!({
             "fde": round(sums[0] / n), "adc_table": round(sums[1] / n), "candidates": round(sums[2] / n),
             "rerank": round(sums[3] / n), "memtable": round(sums[4] / n), "reranked_docs": round(sums[5] / n),
+            "adc_distances": round(sums[6] / n),
         });
         let params_json = json!({
             "k": args.k,
