@@ -15,11 +15,12 @@
 //! --bench collection -- recovery`.
 #![allow(missing_docs)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quiverdb::compaction::TieredPolicy;
+use quiverdb::io::fs::{resident_bytes, tree_bytes};
 use quiverdb::synthetic::unit_rows;
 use quiverdb::{Collection, CollectionOptions, Durability, NewDocument, OpenOptions};
 
@@ -41,27 +42,6 @@ impl Docs {
         let start = (id.wrapping_mul(2_654_435_761) as usize) % (POOL_ROWS - TOKENS);
         &self.pool[start * DIM..(start + TOKENS) * DIM]
     }
-}
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn dir_size(path: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(entries) = std::fs::read_dir(path) {
-        for e in entries.flatten() {
-            let m = e.metadata().unwrap();
-            total += if m.is_dir() { dir_size(&e.path()) } else { m.len() };
-        }
-    }
-    total
 }
 
 fn fresh(name: &str) -> PathBuf {
@@ -196,11 +176,11 @@ fn bench_flush_and_compact(docs: &Docs, run_compact: bool, measure_ram: bool) {
     }
     drop(c);
     if measure_ram {
-        let before = rss_bytes();
+        let before = resident_bytes();
         let t = Instant::now();
         let c = Collection::open_with(&dir, open).unwrap();
         let open_s = t.elapsed().as_secs_f64();
-        let after = rss_bytes();
+        let after = resident_bytes();
         let stats = c.stats().unwrap();
         println!(
             "{{\"bench\":\"ram\",\"docs\":{},\"segments\":{},\"open_s\":{open_s:.3},\"rss_delta_bytes\":{},\"rss_per_doc\":{:.0},\"estimated_ram_bytes\":{},\"estimated_per_doc\":{:.0},\"disk_bytes\":{}}}",
@@ -210,7 +190,7 @@ fn bench_flush_and_compact(docs: &Docs, run_compact: bool, measure_ram: bool) {
             after.saturating_sub(before) as f64 / stats.documents as f64,
             stats.ram_bytes,
             stats.ram_bytes as f64 / stats.documents as f64,
-            dir_size(&dir)
+            tree_bytes(&dir)
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -224,12 +204,12 @@ fn bench_recovery(docs: &Docs) {
     fill(&c, docs, 0..n);
     let fill_s = t.elapsed().as_secs_f64();
     c.close().unwrap();
-    let wal_bytes = dir_size(&dir.join("wal"));
-    let before = rss_bytes();
+    let wal_bytes = tree_bytes(&dir.join("wal"));
+    let before = resident_bytes();
     let t = Instant::now();
     let c = Collection::open_with(&dir, unbounded(Durability::None)).unwrap();
     let open_s = t.elapsed().as_secs_f64();
-    let rss = rss_bytes().saturating_sub(before);
+    let rss = resident_bytes().saturating_sub(before);
     assert_eq!(c.stats().unwrap().documents, n);
     println!(
         "{{\"bench\":\"recovery\",\"wal_records\":{n},\"wal_bytes\":{wal_bytes},\"open_s\":{open_s:.2},\"records_per_s\":{:.0},\"wal_mb_per_s\":{:.0},\"memtable_rss_bytes\":{rss},\"fill_s\":{fill_s:.1}}}",

@@ -13,19 +13,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use quiverdb::encode::pq::PqParams;
+use quiverdb::io::fs::resident_bytes;
 use quiverdb::segment::{Document, PqSource, SegmentConfig, SegmentReader, SegmentWriter};
 use quiverdb::synthetic::{generate, CorpusSpec};
 use quiverdb::{FdeEncoder, FdeParams, TokenStorage};
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
 
 fn main() {
     let n: usize = std::env::var("QUIVERDB_BENCH_SEGMENT_N").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
@@ -55,11 +46,11 @@ fn main() {
     drop(docs);
     drop(corpus);
 
-    let rss_before = rss_bytes();
+    let rss_before = resident_bytes();
     let t = Instant::now();
     let reader = SegmentReader::open(&path).unwrap();
     let first_open_ms = t.elapsed().as_secs_f64() * 1e3;
-    let rss_after_open = rss_bytes();
+    let rss_after_open = resident_bytes();
     let reps = 20;
     let t = Instant::now();
     for _ in 0..reps {
@@ -69,7 +60,7 @@ fn main() {
     let t = Instant::now();
     reader.verify().unwrap();
     let verify_s = t.elapsed().as_secs_f64();
-    let rss_after_verify = rss_bytes();
+    let rss_after_verify = resident_bytes();
     let sections: serde_json::Map<String, serde_json::Value> =
         reader.sections().iter().map(|s| (s.kind.name().to_string(), serde_json::json!(s.length))).collect();
     println!(

@@ -51,6 +51,39 @@ pub fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
     storage.sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
+/// Total bytes of the regular files under `path`, recursively (0 for what cannot be read).
+pub fn tree_bytes(path: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            if let Ok(meta) = entry.metadata() {
+                total += if meta.is_dir() { tree_bytes(&entry.path()) } else { meta.len() };
+            }
+        }
+    }
+    total
+}
+
+fn proc_status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// This process's resident memory in bytes (`VmRSS`; 0 where `/proc` is unavailable).
+pub fn resident_bytes() -> u64 {
+    proc_status_kib("VmRSS:") * 1024
+}
+
+/// This process's peak resident memory in bytes (`VmHWM`; 0 where `/proc` is unavailable).
+pub fn peak_resident_bytes() -> u64 {
+    proc_status_kib("VmHWM:") * 1024
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

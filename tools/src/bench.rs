@@ -15,6 +15,7 @@ use quiverdb::compaction::TieredPolicy;
 use quiverdb::dataset::{Dataset, MultiVectors};
 use quiverdb::eval::{ndcg_at_k, percentile, recall_at_k};
 use quiverdb::exact::exact_top_k;
+use quiverdb::io::fs::{peak_resident_bytes, tree_bytes};
 use quiverdb::synthetic::{generate, CorpusSpec};
 use quiverdb::{Collection, CollectionOptions, Durability, NewDocument, OpenOptions, SearchParams, TokenStorage};
 use serde_json::json;
@@ -76,28 +77,6 @@ struct Workload {
     /// Relevance judgments per query (ordinal, grade).
     judged: Vec<Vec<(u32, f32)>>,
     n_docs: usize,
-}
-
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn dir_size(path: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(entries) = std::fs::read_dir(path) {
-        for e in entries.flatten() {
-            if let Ok(m) = e.metadata() {
-                total += if m.is_dir() { dir_size(&e.path()) } else { m.len() };
-            }
-        }
-    }
-    total
 }
 
 fn load(args: &Args) -> Result<Workload, String> {
@@ -241,7 +220,7 @@ pub fn run(args: Args) -> Result<(), String> {
 
 fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path) -> Result<(), String> {
     let (collection, build_s) = build(args, work, path)?;
-    let index_bytes = dir_size(path);
+    let index_bytes = tree_bytes(path);
     let queries = &work.queries;
     let nq = queries.len();
     let depth = args.k.max(100);
@@ -277,7 +256,7 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
                 },
                 "build_s": round(build_s),
                 "index_bytes": index_bytes,
-                "rss_bytes": peak_rss(),
+                "rss_bytes": peak_resident_bytes(),
             });
             if args.k >= 100 {
                 v["recall@100"] = round(recall(100)).into();
