@@ -924,9 +924,16 @@ impl Inner {
         }
     }
 
+    /// `Durability::Periodic`: fsyncs the WAL every `interval` (waking at least every 100 ms so
+    /// `close` is not held up by a long interval).
     fn sync_loop(self: Arc<Self>, interval: Duration) {
+        let mut last = std::time::Instant::now();
         while !self.closed.load(Ordering::Acquire) {
-            std::thread::sleep(interval.min(Duration::from_millis(100)));
+            std::thread::sleep(interval.saturating_sub(last.elapsed()).min(Duration::from_millis(100)));
+            if last.elapsed() < interval {
+                continue;
+            }
+            last = std::time::Instant::now();
             let written = self.wal.written_seq();
             if self.poisoned.lock().is_none() {
                 let _ = self.wal.sync_to(written).map_err(|e| self.poison(e));
