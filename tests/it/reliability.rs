@@ -345,3 +345,31 @@ fn damaged_files_of_every_kind_are_reported() {
     assert!(c.get(11).unwrap().is_some() && c.get(12).unwrap().is_none(), "torn final record cut, the rest kept");
     c.verify().unwrap();
 }
+
+/// The durability contract, per mode, under power loss right after the acknowledgement:
+/// `Sync` keeps the write; `Periodic(50 ms)` keeps it once an interval has passed; `None` loses it
+/// (it was only in the page cache) — but none of them leaves a half-written state.
+#[test]
+fn durability_modes_keep_their_promise_under_power_loss() {
+    let dir = TempDir::new("rel-modes");
+    let cases = [
+        (Durability::Sync, 0, true),
+        (Durability::Periodic(std::time::Duration::from_millis(50)), 400, true),
+        (Durability::None, 0, false),
+    ];
+    for (i, (mode, wait_ms, survives)) in cases.into_iter().enumerate() {
+        let path = dir.0.join(format!("m{i}"));
+        fresh_collection(&path);
+        let fault = Arc::new(FaultStorage::new());
+        let open = OpenOptions { durability: Some(mode), ..open_options(Some(fault.clone())) };
+        let c = Collection::open_with(&path, open).unwrap();
+        c.insert(1, &tokens(1, 0), None).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        fault.crash_at(fault.ops() + 1); // the process dies now: close cannot fsync
+        drop(c);
+        fault.power_loss(Tear::DropUnsynced).unwrap();
+        let c = Collection::open_with(&path, open_options(None)).unwrap();
+        assert_eq!(c.get(1).unwrap().is_some(), survives, "{mode:?}");
+        c.verify().unwrap();
+    }
+}
