@@ -217,7 +217,8 @@ impl MemView {
 
     /// True if this view decides `id` (holds a version or a tombstone), hiding older layers.
     pub fn shadows(&self, id: u64) -> bool {
-        self.latest.contains_key(&id)
+        // Checked for every node a graph search visits: skip hashing when there is nothing to find.
+        !self.latest.is_empty() && self.latest.contains_key(&id)
     }
 
     /// Ids deleted in this view.
