@@ -5,8 +5,10 @@
 //! The interface is stable: later measurements all go through it. Fields per line: `dataset`,
 //! `n_docs`, `n_queries`, `params` (object; `"exact"` on the last line), `recall@10`, `recall@100`
 //! (when k ≥ 100), `ndcg@10`, `latency_ms` {`mean`, `p50`, `p99`} (single-threaded, one query at a
-//! time), `qps` (with `--threads`), `build_s`, `index_bytes`, `rss_bytes` (peak), `profile_us`
-//! (mean microseconds per query by stage).
+//! time), `qps` (with `--threads`), `build_s`, `index_bytes`, `rss_bytes` (the process's peak, which
+//! includes the dataset held for ground truth), `collection_ram_bytes` (what the open collection
+//! itself keeps resident: PQ codes, offsets, bitsets, codebooks, memtable), `profile_us` (mean
+//! microseconds per query by stage).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -221,6 +223,7 @@ pub fn run(args: Args) -> Result<(), String> {
 fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path) -> Result<(), String> {
     let (collection, build_s) = build(args, work, path)?;
     let index_bytes = tree_bytes(path);
+    let collection_ram = collection.stats().map_err(|e| e.to_string())?.ram_bytes;
     let queries = &work.queries;
     let nq = queries.len();
     let depth = args.k.max(100);
@@ -257,6 +260,7 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
                 "build_s": round(build_s),
                 "index_bytes": index_bytes,
                 "rss_bytes": peak_resident_bytes(),
+            "collection_ram_bytes": collection_ram,
             });
             if args.k >= 100 {
                 v["recall@100"] = round(recall(100)).into();
