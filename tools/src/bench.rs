@@ -230,7 +230,8 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
 
     // Ground truth: the dataset's, or a parallel brute-force pass (also timed for the exact line
     // when single-threaded figures are not wanted separately).
-    let docs = work.docs.as_ref().ok_or("documents are needed for the exact baseline")?;
+    let docs_owned = work.docs.take().ok_or("documents are needed for the exact baseline")?;
+    let docs = &docs_owned;
     if work.truth.is_empty() || work.truth[0].len() < args.k.min(work.n_docs) {
         use rayon::prelude::*;
         work.truth = (0..nq)
@@ -272,9 +273,41 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
             if !profile.is_null() {
                 v["profile_us"] = profile;
             }
-            println!("{v}");
+            v
         };
 
+    // Exact brute force on the same machine, single-threaded per query; run first, printed last.
+    let mut exact_line = None;
+    let exact_n = args.exact_queries.min(nq);
+    if exact_n > 0 {
+        let mut ranked = Vec::with_capacity(exact_n);
+        let mut lat = Vec::with_capacity(exact_n);
+        for q in 0..exact_n {
+            let t = Instant::now();
+            let hits = exact_top_k(&queries.get(q), docs, depth).map_err(|e| e.to_string())?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+            ranked.push(hits.iter().map(|h| h.doc).collect::<Vec<u32>>());
+        }
+        let qps = match args.threads {
+            Some(threads) => {
+                use rayon::prelude::*;
+                let t = Instant::now();
+                crate::with_threads(Some(threads), || {
+                    (0..exact_n)
+                        .into_par_iter()
+                        .map(|q| exact_top_k(&queries.get(q), docs, depth).map(|_| ()))
+                        .collect::<Result<Vec<()>, _>>()
+                })?
+                .map_err(|e| e.to_string())?;
+                Some(exact_n as f64 / t.elapsed().as_secs_f64())
+            }
+            None => None,
+        };
+        exact_line = Some(line(json!("exact"), &ranked, &lat, qps, serde_json::Value::Null));
+    }
+    // The dataset is no longer needed: free it, so the page cache can hold the index while the
+    // settings are measured (at 1M documents the corpus alone is 8 GB).
+    drop(docs_owned);
     for s in settings {
         let params =
             SearchParams { rerank: s.rerank, list_size: s.list, ball_carving: s.carve, ..SearchParams::new(args.k) };
@@ -321,36 +354,11 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
             "list_size": params.list_size.map_or("auto".to_string(), |l| l.to_string()),
             "ball_carving": params.ball_carving,
         });
-        line(params_json, &ranked, &lat, qps, profile);
+        println!("{}", line(params_json, &ranked, &lat, qps, profile));
+    }
+    if let Some(v) = exact_line {
+        println!("{v}");
     }
 
-    // Exact brute force on the same machine, single-threaded per query.
-    let exact_n = args.exact_queries.min(nq);
-    if exact_n > 0 {
-        let mut ranked = Vec::with_capacity(exact_n);
-        let mut lat = Vec::with_capacity(exact_n);
-        for q in 0..exact_n {
-            let t = Instant::now();
-            let hits = exact_top_k(&queries.get(q), docs, depth).map_err(|e| e.to_string())?;
-            lat.push(t.elapsed().as_secs_f64() * 1e3);
-            ranked.push(hits.iter().map(|h| h.doc).collect::<Vec<u32>>());
-        }
-        let qps = match args.threads {
-            Some(threads) => {
-                use rayon::prelude::*;
-                let t = Instant::now();
-                crate::with_threads(Some(threads), || {
-                    (0..exact_n)
-                        .into_par_iter()
-                        .map(|q| exact_top_k(&queries.get(q), docs, depth).map(|_| ()))
-                        .collect::<Result<Vec<()>, _>>()
-                })?
-                .map_err(|e| e.to_string())?;
-                Some(exact_n as f64 / t.elapsed().as_secs_f64())
-            }
-            None => None,
-        };
-        line(json!("exact"), &ranked, &lat, qps, serde_json::Value::Null);
-    }
     Ok(())
 }
