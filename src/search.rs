@@ -45,19 +45,21 @@ pub struct SearchParams {
 
 impl SearchParams {
     /// Default rerank depth up to [`SearchParams::LARGE_COLLECTION_DOCS`] documents.
-    pub const DEFAULT_RERANK: usize = 100;
+    pub const DEFAULT_RERANK: usize = 200;
     /// Default rerank depth for larger collections.
-    pub const DEFAULT_RERANK_LARGE: usize = 200;
+    pub const DEFAULT_RERANK_LARGE: usize = 400;
     /// Where the larger default starts.
     pub const LARGE_COLLECTION_DOCS: usize = 32_768;
     /// Default beam width as a multiple of a segment's rerank depth.
     pub const DEFAULT_LIST_FACTOR: usize = 2;
 
     /// The rerank depth used when [`SearchParams::rerank`] is `None`, for a collection of
-    /// `documents`. Chosen from `quiver bench` measurements (recall@10 against exact MaxSim):
-    /// scifact-mini (500 real docs) 0.916 / 0.970 / 0.998 at 50 / 100 / 200; a SciFact-shaped
-    /// generated set of 5,183 docs 0.995 / 0.998 / 0.999; 100,000 generated docs with the beam at
-    /// 2× the depth 0.633 / 0.819 / 0.960 — the depth needed grows with the collection.
+    /// `documents`. Chosen from `quiver bench` measurements, recall@10 against exact MaxSim at
+    /// rerank 100 / 200 / 400: scifact-mini (500 real SciFact passages) 0.970 / 0.998 / –;
+    /// generated, 8–24 tokens per document, 16-token queries: 10k docs 0.922 / 0.965 / 0.982,
+    /// 100k docs 0.842 / 0.929 / 0.968, 1M docs – / 0.696 / 0.832 (0.916 at 800). The depth needed
+    /// grows with the collection; beyond ~300k documents the default does not reach 0.95 and
+    /// callers who need it should set a deeper `rerank` (see the search issue's note).
     pub fn default_rerank(documents: usize) -> usize {
         if documents > Self::LARGE_COLLECTION_DOCS {
             Self::DEFAULT_RERANK_LARGE
