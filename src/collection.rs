@@ -68,6 +68,28 @@ pub(crate) const LOCK_FILE: &str = "LOCK";
 pub(crate) const CATALOG_DIR: &str = "catalog";
 pub(crate) const SEGMENTS_DIR: &str = "segments";
 pub(crate) const WAL_DIR: &str = "wal";
+/// Where `create` builds the catalog before renaming it into place.
+const CATALOG_TMP_DIR: &str = "catalog.tmp";
+
+/// True for a directory `create` may use: empty, or holding only what an interrupted `create` left
+/// (the lock file, empty `segments/` and `wal/`, a `catalog.tmp`) and no catalog.
+fn is_empty_or_failed_create(path: &Path) -> Result<bool> {
+    for entry in std::fs::read_dir(path).map_err(|e| Error::io(path, e))? {
+        let entry = entry.map_err(|e| Error::io(path, e))?;
+        let name = entry.file_name();
+        let ok = match name.to_str() {
+            Some(LOCK_FILE) | Some(CATALOG_TMP_DIR) => true,
+            Some(SEGMENTS_DIR) | Some(WAL_DIR) => {
+                std::fs::read_dir(entry.path()).map_err(|e| Error::io(entry.path(), e))?.next().is_none()
+            }
+            _ => false,
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
 /// Writers stall when the memtable exceeds this multiple of its flush thresholds.
 const STALL_FACTOR: usize = 4;
 
@@ -286,11 +308,8 @@ impl Collection {
         options.validate()?;
         open.validate()?;
         FdeEncoder::new(options.fde)?;
-        if path.exists() {
-            let mut entries = std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
-            if entries.next().is_some() {
-                return Err(Error::AlreadyExists { path: path.to_path_buf() });
-            }
+        if path.exists() && !is_empty_or_failed_create(path)? {
+            return Err(Error::AlreadyExists { path: path.to_path_buf() });
         }
         let storage = open.storage.clone().unwrap_or_else(crate::io::storage::real);
         storage.create_dir_all(path).map_err(|e| Error::io(path, e))?;
@@ -299,9 +318,18 @@ impl Collection {
             let d = path.join(dir);
             storage.create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
         }
-        // The catalog is created last: its existence is what makes the directory a collection,
-        // and its creation is one synced batch.
-        drop(Catalog::create(&path.join(CATALOG_DIR), &options)?);
+        // The catalog is built under a temporary name and renamed into place: the directory
+        // becomes a collection in one step. (Creating it in place let a kill between RocksDB's own
+        // files and our options batch leave a catalog without options that every later open
+        // refused — found by the SIGKILL test's kills during start-up.)
+        let tmp = path.join(CATALOG_TMP_DIR);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        drop(Catalog::create(&tmp, &options)?);
+        crate::io::fs::sync_dir(&*storage, &tmp)?;
+        let catalog_dir = path.join(CATALOG_DIR);
+        storage.rename(&tmp, &catalog_dir).map_err(|e| Error::io(&catalog_dir, e))?;
         crate::io::fs::sync_dir(&*storage, path)?;
         Self::open_locked(path, open, lock)
     }
