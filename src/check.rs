@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::catalog::Catalog;
-use crate::collection::{CATALOG_DIR, SEGMENTS_DIR, WAL_DIR};
+use crate::collection::{open_manifest_segment, CATALOG_DIR, SEGMENTS_DIR, WAL_DIR};
 use crate::encode::fde::FdeEncoder;
 use crate::error::{Error, Result};
 use crate::segment::{self, LiveBits, SegmentReader};
@@ -68,31 +68,13 @@ pub fn verify_collection(path: &Path) -> Result<VerifyReport> {
     let seg_dir = path.join(SEGMENTS_DIR);
     let mut readers: HashMap<u64, (SegmentReader, LiveBits)> = HashMap::new();
     for rec in &records {
-        let file = seg_dir.join(segment::file_name(rec.id));
-        if !file.exists() {
-            report.problems.push(format!("{}: named by the catalog but missing", display(&file)));
-            continue;
-        }
-        let reader = match SegmentReader::open(&file) {
+        let reader = match open_manifest_segment(&seg_dir, rec, &encoder) {
             Ok(r) => r,
             Err(e) => {
                 report.problems.push(e.to_string());
                 continue;
             }
         };
-        if reader.file_len() != rec.file_len || reader.doc_count() as u64 != rec.doc_count {
-            report.problems.push(format!(
-                "{}: the catalog records {} documents in {} bytes, the file has {} in {}",
-                display(&file),
-                rec.doc_count,
-                rec.file_len,
-                reader.doc_count(),
-                reader.file_len()
-            ));
-        }
-        if let Err(e) = reader.check_encoder(&encoder) {
-            report.problems.push(e.to_string());
-        }
         match reader.verify() {
             Ok(()) => report.segment_bytes_checked += reader.file_len(),
             Err(e) => report.problems.push(e.to_string()),

@@ -53,7 +53,7 @@ use crate::compaction::{MergePlan, SegmentStats};
 use crate::encode::fde::FdeEncoder;
 use crate::encode::pq::PqCodebook;
 use crate::encode::tokens::TokenMatrix;
-use crate::error::{Error, Result};
+use crate::error::{Error, Poison, Result};
 use crate::format::segment::SectionKind;
 use crate::format::wal::{encode_delete, encode_put, RecordOp};
 use crate::io::storage::Storage;
@@ -250,7 +250,7 @@ struct Inner {
     pending: Mutex<VecDeque<MemEntry>>,
     state: RwLock<State>,
     maintenance: Mutex<Maintenance>,
-    poisoned: Mutex<Option<String>>,
+    poisoned: Poison,
     closed: AtomicBool,
     wake: Mutex<bool>,
     wake_cv: Condvar,
@@ -294,6 +294,36 @@ pub(crate) fn lock_collection(path: &Path) -> Result<File> {
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
         }
     }
+}
+
+/// Opens the segment that manifest record `rec` names (structure checked by the reader) and checks
+/// it against the record (length, document count) and the collection's encoder. Recovery and
+/// offline verification share it.
+pub(crate) fn open_manifest_segment(
+    seg_dir: &Path,
+    rec: &SegmentRecord,
+    encoder: &FdeEncoder,
+) -> Result<SegmentReader> {
+    let file = seg_dir.join(segment::file_name(rec.id));
+    if !file.exists() {
+        return Err(Error::corruption(&file, 0, "segment named by the catalog is missing"));
+    }
+    let reader = SegmentReader::open(&file)?;
+    if reader.file_len() != rec.file_len || reader.doc_count() as u64 != rec.doc_count {
+        return Err(Error::corruption(
+            &file,
+            0,
+            format!(
+                "catalog records {} documents in {} bytes, the file has {} in {}",
+                rec.doc_count,
+                rec.file_len,
+                reader.doc_count(),
+                reader.file_len()
+            ),
+        ));
+    }
+    reader.check_encoder(encoder)?;
+    Ok(reader)
 }
 
 fn codebook_key(reader: &SegmentReader) -> u32 {
@@ -371,25 +401,7 @@ impl Collection {
         let mut codebooks: HashMap<u32, Arc<PqCodebook>> = HashMap::new();
         let mut segments = Vec::with_capacity(records.len());
         for rec in &records {
-            let file = seg_dir.join(segment::file_name(rec.id));
-            if !file.exists() {
-                return Err(Error::corruption(&file, 0, "segment named by the catalog is missing"));
-            }
-            let reader = SegmentReader::open(&file)?;
-            if reader.file_len() != rec.file_len || reader.doc_count() as u64 != rec.doc_count {
-                return Err(Error::corruption(
-                    &file,
-                    0,
-                    format!(
-                        "catalog records {} documents in {} bytes, the file has {} in {}",
-                        rec.doc_count,
-                        rec.file_len,
-                        reader.doc_count(),
-                        reader.file_len()
-                    ),
-                ));
-            }
-            reader.check_encoder(&encoder)?;
+            let reader = open_manifest_segment(&seg_dir, rec, &encoder)?;
             let key = codebook_key(&reader);
             let cb = match codebooks.get(&key) {
                 Some(cb) => cb.clone(),
@@ -496,7 +508,7 @@ impl Collection {
             pending: Mutex::new(VecDeque::new()),
             state: RwLock::new(State { version: Arc::new(version), active }),
             maintenance: Mutex::new(Maintenance { next_segment, codebook }),
-            poisoned: Mutex::new(None),
+            poisoned: Poison::default(),
             closed: AtomicBool::new(false),
             wake: Mutex::new(false),
             wake_cv: Condvar::new(),
@@ -648,7 +660,7 @@ impl Collection {
         // Wait for a flush or merge started by a caller on another thread.
         let _m = self.inner.maintenance.lock();
         let _w = self.inner.writer.lock();
-        if self.inner.poisoned.lock().is_some() {
+        if self.inner.poisoned.is_set() {
             return Ok(());
         }
         let written = self.inner.wal.written_seq();
@@ -657,7 +669,7 @@ impl Collection {
 
     /// The last error of the background thread or write path that poisoned this handle, if any.
     pub fn poisoned(&self) -> Option<String> {
-        self.inner.poisoned.lock().clone()
+        self.inner.poisoned.reason()
     }
 }
 
@@ -677,18 +689,11 @@ impl Inner {
 
     fn check_writable(&self) -> Result<()> {
         self.check_open()?;
-        match &*self.poisoned.lock() {
-            Some(reason) => Err(Error::Poisoned { reason: reason.clone() }),
-            None => Ok(()),
-        }
+        self.poisoned.check()
     }
 
     fn poison(&self, err: Error) -> Error {
-        let mut p = self.poisoned.lock();
-        if p.is_none() {
-            *p = Some(err.to_string());
-        }
-        err
+        self.poisoned.set(err)
     }
 
     fn wake_maintenance(&self) {
@@ -901,7 +906,7 @@ impl Inner {
                 let st = self.state.read();
                 st.active.distinct_ids() >= max_docs || st.active.bytes() >= max_bytes
             };
-            if !over || self.closed.load(Ordering::Acquire) || self.poisoned.lock().is_some() {
+            if !over || self.closed.load(Ordering::Acquire) || self.poisoned.is_set() {
                 return;
             }
             self.wake_maintenance();
@@ -942,7 +947,7 @@ impl Inner {
             if self.closed.load(Ordering::Acquire) {
                 return;
             }
-            if self.poisoned.lock().is_some() {
+            if self.poisoned.is_set() {
                 continue;
             }
             if self.memtable_full() {
@@ -963,7 +968,7 @@ impl Inner {
             }
             last = std::time::Instant::now();
             let written = self.wal.written_seq();
-            if self.poisoned.lock().is_none() {
+            if !self.poisoned.is_set() {
                 let _ = self.wal.sync_to(written).map_err(|e| self.poison(e));
             }
         }

@@ -118,3 +118,38 @@ impl Error {
         Error::InvalidParameter { name, reason: reason.into() }
     }
 }
+
+/// The sticky first failure of a component that must refuse further work after a failed write or
+/// fsync (the collection handle, the WAL): once set, every [`Poison::check`] fails with
+/// [`Error::Poisoned`] naming the first failure.
+#[derive(Debug, Default)]
+pub(crate) struct Poison(parking_lot::Mutex<Option<String>>);
+
+impl Poison {
+    /// `Err(Poisoned)` once a failure was recorded.
+    pub(crate) fn check(&self) -> Result<()> {
+        match &*self.0.lock() {
+            Some(reason) => Err(Error::Poisoned { reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records `err` if it is the first failure, and returns it.
+    pub(crate) fn set(&self, err: Error) -> Error {
+        let mut first = self.0.lock();
+        if first.is_none() {
+            *first = Some(err.to_string());
+        }
+        err
+    }
+
+    /// The first failure, if any.
+    pub(crate) fn reason(&self) -> Option<String> {
+        self.0.lock().clone()
+    }
+
+    /// Whether a failure was recorded.
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.lock().is_some()
+    }
+}

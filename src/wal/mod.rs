@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Poison, Result};
 use crate::format::wal::{decode_header, decode_record, encode_header, FrameError, Record, WalHeader, WAL_HEADER_LEN};
 use crate::io::fs::sync_dir;
 use crate::io::mmap::ReadOnlyMap;
@@ -249,7 +249,7 @@ pub struct Wal {
     sync: Mutex<SyncState>,
     written_seq: AtomicU64,
     /// First failure; every later operation refuses.
-    failure: Mutex<Option<String>>,
+    failure: Poison,
 }
 
 impl Wal {
@@ -263,23 +263,16 @@ impl Wal {
             active: Mutex::new(active),
             sync: Mutex::new(SyncState { synced_seq: next_seq - 1 }),
             written_seq: AtomicU64::new(next_seq - 1),
-            failure: Mutex::new(None),
+            failure: Poison::default(),
         })
     }
 
     fn check(&self) -> Result<()> {
-        match &*self.failure.lock() {
-            Some(reason) => Err(Error::Poisoned { reason: reason.clone() }),
-            None => Ok(()),
-        }
+        self.failure.check()
     }
 
     fn fail(&self, err: Error) -> Error {
-        let mut failure = self.failure.lock();
-        if failure.is_none() {
-            *failure = Some(err.to_string());
-        }
-        err
+        self.failure.set(err)
     }
 
     /// Appends framed records (built with [`crate::format::wal`]) whose last sequence number is
