@@ -12,10 +12,11 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::catalog::Catalog;
-use crate::collection::{open_manifest_segment, CATALOG_DIR, SEGMENTS_DIR, WAL_DIR};
 use crate::encode::fde::FdeEncoder;
 use crate::error::{Error, Result};
+use crate::recovery::{open_manifest_segment, CATALOG_DIR, SEGMENTS_DIR, WAL_DIR};
 use crate::segment::{self, LiveBits, SegmentReader};
+use crate::snapshot::Version;
 use crate::wal::{self, WalRecovery};
 
 /// What verification found.
@@ -55,7 +56,7 @@ pub fn verify_collection(path: &Path) -> Result<VerifyReport> {
         return Err(Error::NotACollection { path: path.to_path_buf(), reason: "it has no catalog".into() });
     }
     // A writer may be changing files while we read them: refuse rather than report phantoms.
-    let lock = crate::collection::lock_collection(path)?;
+    let lock = crate::recovery::lock_collection(path)?;
     let catalog = Catalog::open_read_only(&path.join(CATALOG_DIR))?;
     let mut report = VerifyReport::default();
     let options = catalog.options()?;
@@ -160,4 +161,46 @@ pub fn verify_collection(path: &Path) -> Result<VerifyReport> {
 /// Paths of the parts of a collection directory (for tools).
 pub fn layout(path: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (path.join(CATALOG_DIR), path.join(SEGMENTS_DIR), path.join(WAL_DIR))
+}
+
+/// Verifies what an open handle sees: every checksum of every segment of `version`, every id map
+/// entry of `catalog` pointing at a live ordinal holding that id, live counts agreeing, and the WAL
+/// replaying after the checkpoint (read only). The caller guarantees that `catalog` and `version`
+/// belong to one commit.
+/// With `checksums` false the caller has checked the segments' checksums itself (outside a lock).
+pub(crate) fn verify_view(path: &Path, catalog: &Catalog, version: &Version, checksums: bool) -> Result<()> {
+    if checksums {
+        for s in &version.segments {
+            s.handle.reader.verify()?;
+        }
+    }
+    let mut counted: HashMap<u64, usize> = HashMap::new();
+    catalog.for_each_location(|id, loc| {
+        let seg = version.segments.iter().find(|s| s.handle.id == loc.segment).ok_or_else(|| {
+            Error::corruption(catalog.path(), 0, format!("id {id} points at unknown segment {}", loc.segment))
+        })?;
+        let r = &seg.handle.reader;
+        if r.doc_ids().get(loc.ordinal as usize) != Some(&id) || !seg.live.is_live(loc.ordinal) {
+            return Err(Error::corruption(
+                catalog.path(),
+                0,
+                format!("id {id} points at ordinal {} of segment {}, which does not hold it", loc.ordinal, loc.segment),
+            ));
+        }
+        *counted.entry(loc.segment).or_default() += 1;
+        Ok(())
+    })?;
+    for s in &version.segments {
+        let n = counted.get(&s.handle.id).copied().unwrap_or(0);
+        if n != s.live.live_count() {
+            return Err(Error::corruption(
+                s.handle.reader.path(),
+                0,
+                format!("{} live documents in memory, {n} in the catalog", s.live.live_count()),
+            ));
+        }
+    }
+    let checkpoint = catalog.checkpoint()?;
+    wal::replay(&path.join(WAL_DIR), checkpoint, WalRecovery::Strict, None, |_| Ok(()))?;
+    Ok(())
 }

@@ -216,7 +216,7 @@ pub fn read_multivectors(values_path: &Path, offsets_path: &Path) -> Result<Mult
         }
         offsets.push(o as usize);
     }
-    if offsets[0] != 0 || *offsets.last().expect("non-empty") != rows {
+    if offsets[0] != 0 || offsets.last() != Some(&rows) {
         return Err(Error::corruption(
             offsets_path,
             at(0),

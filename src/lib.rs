@@ -20,10 +20,40 @@
 //! for `.npy` datasets ([`dataset`]), evaluation measures ([`eval`]), brute-force exact search
 //! ([`exact`]) and a synthetic corpus generator ([`synthetic`]).
 #![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+// The public API: the handles, their options and results, the error type.
+pub use collection::{Collection, CompactionReport, NewDocument};
+pub use encode::fde::{FdeEncoder, FdeParams, Projection};
+pub use encode::maxsim::{DocTokens, MaxSimQuery};
+pub use encode::storage::TokenStorage;
+pub use encode::tokens::TokenMatrix;
+pub use error::{Error, Result};
+pub use options::{CollectionOptions, Durability, OpenOptions};
+pub use reader::CollectionReader;
+pub use search::{Hit, SearchParams, SearchProfile};
+pub use snapshot::StoredDocument;
+pub use stats::{CollectionStats, SegmentStatsInfo};
+pub use wal::WalRecovery;
+
+// The stages of the data flow, private behind the handles: open → recovery; insert → write →
+// (WAL, memtable) → flush → segment; compaction::worker merges; search over a snapshot.
+mod collection;
+mod engine;
+mod flush;
+mod memtable;
+mod reader;
+mod recovery;
+mod snapshot;
+mod stats;
+mod write;
+
+// Building blocks, public because the `quiver` tool, the benchmarks and the fuzz targets (separate
+// crates) drive them directly: codecs and kernels (`encode`), on-disk formats (`format`), segment
+// files (`segment`), the graph, the WAL and catalog formats, offline verification (`check`),
+// datasets and evaluation for `quiver bench`. Applications need only the API above.
 pub mod catalog;
 pub mod check;
-pub mod collection;
 pub mod compaction;
 pub mod dataset;
 pub mod encode;
@@ -34,7 +64,6 @@ pub mod format;
 pub mod graph;
 pub mod io;
 pub mod limits;
-pub mod memtable;
 pub mod options;
 pub mod search;
 pub mod segment;
@@ -43,13 +72,3 @@ pub mod synthetic;
 pub mod testing;
 pub mod topk;
 pub mod wal;
-
-pub use collection::{Collection, CollectionStats, CompactionReport, NewDocument, StoredDocument};
-pub use encode::fde::{FdeEncoder, FdeParams, Projection};
-pub use encode::maxsim::{DocTokens, MaxSimQuery};
-pub use encode::storage::TokenStorage;
-pub use encode::tokens::TokenMatrix;
-pub use error::{Error, Result};
-pub use options::{CollectionOptions, Durability, OpenOptions};
-pub use search::{Hit, SearchParams};
-pub use wal::WalRecovery;

@@ -7,7 +7,7 @@
 //! a document is findable as soon as its insert returns. Tokens are held in the collection's storage
 //! type (what the segment will store), so a document's scores do not change when it is flushed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::encode::maxsim::DocTokens;
@@ -42,12 +42,12 @@ impl OwnedTokens {
             return Err(Error::InvalidInput(format!("{} token bytes are not whole {width}-byte values", bytes.len())));
         }
         Ok(match storage {
-            TokenStorage::F32 => {
-                OwnedTokens::F32(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect())
-            }
+            TokenStorage::F32 => OwnedTokens::F32(
+                bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default())).collect(),
+            ),
             TokenStorage::F16 | TokenStorage::Bf16 => {
                 let bits: Vec<u16> =
-                    bytes.chunks_exact(2).map(|c| u16::from_le_bytes(c.try_into().expect("2"))).collect();
+                    bytes.chunks_exact(2).map(|c| u16::from_le_bytes(c.try_into().unwrap_or_default())).collect();
                 if storage == TokenStorage::F16 {
                     OwnedTokens::F16(bits)
                 } else {
@@ -85,16 +85,6 @@ impl OwnedTokens {
             OwnedTokens::F16(v) => from_16bit(v, TokenStorage::F16),
             OwnedTokens::Bf16(v) => from_16bit(v, TokenStorage::Bf16),
         }
-    }
-
-    /// Number of stored values.
-    pub fn len(&self) -> usize {
-        self.as_doc_tokens().len()
-    }
-
-    /// True when empty (never, for a validated document).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Bytes held.
@@ -197,33 +187,24 @@ pub struct MemView {
     pub latest: HashMap<u64, Option<Arc<MemDoc>>>,
     /// Live documents, by id ascending (deterministic order for search and flush).
     pub docs: Vec<Arc<MemDoc>>,
-    /// Highest sequence number included (0 if none).
-    pub max_seq: u64,
 }
 
 impl MemView {
     /// Resolves `entries` (in WAL order).
     pub fn resolve(entries: &[MemEntry]) -> Self {
         let mut latest = HashMap::with_capacity(entries.len());
-        let mut max_seq = 0;
         for e in entries {
             latest.insert(e.id, e.doc.clone());
-            max_seq = max_seq.max(e.seq);
         }
         let mut docs: Vec<Arc<MemDoc>> = latest.values().flatten().cloned().collect();
         docs.sort_by_key(|d| d.id);
-        MemView { latest, docs, max_seq }
+        MemView { latest, docs }
     }
 
     /// True if this view decides `id` (holds a version or a tombstone), hiding older layers.
     pub fn shadows(&self, id: u64) -> bool {
         // Checked for every node a graph search visits: skip hashing when there is nothing to find.
         !self.latest.is_empty() && self.latest.contains_key(&id)
-    }
-
-    /// Ids deleted in this view.
-    pub fn tombstones(&self) -> HashSet<u64> {
-        self.latest.iter().filter(|(_, d)| d.is_none()).map(|(id, _)| *id).collect()
     }
 }
 
@@ -248,8 +229,7 @@ mod tests {
         assert_eq!(view.docs.len(), 1);
         assert_eq!(view.docs[0].tokens, OwnedTokens::F32(vec![3.0; 4]));
         assert!(view.shadows(2) && !view.shadows(3));
-        assert_eq!(view.max_seq, 4);
-        assert_eq!(view.tombstones(), HashSet::from([2]));
+        assert_eq!(view.latest.get(&2), Some(&None), "the delete is a tombstone in the view");
     }
 
     #[test]

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::collection::Snapshot;
 use crate::encode::fde::FdeEncoder;
 use crate::encode::maxsim::MaxSimQuery;
 use crate::encode::pq::AdcTable;
@@ -19,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::graph::{beam_search_batched, SearchStats};
 use crate::limits::MAX_TOKENS_PER_QUERY;
 use crate::segment::SegmentReader;
+use crate::snapshot::Snapshot;
 use crate::topk::{Scored, TopK};
 
 /// Largest `k` a search accepts.
@@ -157,6 +157,18 @@ enum Source {
 }
 
 /// Searches one snapshot. `dim` is the collection's token dimension.
+/// Many queries in parallel (rayon), each as [`search_snapshot`], on one snapshot.
+pub(crate) fn search_batch(
+    snapshot: &Snapshot,
+    encoder: &FdeEncoder,
+    dim: usize,
+    queries: &[&[f32]],
+    params: &SearchParams,
+) -> Result<Vec<Vec<Hit>>> {
+    use rayon::prelude::*;
+    queries.par_iter().map(|q| search_snapshot(snapshot, encoder, dim, q, params, None)).collect()
+}
+
 pub(crate) fn search_snapshot(
     snapshot: &Snapshot,
     encoder: &FdeEncoder,

@@ -120,7 +120,7 @@ pub fn generate(spec: &CorpusSpec) -> Result<Corpus> {
             };
             noisy_unit(&mut rng, &types[t], 0.35, &mut doc_values);
         }
-        doc_offsets.push(doc_offsets.last().expect("non-empty") + n);
+        doc_offsets.push(doc_offsets.last().copied().unwrap_or(0) + n);
     }
     let docs = MultiVectors::new(dim, doc_values, doc_offsets)?;
 
@@ -140,7 +140,7 @@ pub fn generate(spec: &CorpusSpec) -> Result<Corpus> {
                 noisy_unit(&mut rng, &types[t], 0.5, &mut query_values);
             }
         }
-        query_offsets.push(query_offsets.last().expect("non-empty") + spec.query_tokens.max(1));
+        query_offsets.push(query_offsets.last().copied().unwrap_or(0) + spec.query_tokens.max(1));
     }
     let queries = MultiVectors::new(dim, query_values, query_offsets)?;
     Ok(Corpus { docs, queries, query_targets })

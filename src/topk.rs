@@ -33,9 +33,9 @@ impl TopK {
             return;
         }
         if self.items.len() == self.k {
-            let worst = self.items.last().expect("k > 0");
-            if !better(&item, worst) {
-                return;
+            match self.items.last() {
+                Some(worst) if better(&item, worst) => {}
+                _ => return,
             }
             self.items.pop();
         }

@@ -226,11 +226,11 @@ impl Catalog {
         if v.len() < 16 || (v.len() - 16) % 4 != 0 {
             return Err(self.bad(format!("codebook record of {} bytes", v.len())));
         }
-        let dim = u32::from_le_bytes(v[0..4].try_into().expect("4 bytes")) as usize;
-        let subspaces = u32::from_le_bytes(v[4..8].try_into().expect("4 bytes")) as usize;
-        let trained_docs = u64::from_le_bytes(v[8..16].try_into().expect("8 bytes"));
+        let dim = u32::from_le_bytes(v[0..4].try_into().unwrap_or_default()) as usize;
+        let subspaces = u32::from_le_bytes(v[4..8].try_into().unwrap_or_default()) as usize;
+        let trained_docs = u64::from_le_bytes(v[8..16].try_into().unwrap_or_default());
         let centroids: Vec<f32> =
-            v[16..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
+            v[16..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default())).collect();
         let codebook = PqCodebook::from_centroids(dim, subspaces, centroids).map_err(|e| self.bad(e.to_string()))?;
         Ok(Some(StoredCodebook { codebook, trained_docs }))
     }
@@ -247,9 +247,9 @@ impl Catalog {
                 return Err(self.bad(format!("segment record with a {}-byte key and {}-byte value", k.len(), v.len())));
             }
             out.push(SegmentRecord {
-                id: u64::from_be_bytes(k[1..].try_into().expect("8 bytes")),
-                doc_count: u64::from_le_bytes(v[..8].try_into().expect("8 bytes")),
-                file_len: u64::from_le_bytes(v[8..].try_into().expect("8 bytes")),
+                id: u64::from_be_bytes(k[1..].try_into().unwrap_or_default()),
+                doc_count: u64::from_le_bytes(v[..8].try_into().unwrap_or_default()),
+                file_len: u64::from_le_bytes(v[8..].try_into().unwrap_or_default()),
             });
         }
         Ok(out)
@@ -260,8 +260,8 @@ impl Catalog {
             return Err(self.bad(format!("id location of {} bytes", v.len())));
         }
         Ok(Location {
-            segment: u64::from_le_bytes(v[..8].try_into().expect("8 bytes")),
-            ordinal: u32::from_le_bytes(v[8..].try_into().expect("4 bytes")),
+            segment: u64::from_le_bytes(v[..8].try_into().unwrap_or_default()),
+            ordinal: u32::from_le_bytes(v[8..].try_into().unwrap_or_default()),
         })
     }
 
@@ -283,7 +283,7 @@ impl Catalog {
             if k.len() != 9 {
                 return Err(self.bad(format!("id key of {} bytes", k.len())));
             }
-            f(u64::from_be_bytes(k[1..].try_into().expect("8 bytes")), self.decode_location(&v)?)?;
+            f(u64::from_be_bytes(k[1..].try_into().unwrap_or_default()), self.decode_location(&v)?)?;
         }
         Ok(())
     }

@@ -3,5 +3,6 @@
 
 pub mod merge;
 pub mod policy;
+pub(crate) mod worker;
 
 pub use policy::{MergePlan, SegmentStats, TieredPolicy};

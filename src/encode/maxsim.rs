@@ -42,12 +42,8 @@ impl DocTokens<'_> {
     pub fn to_f32_vec(&self) -> Vec<f32> {
         match self {
             DocTokens::F32(v) => v.to_vec(),
-            DocTokens::F16(bits) => {
-                crate::encode::storage::from_16bit(bits, TokenStorage::F16).expect("16-bit storage")
-            }
-            DocTokens::Bf16(bits) => {
-                crate::encode::storage::from_16bit(bits, TokenStorage::Bf16).expect("16-bit storage")
-            }
+            DocTokens::F16(bits) => crate::encode::storage::f16_bits_to_f32(bits),
+            DocTokens::Bf16(bits) => crate::encode::storage::bf16_bits_to_f32(bits),
         }
     }
 

@@ -351,6 +351,9 @@ impl AdcTable {
                 rows[j] = &codes[id as usize * m..(id as usize + 1) * m];
             }
             for (r, &s) in self.active.iter().enumerate() {
+                // A fixed-size view lets the compiler drop the bounds checks of the inner loop; the
+                // slice is exactly PQ_CENTROIDS long by construction, so the conversion cannot fail.
+                #[allow(clippy::expect_used)]
                 let table: &[u8; PQ_CENTROIDS] =
                     self.quantized[r * PQ_CENTROIDS..(r + 1) * PQ_CENTROIDS].try_into().expect("256 entries");
                 for j in 0..group.len() {

@@ -269,6 +269,9 @@ fn mat_mul_portable(x: &[f32], inner: usize, m: &[f32], cols: usize, out: &mut [
         for c0 in (0..cols).step_by(MAT_MUL_COL_BLOCK) {
             let mut acc = [[0f32; MAT_MUL_COL_BLOCK]; MAT_MUL_ROW_BLOCK];
             for i in 0..inner {
+                // Fixed-size view for bounds-check-free inner loops; exactly one block long by
+                // construction, so the conversion cannot fail.
+                #[allow(clippy::expect_used)]
                 let row: &[f32; MAT_MUL_COL_BLOCK] =
                     m[i * cols + c0..i * cols + c0 + MAT_MUL_COL_BLOCK].try_into().expect("block");
                 for (r, acc_r) in acc.iter_mut().enumerate() {

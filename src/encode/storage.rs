@@ -99,6 +99,21 @@ pub fn to_16bit(values: &[f32], storage: TokenStorage) -> Result<Vec<u16>> {
 
 /// The `f32` values of 16-bit storage bits (`F16` or `Bf16`; exact, every such value is an f32).
 /// For `F32` the bits are not meaningful and an error is returned.
+/// `f16` bits widened to `f32` (exact).
+pub fn f16_bits_to_f32(bits: &[u16]) -> Vec<f32> {
+    let mut out = vec![0f32; bits.len()];
+    crate::encode::simd::f16_to_f32(bits, &mut out);
+    out
+}
+
+/// `bf16` bits widened to `f32` (exact).
+pub fn bf16_bits_to_f32(bits: &[u16]) -> Vec<f32> {
+    let mut out = vec![0f32; bits.len()];
+    crate::encode::simd::bf16_to_f32(bits, &mut out);
+    out
+}
+
+/// 16-bit values of `storage` widened to `f32`; `f32` storage is refused (it is not 16-bit).
 pub fn from_16bit(bits: &[u16], storage: TokenStorage) -> Result<Vec<f32>> {
     let mut out = vec![0f32; bits.len()];
     match storage {

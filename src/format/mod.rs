@@ -42,13 +42,13 @@ impl std::fmt::Display for DecodeError {
 pub(crate) fn read_u32(bytes: &[u8], offset: usize) -> Result<u32, DecodeError> {
     bytes
         .get(offset..offset + 4)
-        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
         .ok_or_else(|| DecodeError::new(offset, format!("need 4 bytes, {} remain", bytes.len().saturating_sub(offset))))
 }
 
 pub(crate) fn read_u64(bytes: &[u8], offset: usize) -> Result<u64, DecodeError> {
     bytes
         .get(offset..offset + 8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
         .ok_or_else(|| DecodeError::new(offset, format!("need 8 bytes, {} remain", bytes.len().saturating_sub(offset))))
 }

@@ -67,7 +67,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader, DecodeError> {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
         2 | 3 => {
             let b = bytes.get(8..12).ok_or_else(|| DecodeError::new(8, "truncated .npy header length"))?;
-            (u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize, 12)
+            (u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize, 12)
         }
         v => return Err(DecodeError::new(6, format!("unsupported .npy format version {v}"))),
     };
@@ -118,7 +118,9 @@ pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader, DecodeError> {
 pub fn read_f32(bytes: &[u8], header: &NpyHeader) -> Result<Vec<f32>, DecodeError> {
     let data = &bytes[header.data_offset..];
     match header.dtype {
-        NpyDtype::F32 => Ok(data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect()),
+        NpyDtype::F32 => {
+            Ok(data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default())).collect())
+        }
         NpyDtype::F16 => {
             let bits: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
             let mut out = vec![0f32; bits.len()];
@@ -133,9 +135,11 @@ pub fn read_f32(bytes: &[u8], header: &NpyHeader) -> Result<Vec<f32>, DecodeErro
 pub fn read_i64(bytes: &[u8], header: &NpyHeader) -> Result<Vec<i64>, DecodeError> {
     let data = &bytes[header.data_offset..];
     match header.dtype {
-        NpyDtype::I64 => Ok(data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8"))).collect()),
+        NpyDtype::I64 => {
+            Ok(data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default())).collect())
+        }
         NpyDtype::I32 => {
-            Ok(data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4")) as i64).collect())
+            Ok(data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap_or_default()) as i64).collect())
         }
         other => Err(DecodeError::new(0, format!("expected an integer array, found {other:?}"))),
     }

@@ -48,18 +48,18 @@ pub fn decode_header(bytes: &[u8]) -> Result<WalHeader, DecodeError> {
     if bytes[0..8] != WAL_MAGIC {
         return Err(DecodeError::new(0, "not a quiverdb WAL file (bad magic)"));
     }
-    let stored = u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes"));
+    let stored = u32::from_le_bytes(bytes[24..28].try_into().unwrap_or_default());
     if crc32fast::hash(&bytes[0..24]) != stored {
         return Err(DecodeError::new(24, "WAL header checksum mismatch"));
     }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
     if version != WAL_VERSION {
         return Err(DecodeError::new(8, format!("unsupported WAL version {version} (this build reads {WAL_VERSION})")));
     }
     if bytes[12..16] != [0; 4] || bytes[28..32] != [0; 4] {
         return Err(DecodeError::new(12, "reserved WAL header bytes are not zero"));
     }
-    Ok(WalHeader { first_seq: u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")) })
+    Ok(WalHeader { first_seq: u64::from_le_bytes(bytes[16..24].try_into().unwrap_or_default()) })
 }
 
 /// Record kinds.
@@ -162,7 +162,7 @@ pub fn decode_record(bytes: &[u8], base: u64) -> Result<(Record, usize), FrameEr
     if bytes.len() < FRAME_LEN {
         return Err(FrameError::Incomplete);
     }
-    let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
+    let len = u32::from_le_bytes(bytes[0..4].try_into().unwrap_or_default()) as usize;
     let bad = |offset: u64, what: String| FrameError::Invalid(DecodeError { offset: base + offset, what });
     if len > MAX_WAL_RECORD_BYTES {
         return Err(bad(0, format!("record length {len} exceeds the limit {MAX_WAL_RECORD_BYTES}")));
@@ -170,12 +170,12 @@ pub fn decode_record(bytes: &[u8], base: u64) -> Result<(Record, usize), FrameEr
     if bytes.len() < FRAME_LEN + len {
         return Err(FrameError::Incomplete);
     }
-    let stored_crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    let stored_crc = u32::from_le_bytes(bytes[4..8].try_into().unwrap_or_default());
     let body = &bytes[8..FRAME_LEN + len];
     if crc32fast::hash(body) != stored_crc {
         return Err(bad(4, "record checksum mismatch".into()));
     }
-    let seq = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let seq = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default());
     if bytes[17..20] != [0; 3] {
         return Err(bad(17, "reserved record bytes are not zero".into()));
     }
@@ -186,7 +186,7 @@ pub fn decode_record(bytes: &[u8], base: u64) -> Result<(Record, usize), FrameEr
             if payload.len() != 8 {
                 return Err(bad(FRAME_LEN as u64, format!("delete record of {} bytes, expected 8", payload.len())));
             }
-            RecordOp::Delete { id: u64::from_le_bytes(payload.try_into().expect("8 bytes")) }
+            RecordOp::Delete { id: u64::from_le_bytes(payload.try_into().unwrap_or_default()) }
         }
         k => return Err(bad(16, format!("unknown record kind {k}"))),
     };
@@ -197,14 +197,14 @@ fn decode_put(p: &[u8]) -> Result<RecordOp, (u64, String)> {
     if p.len() < PUT_FIXED_LEN {
         return Err((0, format!("put record of {} bytes is shorter than its {PUT_FIXED_LEN} fixed bytes", p.len())));
     }
-    let id = u64::from_le_bytes(p[0..8].try_into().expect("8 bytes"));
-    let rows = u32::from_le_bytes(p[8..12].try_into().expect("4 bytes")) as usize;
-    let dim = u32::from_le_bytes(p[12..16].try_into().expect("4 bytes"));
+    let id = u64::from_le_bytes(p[0..8].try_into().unwrap_or_default());
+    let rows = u32::from_le_bytes(p[8..12].try_into().unwrap_or_default()) as usize;
+    let dim = u32::from_le_bytes(p[12..16].try_into().unwrap_or_default());
     let storage = TokenStorage::from_code(p[16]).ok_or((16, format!("unknown storage code {}", p[16])))?;
     if p[17..20] != [0; 3] {
         return Err((17, "reserved put bytes are not zero".into()));
     }
-    let payload_len = u32::from_le_bytes(p[20..24].try_into().expect("4 bytes")) as usize;
+    let payload_len = u32::from_le_bytes(p[20..24].try_into().unwrap_or_default()) as usize;
     if rows == 0 || rows > MAX_TOKENS_PER_DOC || dim == 0 || dim as usize > MAX_DIM {
         return Err((8, format!("put record with {rows} tokens of dimension {dim} is out of range")));
     }

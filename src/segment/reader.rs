@@ -245,8 +245,10 @@ impl SegmentReader {
         &self.inner.map.bytes()[e.offset as usize..(e.offset + e.length) as usize]
     }
 
+    // Sections are 64-byte aligned in a page-aligned map and `open` checked their lengths, so the
+    // cast cannot fail for a reader that exists.
+    #[allow(clippy::expect_used)]
     fn u64s(&self, kind: SectionKind) -> &[u64] {
-        // Sections are 64-byte aligned in a page-aligned map and their lengths were checked.
         cast_slice(self.section_bytes(kind)).expect("aligned u64 section")
     }
 
@@ -318,6 +320,9 @@ impl SegmentReader {
     }
 
     /// Tokens of document `ordinal`, zero-copy from the map. Panics if `ordinal >= doc_count()`.
+    // The token section starts page-aligned and every row is a whole number of values (checked by
+    // `open`), so the casts cannot fail.
+    #[allow(clippy::expect_used)]
     pub fn tokens(&self, ordinal: usize) -> DocTokens<'_> {
         let rows = self.token_range(ordinal);
         let width = self.dim() as u64 * self.storage().bytes_per_value() as u64;
@@ -357,12 +362,17 @@ impl SegmentReader {
         let entry = self.inner.sections[&SectionKind::PqCodebook];
         let bytes = self.section_bytes(SectionKind::PqCodebook);
         check_crc(self.path(), &entry, bytes)?;
-        let centroids: Vec<f32> = cast_slice::<f32>(bytes).expect("aligned f32 section").to_vec();
+        let centroids: Vec<f32> = cast_slice::<f32>(bytes)
+            .ok_or_else(|| corrupt(self.path(), entry.offset, "codebook section is not a whole number of f32s"))?
+            .to_vec();
         PqCodebook::from_centroids(self.fde_params().fde_dim(), self.pq_subspaces(), centroids)
             .map_err(|e| corrupt(self.path(), entry.offset, e.to_string()))
     }
 
     /// The graph, if this segment has one (its records are checked as they are read).
+    // `open` validated the graph header and the section's alignment and length, so neither the
+    // cast nor the view's construction can fail for a reader that exists.
+    #[allow(clippy::expect_used)]
     pub fn graph(&self) -> Option<GraphView<'_>> {
         let header = self.inner.graph?;
         let entry = self.inner.sections[&SectionKind::Graph];

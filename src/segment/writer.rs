@@ -224,13 +224,16 @@ impl SegmentWriter {
         Ok(writer)
     }
 
-    fn out(&mut self) -> &mut BufWriter<Appender> {
-        self.out.as_mut().expect("the writer is open until finish")
+    fn out(&mut self) -> Result<&mut BufWriter<Appender>> {
+        let tmp = &self.tmp_path;
+        self.out
+            .as_mut()
+            .ok_or_else(|| Error::io(tmp, std::io::Error::other("the segment writer was already finished")))
     }
 
     fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
         let path = self.tmp_path.clone();
-        if let Err(e) = self.out().write_all(bytes) {
+        if let Err(e) = self.out()?.write_all(bytes) {
             self.failed = true;
             return Err(Error::io(&path, e));
         }
@@ -327,7 +330,7 @@ impl SegmentWriter {
             self.build_vectors.extend_from_slice(&build);
             self.tokens_crc.update(&bytes);
             self.write_raw(&bytes)?;
-            self.token_offsets.push(self.token_offsets.last().expect("starts with 0") + doc.tokens.rows() as u64);
+            self.token_offsets.push(self.token_offsets.last().copied().unwrap_or(0) + doc.tokens.rows() as u64);
             self.payload_bytes.extend_from_slice(doc.payload.unwrap_or(&[]));
             self.payload_offsets.push(self.payload_bytes.len() as u64);
             self.ids.push(doc.id);
@@ -366,7 +369,7 @@ impl SegmentWriter {
             return Err(Error::InvalidInput("a segment needs at least one document".into()));
         }
         let dim = self.encoder.params().dim as usize;
-        let token_rows = *self.token_offsets.last().expect("non-empty");
+        let token_rows = self.token_offsets.last().copied().unwrap_or(0);
         let tokens_len = self.pos - self.tokens_start;
         let tokens_crc = std::mem::take(&mut self.tokens_crc).finalize();
         self.entries.push(SectionEntry {
@@ -448,7 +451,9 @@ impl SegmentWriter {
     }
 
     fn take_file(&mut self) -> Result<Arc<dyn WritableFile>> {
-        let out = self.out.take().expect("open until finish");
+        let out = self.out.take().ok_or_else(|| {
+            Error::io(&self.tmp_path, std::io::Error::other("the segment writer was already finished"))
+        })?;
         out.into_inner().map_err(|e| Error::io(&self.tmp_path, e.into_error()))?;
         Ok(self.file.clone())
     }
@@ -457,7 +462,7 @@ impl SegmentWriter {
     /// computes its PQ code, in parallel batches.
     fn encode_stored_tokens(&mut self, codebook: &PqCodebook) -> Result<Vec<u8>> {
         let path = self.tmp_path.clone();
-        self.out().flush().map_err(|e| Error::io(&path, e))?;
+        self.out()?.flush().map_err(|e| Error::io(&path, e))?;
         let file = self.file.clone();
         let dim = self.encoder.params().dim as usize;
         let bpv = self.config.storage.bytes_per_value() as u64;
@@ -540,10 +545,16 @@ fn store_tokens(values: &[f32], storage: TokenStorage) -> Result<(Vec<u8>, Optio
 
 fn load_tokens(bytes: &[u8], storage: TokenStorage) -> Vec<f32> {
     match storage {
-        TokenStorage::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect(),
+        TokenStorage::F32 => {
+            bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default())).collect()
+        }
         _ => {
             let bits: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
-            from_16bit(&bits, storage).expect("16-bit storage")
+            if storage == TokenStorage::Bf16 {
+                crate::encode::storage::bf16_bits_to_f32(&bits)
+            } else {
+                crate::encode::storage::f16_bits_to_f32(&bits)
+            }
         }
     }
 }

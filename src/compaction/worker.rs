@@ -1,0 +1,163 @@
+//! Merge execution: runs the plans of the merge policy ([`super::policy`]) against the writing
+//! handle, one merge at a time, beside flushes and writes.
+//!
+//! 1. Plan on the current version (under `merge_lock`, which only merges take).
+//! 2. Write the new segment from the inputs' live documents (no lock held; flushes and writes go
+//!    on, and may replace or delete documents being copied).
+//! 3. Commit (under the commit lock): an id is repointed to the output only if the catalog still
+//!    places it where the merge copied it from; a document replaced or deleted by a flush that
+//!    committed meanwhile stays dead in the output. One synced batch adds the output, removes the
+//!    inputs and repoints the moved ids; the version without the inputs is installed right after.
+//!    Input files are deleted when the last reader holding them lets go.
+//!
+//! Crash before the commit: the output is an orphan (deleted at open). After: the inputs are
+//! orphans if not yet deleted, removed at open.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::catalog::{Commit, SegmentRecord};
+use crate::collection::CompactionReport;
+use crate::compaction::merge::{merge, MergeInput};
+use crate::compaction::{MergePlan, SegmentStats};
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::recovery::SEGMENTS_DIR;
+use crate::segment::{self, LiveBits};
+use crate::snapshot::{LiveSegment, Version};
+
+impl Engine {
+    /// Runs the merge policy until it has nothing left to merge.
+    pub(crate) fn compact(&self) -> Result<CompactionReport> {
+        let mut report = CompactionReport::default();
+        loop {
+            let step = self.compact_step()?;
+            if step.merges == 0 {
+                return Ok(report);
+            }
+            report.merges += step.merges;
+            report.inputs += step.inputs;
+            report.docs_written += step.docs_written;
+            report.bytes_written += step.bytes_written;
+        }
+    }
+
+    /// Plans once and runs every merge of the plan.
+    fn compact_step(&self) -> Result<CompactionReport> {
+        let _merge = self.merge_lock.lock();
+        self.check_writable()?;
+        let version = self.state.read().version.clone();
+        let stats: Vec<SegmentStats> = version
+            .segments
+            .iter()
+            .map(|s| SegmentStats {
+                id: s.handle.id,
+                doc_count: s.handle.reader.doc_count() as u64,
+                live_docs: s.live.live_count() as u64,
+            })
+            .collect();
+        let plans = self.open_options.merge_policy.plan(&stats);
+        let mut report = CompactionReport::default();
+        for plan in plans {
+            if self.is_closed() {
+                break;
+            }
+            let (docs, bytes) = self.run_merge(&plan)?;
+            report.merges += 1;
+            report.inputs += plan.inputs.len() as u64;
+            report.docs_written += docs;
+            report.bytes_written += bytes;
+        }
+        Ok(report)
+    }
+
+    fn run_merge(&self, plan: &MergePlan) -> Result<(u64, u64)> {
+        let version = self.state.read().version.clone();
+        let inputs: Vec<&LiveSegment> =
+            version.segments.iter().filter(|s| plan.inputs.contains(&s.handle.id)).collect();
+        debug_assert_eq!(inputs.len(), plan.inputs.len());
+        let live_total: u64 = inputs.iter().map(|s| s.live.live_count() as u64).sum();
+        let segment_id = self.allocate_segment_id();
+        let codebook = self.commit_lock().codebook.clone();
+        let (config, trains) = self.segment_config(segment_id, live_total, &codebook);
+        let path = self.path.join(SEGMENTS_DIR).join(segment::file_name(segment_id));
+        let merge_inputs: Vec<MergeInput<'_>> =
+            inputs.iter().map(|s| MergeInput { id: s.handle.id, reader: &s.handle.reader, live: &s.live }).collect();
+        let merged = merge(self.storage.clone(), &merge_inputs, &path, self.encoder.clone(), config, |_| {})
+            .map_err(|e| self.poison(e))?;
+        let output = match &merged {
+            Some(m) => {
+                let shared = if trains { None } else { codebook.as_ref().map(|(cb, _)| cb) };
+                Some(self.open_new_segment(&m.summary.path, segment_id, shared).map_err(|e| self.poison(e))?)
+            }
+            None => None,
+        };
+
+        let mut cs = self.commit_lock();
+        let mut commit = Commit { remove_segments: plan.inputs.clone(), ..Default::default() };
+        let mut written = (0, 0);
+        let mut output_live = None;
+        if let (Some(merged), Some(handle)) = (&merged, &output) {
+            commit.add_segments.push(SegmentRecord {
+                id: segment_id,
+                doc_count: merged.summary.doc_count,
+                file_len: merged.summary.bytes,
+            });
+            let mut live = LiveBits::none(handle.reader.doc_count());
+            for (id, from, ordinal) in &merged.moved {
+                // Under the commit lock: a flush that replaced or deleted the id since the merge
+                // started has already moved the catalog entry away from `from`.
+                if self.catalog.location(*id).map_err(|e| self.poison(e))? == Some(*from) {
+                    commit
+                        .put_locations
+                        .push((*id, crate::catalog::Location { segment: segment_id, ordinal: *ordinal }));
+                    live.set(*ordinal);
+                }
+            }
+            written = (merged.summary.doc_count, merged.summary.bytes);
+            if trains {
+                commit.codebook = Some((&handle.codebook, live_total));
+            }
+            output_live = Some(Arc::new(live));
+        }
+        self.commit_and_install(&cs, commit, |v| {
+            let mut segments: Vec<LiveSegment> = Vec::with_capacity(v.segments.len());
+            for s in &v.segments {
+                if plan.inputs.contains(&s.handle.id) {
+                    s.handle.mark_obsolete();
+                } else {
+                    segments.push(s.clone());
+                }
+            }
+            if let (Some(handle), Some(live)) = (&output, &output_live) {
+                segments.push(LiveSegment { handle: handle.clone(), live: live.clone() });
+                segments.sort_by_key(|s| s.handle.id);
+            }
+            Version { segments, frozen: v.frozen.clone() }
+        })?;
+        if let (Some(handle), true) = (&output, trains) {
+            cs.codebook = Some((handle.codebook.clone(), live_total));
+        }
+        Ok(written)
+    }
+
+    /// The background compaction thread: after each flush (and at least every second), merges
+    /// until the policy has nothing to do. Flushes go on meanwhile.
+    pub(crate) fn compaction_loop(self: Arc<Self>) {
+        loop {
+            self.compact_wake.wait(Duration::from_secs(1));
+            if self.is_closed() {
+                return;
+            }
+            if self.poisoned.is_set() {
+                continue;
+            }
+            while !self.is_closed() {
+                match self.compact_step() {
+                    Ok(step) if step.merges > 0 => continue,
+                    _ => break,
+                }
+            }
+        }
+    }
+}

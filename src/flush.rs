@@ -1,0 +1,207 @@
+//! Flush: the memtable becomes a segment, committed in the catalog.
+//!
+//! 1. Freeze (under `writer`): rotate the WAL — the old file is fsynced whole — and move the
+//!    active memtable to the version's frozen memtable, where searches still see it.
+//! 2. Write the segment (no lock held): tmp file, fsync, rename, fsync dir.
+//! 3. Commit (under the commit lock): look up where each flushed id's previous version is *now*
+//!    (a merge may have moved it while the segment was written), then one synced catalog batch adds
+//!    the segment, points every flushed id at it, deletes flushed tombstones' ids and advances the
+//!    WAL checkpoint; the new version (previous locations cleared, frozen memtable gone) is
+//!    installed right after.
+//! 4. Trim the WAL files whose records are all at or below the checkpoint.
+//!
+//! Crash before the commit: the segment is an orphan (deleted at open) and the WAL still holds
+//! every record. Crash after: the catalog has everything and the WAL's records up to the
+//! checkpoint are skipped at replay.
+//!
+//! A flush runs beside a merge (separate locks); only their commits are serialised.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::catalog::{Commit, Location, SegmentRecord};
+use crate::encode::pq::PqCodebook;
+use crate::encode::tokens::TokenMatrix;
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::memtable::{MemDoc, MemView};
+use crate::recovery::{codebook_key, SEGMENTS_DIR, WAL_DIR};
+use crate::segment::{self, Document, LiveBits, PqSource, SegmentConfig, SegmentReader, SegmentSummary, SegmentWriter};
+use crate::snapshot::{clear_live, LiveSegment, SegmentHandle, Version};
+use crate::wal;
+
+/// A written, not yet committed flush segment: its handle, its manifest record, and the number of
+/// documents its codebook was trained on if it trained one.
+type FlushedSegment = (Arc<SegmentHandle>, SegmentRecord, Option<u64>);
+
+/// Documents handed to the segment writer at once (bounds the `f32` copies held in RAM).
+const FLUSH_BATCH: usize = 256;
+
+impl Engine {
+    /// How a new segment of `docs` documents gets its codebook: reuse the collection's, or train
+    /// one (none yet, or the collection's was trained on fewer than `pq_settled_docs` documents and
+    /// this segment is at least twice as large). Returns the config and whether it trains.
+    pub(crate) fn segment_config(
+        &self,
+        segment_id: u64,
+        docs: u64,
+        codebook: &Option<(Arc<PqCodebook>, u64)>,
+    ) -> (SegmentConfig, bool) {
+        let retrain = match codebook {
+            None => true,
+            Some((_, trained)) => *trained < self.options.pq_settled_docs && docs >= 2 * *trained,
+        };
+        let pq = match (codebook, retrain) {
+            (Some((cb, _)), false) => PqSource::Reuse(cb.clone()),
+            _ => PqSource::Train(self.options.pq),
+        };
+        (SegmentConfig { segment_id, storage: self.options.storage, pq, graph: Some(self.options.graph) }, retrain)
+    }
+
+    /// Opens a just-written segment, sharing `shared` as its codebook when it reused it.
+    pub(crate) fn open_new_segment(
+        &self,
+        path: &Path,
+        id: u64,
+        shared: Option<&Arc<PqCodebook>>,
+    ) -> Result<Arc<SegmentHandle>> {
+        let reader = SegmentReader::open(path)?;
+        let key = codebook_key(&reader);
+        let codebook = match shared {
+            Some(cb) => cb.clone(),
+            None => Arc::new(reader.pq_codebook()?),
+        };
+        Ok(Arc::new(SegmentHandle::new(self.storage.clone(), id, reader, codebook, key)))
+    }
+
+    /// Flushes the memtable (no-op when empty).
+    pub(crate) fn flush(&self) -> Result<()> {
+        let _flush = self.flush_lock.lock();
+        self.check_writable()?;
+        let Some((frozen, checkpoint)) = self.freeze()? else { return Ok(()) };
+        let written = self.write_frozen(&frozen).map_err(|e| self.poison(e))?;
+        self.commit_flush(&frozen, checkpoint, written)?;
+        wal::trim(&*self.storage, &self.path.join(WAL_DIR), checkpoint).map_err(|e| self.poison(e))?;
+        self.compact_wake.notify();
+        Ok(())
+    }
+
+    /// Step 1: everything logged so far goes to the frozen memtable; the WAL continues in a new
+    /// file so the frozen records can be trimmed after the commit. `None`: nothing to flush.
+    fn freeze(&self) -> Result<Option<(Arc<MemView>, u64)>> {
+        let writer = self.writer.lock();
+        let has_pending = !self.pending.lock().is_empty();
+        if self.state.read().active.is_empty() && !has_pending {
+            return Ok(None);
+        }
+        self.wal.rotate(writer.next_seq).map_err(|e| self.poison(e))?;
+        self.publish(u64::MAX);
+        let mut st = self.state.write();
+        let frozen = Arc::new(MemView::resolve(&st.active.take()));
+        let mut version = (*st.version).clone();
+        version.frozen = Some(frozen.clone());
+        st.version = Arc::new(version);
+        Ok(Some((frozen, writer.next_seq - 1)))
+    }
+
+    /// Step 2: the segment of the frozen memtable's live documents, if any survive.
+    fn write_frozen(&self, frozen: &MemView) -> Result<Option<FlushedSegment>> {
+        if frozen.docs.is_empty() {
+            return Ok(None);
+        }
+        let segment_id = self.allocate_segment_id();
+        let codebook = self.commit_lock().codebook.clone();
+        let n = frozen.docs.len() as u64;
+        let (config, trains) = self.segment_config(segment_id, n, &codebook);
+        let path = self.path.join(SEGMENTS_DIR).join(segment::file_name(segment_id));
+        let summary = self.write_memtable_segment(&path, config, &frozen.docs)?;
+        let shared = if trains { None } else { codebook.as_ref().map(|(cb, _)| cb) };
+        let handle = self.open_new_segment(&summary.path, segment_id, shared)?;
+        let record = SegmentRecord { id: segment_id, doc_count: summary.doc_count, file_len: summary.bytes };
+        Ok(Some((handle, record, trains.then_some(n))))
+    }
+
+    /// Step 3: the commit point.
+    fn commit_flush(&self, frozen: &MemView, checkpoint: u64, new_segment: Option<FlushedSegment>) -> Result<()> {
+        let mut cs = self.commit_lock();
+        let mut commit = Commit { checkpoint: Some(checkpoint), ..Default::default() };
+        let mut cleared: Vec<Location> = Vec::new();
+        let mut ids: Vec<(&u64, &Option<Arc<MemDoc>>)> = frozen.latest.iter().collect();
+        ids.sort_by_key(|(id, _)| **id);
+        let ordinal_of: HashMap<u64, u32> = frozen.docs.iter().enumerate().map(|(i, d)| (d.id, i as u32)).collect();
+        for (&id, doc) in ids {
+            // Read under the commit lock: no merge can move the id between this read and the commit.
+            let old = self.catalog.location(id).map_err(|e| self.poison(e))?;
+            if let Some(old) = old {
+                cleared.push(old);
+            }
+            match (doc, &new_segment, ordinal_of.get(&id)) {
+                (Some(_), Some((handle, _, _)), Some(&ordinal)) => {
+                    commit.put_locations.push((id, Location { segment: handle.id, ordinal }))
+                }
+                (None, _, _) if old.is_some() => commit.delete_ids.push(id),
+                _ => {}
+            }
+        }
+        if let Some((handle, record, trained)) = &new_segment {
+            commit.add_segments.push(*record);
+            if let Some(docs) = trained {
+                commit.codebook = Some((&handle.codebook, *docs));
+            }
+        }
+        self.commit_and_install(&cs, commit, |v| {
+            let mut segments = clear_live(&v.segments, &cleared);
+            if let Some((handle, _, _)) = &new_segment {
+                let n = handle.reader.doc_count();
+                segments.push(LiveSegment { handle: handle.clone(), live: Arc::new(LiveBits::all(n)) });
+            }
+            Version { segments, frozen: None }
+        })?;
+        if let Some((handle, _, Some(docs))) = new_segment {
+            cs.codebook = Some((handle.codebook.clone(), docs));
+        }
+        Ok(())
+    }
+
+    fn write_memtable_segment(
+        &self,
+        path: &Path,
+        config: SegmentConfig,
+        docs: &[Arc<MemDoc>],
+    ) -> Result<SegmentSummary> {
+        let dim = self.options.dim as usize;
+        let mut writer = SegmentWriter::create_in(self.storage.clone(), path, self.encoder.clone(), config)?;
+        for chunk in docs.chunks(FLUSH_BATCH) {
+            let values: Vec<Vec<f32>> = chunk.iter().map(|d| d.tokens.to_f32_vec()).collect::<Result<_>>()?;
+            let batch: Vec<Document<'_>> = chunk
+                .iter()
+                .zip(&values)
+                .map(|(d, v)| {
+                    Ok(Document {
+                        id: d.id,
+                        tokens: TokenMatrix::new(v, dim)?,
+                        payload: if d.payload.is_empty() { None } else { Some(&d.payload[..]) },
+                    })
+                })
+                .collect::<Result<_>>()?;
+            writer.add_batch(&batch)?;
+        }
+        writer.finish()
+    }
+
+    /// The background flush thread: flushes whenever the memtable is full, independently of any
+    /// merge in progress.
+    pub(crate) fn flush_loop(self: Arc<Self>) {
+        loop {
+            self.flush_wake.wait(Duration::from_secs(1));
+            if self.is_closed() {
+                return;
+            }
+            if !self.poisoned.is_set() && self.memtable_full() {
+                let _ = self.flush();
+            }
+        }
+    }
+}

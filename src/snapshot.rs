@@ -1,0 +1,167 @@
+//! What a reader sees: the live segments as one commit left them ([`Version`]) plus the memtables
+//! that are newer than every segment ([`Snapshot`]), and how an id is resolved against them.
+//!
+//! A `Version` is immutable and replaced as a whole at every commit point (flush, merge), so a
+//! reader that holds one sees a consistent collection for as long as it likes; segment files that
+//! leave the collection are deleted only when the last `Version` holding them is dropped
+//! ([`SegmentHandle`]). Both the writing handle and the read-only handle build on these types.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::catalog::{Catalog, Location};
+use crate::encode::pq::PqCodebook;
+use crate::error::{Error, Result};
+use crate::io::storage::Storage;
+use crate::memtable::{MemDoc, MemView};
+use crate::segment::{LiveBits, SegmentReader};
+
+/// A stored document as `get` returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredDocument {
+    /// External id.
+    pub id: u64,
+    /// Token vectors as stored (16-bit storage converted back to `f32` exactly), row-major.
+    pub tokens: Vec<f32>,
+    /// Payload bytes (empty: none).
+    pub payload: Vec<u8>,
+}
+
+/// A segment file in use. When it leaves the collection (merged away) the writer marks it obsolete
+/// and it is deleted when the last snapshot holding it is dropped. A read-only handle never marks
+/// one, so it never deletes anything; a file the writer deletes stays readable through its map.
+pub(crate) struct SegmentHandle {
+    storage: Arc<dyn Storage>,
+    pub(crate) id: u64,
+    pub(crate) reader: SegmentReader,
+    pub(crate) codebook: Arc<PqCodebook>,
+    /// CRC of the codebook section: segments with equal keys share ADC tables.
+    pub(crate) codebook_key: u32,
+    obsolete: AtomicBool,
+}
+
+impl SegmentHandle {
+    /// Wraps an opened segment.
+    pub(crate) fn new(
+        storage: Arc<dyn Storage>,
+        id: u64,
+        reader: SegmentReader,
+        codebook: Arc<PqCodebook>,
+        codebook_key: u32,
+    ) -> Self {
+        SegmentHandle { storage, id, reader, codebook, codebook_key, obsolete: AtomicBool::new(false) }
+    }
+
+    /// The segment left the collection: delete its file once no snapshot holds it.
+    pub(crate) fn mark_obsolete(&self) {
+        self.obsolete.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for SegmentHandle {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::Acquire) {
+            // Best effort: a file left behind is an orphan, removed at the next open.
+            let _ = self.storage.remove_file(self.reader.path());
+        }
+    }
+}
+
+/// A live segment with its live ordinals, as of one commit.
+#[derive(Clone)]
+pub(crate) struct LiveSegment {
+    pub(crate) handle: Arc<SegmentHandle>,
+    pub(crate) live: Arc<LiveBits>,
+}
+
+/// The immutable part of the collection's state, replaced at every commit.
+#[derive(Clone, Default)]
+pub(crate) struct Version {
+    /// Live segments, by id ascending.
+    pub(crate) segments: Vec<LiveSegment>,
+    /// The memtable being flushed, if any (newer than every segment).
+    pub(crate) frozen: Option<Arc<MemView>>,
+}
+
+/// What a search sees: a version and the active memtable at the same instant.
+pub(crate) struct Snapshot {
+    pub(crate) version: Arc<Version>,
+    pub(crate) active: Arc<MemView>,
+}
+
+/// Where a visible version of an id lives.
+pub(crate) enum Found {
+    /// In a memtable.
+    Memory(Arc<MemDoc>),
+    /// In a segment, at an ordinal.
+    Segment(Arc<SegmentHandle>, u32),
+}
+
+impl Found {
+    /// The document's tokens and payload.
+    pub(crate) fn read(&self, id: u64) -> Result<StoredDocument> {
+        Ok(match self {
+            Found::Memory(doc) => StoredDocument { id, tokens: doc.tokens.to_f32_vec()?, payload: doc.payload.clone() },
+            Found::Segment(handle, ordinal) => {
+                let r = &handle.reader;
+                StoredDocument {
+                    id,
+                    tokens: r.tokens(*ordinal as usize).to_f32_vec(),
+                    payload: r.payload(*ordinal as usize).to_vec(),
+                }
+            }
+        })
+    }
+}
+
+/// What the catalog says of an id, resolved against one version.
+pub(crate) enum Located {
+    /// The catalog has no entry.
+    Absent,
+    /// A live ordinal of a segment in the version.
+    Found(Arc<SegmentHandle>, u32),
+    /// The catalog points somewhere the version does not hold live: the catalog and the version
+    /// were read at different commits (the writer installs a version right after its catalog
+    /// batch), or they disagree for good (corruption).
+    Stale(Location),
+}
+
+/// Looks `id` up in `catalog` and resolves the location against `version`.
+pub(crate) fn locate(catalog: &Catalog, version: &Version, id: u64) -> Result<Located> {
+    let Some(loc) = catalog.location(id)? else { return Ok(Located::Absent) };
+    Ok(match version.segments.iter().find(|s| s.handle.id == loc.segment) {
+        Some(s) if s.live.is_live(loc.ordinal) => Located::Found(s.handle.clone(), loc.ordinal),
+        _ => Located::Stale(loc),
+    })
+}
+
+/// The error for a location that disagrees with a consistent version.
+pub(crate) fn stale_location(catalog: &Catalog, id: u64, loc: Location) -> Error {
+    Error::corruption(
+        catalog.path(),
+        0,
+        format!("id {id} points at ordinal {} of segment {}, which does not hold it live", loc.ordinal, loc.segment),
+    )
+}
+
+/// Copies of `segments` with the `cleared` locations marked dead (copy-on-write per segment).
+pub(crate) fn clear_live(segments: &[LiveSegment], cleared: &[Location]) -> Vec<LiveSegment> {
+    let mut by_segment: HashMap<u64, Vec<u32>> = HashMap::new();
+    for loc in cleared {
+        by_segment.entry(loc.segment).or_default().push(loc.ordinal);
+    }
+    segments
+        .iter()
+        .map(|s| match by_segment.get(&s.handle.id) {
+            None => s.clone(),
+            Some(ords) => {
+                let mut live = (*s.live).clone();
+                for &o in ords {
+                    live.clear(o);
+                }
+                LiveSegment { handle: s.handle.clone(), live: Arc::new(live) }
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,129 @@
+//! `stats()`: counts, sizes and resident memory of one consistent view of a collection, for the
+//! writing and the read-only handle alike.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use crate::catalog::{dir_bytes, Catalog};
+use crate::error::Result;
+use crate::recovery::WAL_DIR;
+use crate::snapshot::Snapshot;
+
+/// One segment in [`CollectionStats`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SegmentStatsInfo {
+    /// Segment id.
+    pub id: u64,
+    /// Documents in the file.
+    pub doc_count: u64,
+    /// Documents still live in it.
+    pub live_docs: u64,
+    /// File size.
+    pub bytes: u64,
+    /// Whether it has a graph (else it is searched by a flat scan of its PQ codes).
+    pub has_graph: bool,
+    /// PQ code length.
+    pub pq_subspaces: u64,
+}
+
+/// What `stats()` reports.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CollectionStats {
+    /// Visible documents.
+    pub documents: u64,
+    /// Operations held in the active memtable.
+    pub memtable_ops: u64,
+    /// Bytes held by the active memtable.
+    pub memtable_bytes: u64,
+    /// Operations in a memtable being flushed.
+    pub frozen_ops: u64,
+    /// Live segments.
+    pub segments: Vec<SegmentStatsInfo>,
+    /// Bytes of segment files.
+    pub segment_bytes: u64,
+    /// Bytes of WAL files.
+    pub wal_bytes: u64,
+    /// Bytes of the catalog.
+    pub catalog_bytes: u64,
+    /// Last WAL sequence number covered by segments.
+    pub checkpoint: u64,
+    /// Last WAL sequence number written.
+    pub last_seq: u64,
+    /// Resident memory this handle needs besides the page cache: PQ codes, offsets and live
+    /// bitsets of every segment, distinct codebooks, the memtable.
+    pub ram_bytes: u64,
+}
+
+/// The parts of a handle's state that `stats` reads. The caller guarantees that `catalog` and
+/// `snapshot` agree (the writer holds its commit lock; a read-only handle's pair is fixed at
+/// refresh).
+pub(crate) struct StatsView<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) catalog: &'a Catalog,
+    pub(crate) snapshot: &'a Snapshot,
+    /// Operations and bytes held by the active memtable.
+    pub(crate) memtable_ops: u64,
+    pub(crate) memtable_bytes: u64,
+    /// Last WAL sequence number written (writer) or replayed (read-only).
+    pub(crate) last_seq: u64,
+}
+
+/// Counts and sizes of `view`.
+pub(crate) fn collect(view: &StatsView<'_>) -> Result<CollectionStats> {
+    let version = &view.snapshot.version;
+    let mut segments = Vec::new();
+    let mut segment_bytes = 0;
+    let mut live_in_segments = 0u64;
+    let mut ram = 0u64;
+    let mut codebooks = HashSet::new();
+    for s in &version.segments {
+        let r = &s.handle.reader;
+        let live = s.live.live_count() as u64;
+        live_in_segments += live;
+        segment_bytes += r.file_len();
+        ram += r.pq_codes().len() as u64 + 16 * (r.doc_count() as u64 + 1) + r.doc_count() as u64 / 8;
+        if codebooks.insert(s.handle.codebook_key) {
+            ram += s.handle.codebook.centroids().len() as u64 * 8;
+        }
+        segments.push(SegmentStatsInfo {
+            id: s.handle.id,
+            doc_count: r.doc_count() as u64,
+            live_docs: live,
+            bytes: r.file_len(),
+            has_graph: r.graph().is_some(),
+            pq_subspaces: r.pq_subspaces() as u64,
+        });
+    }
+    // Documents: live in segments, minus those the memtables replace or delete, plus the
+    // memtables' live documents.
+    let mut decided: HashMap<u64, bool> = HashMap::new();
+    if let Some(f) = &version.frozen {
+        for (id, d) in &f.latest {
+            decided.insert(*id, d.is_some());
+        }
+    }
+    for (id, d) in &view.snapshot.active.latest {
+        decided.insert(*id, d.is_some());
+    }
+    let mut documents = live_in_segments;
+    for (id, present) in decided {
+        if view.catalog.location(id)?.is_some() {
+            documents = documents.saturating_sub(1);
+        }
+        documents += present as u64;
+    }
+    ram += view.memtable_bytes;
+    Ok(CollectionStats {
+        documents,
+        memtable_ops: view.memtable_ops,
+        memtable_bytes: view.memtable_bytes,
+        frozen_ops: version.frozen.as_ref().map_or(0, |f| f.latest.len() as u64),
+        segments,
+        segment_bytes,
+        wal_bytes: dir_bytes(&view.path.join(WAL_DIR)),
+        catalog_bytes: view.catalog.disk_bytes(),
+        checkpoint: view.catalog.checkpoint()?,
+        last_seq: view.last_seq,
+        ram_bytes: ram,
+    })
+}
