@@ -17,7 +17,8 @@ set -euo pipefail
 #   librocksdb-dev   the catalog links the distribution's RocksDB (.cargo/config.toml sets
 #                    ROCKSDB_LIB_DIR); the bundled C++ build takes 30-60 minutes on 2 cores
 #   libclang-dev     bindgen (librocksdb-sys's build script) loads libclang.so to generate bindings
-PROMISED=(build-essential pkg-config librocksdb-dev libclang-dev)
+#   ca-certificates  cargo fetches crates over TLS (a minimal Debian lacks the CA bundle)
+PROMISED=(build-essential pkg-config librocksdb-dev libclang-dev ca-certificates)
 
 installed() {
   [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
