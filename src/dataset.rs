@@ -189,14 +189,7 @@ pub fn read_multivectors(values_path: &Path, offsets_path: &Path) -> Result<Mult
     };
     let values = npy::read_f32(&bytes, &header).map_err(|e| e.in_file(values_path, header.data_offset as u64))?;
     drop(bytes);
-    if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
-        let offset = header.data_offset + pos * header.dtype.size();
-        return Err(Error::corruption(
-            values_path,
-            offset as u64,
-            format!("row {} has a non-finite value", pos / dim.max(1)),
-        ));
-    }
+    check_finite(values_path, &bytes_dtype(&header), &values, dim)?;
 
     let bytes = read_file(offsets_path)?;
     let oh = npy::parse_header(&bytes).map_err(|e| e.in_file(offsets_path, 0))?;
@@ -240,21 +233,45 @@ pub fn read_multivectors(values_path: &Path, offsets_path: &Path) -> Result<Mult
     MultiVectors::new(dim, values, offsets).map_err(|e| Error::corruption(values_path, 0, e.to_string()))
 }
 
-/// Reads one 2-D `.npy` token matrix (a query): `(values, rows, dim)`, every value finite.
+/// The dtype's name for messages.
+fn bytes_dtype(header: &npy::NpyHeader) -> String {
+    format!("{:?}", header.dtype).to_lowercase()
+}
+
+/// Bad values are the caller's input, not damaged bytes: `InvalidInput` naming the file, row and
+/// column, and saying when a float64 value does not fit in float32.
+fn check_finite(path: &Path, dtype: &str, values: &[f32], dim: usize) -> Result<()> {
+    let Some(pos) = values.iter().position(|v| !v.is_finite()) else { return Ok(()) };
+    let (row, col) = (pos / dim.max(1), pos % dim.max(1));
+    let what = if values[pos].is_nan() {
+        "NaN".to_string()
+    } else if dtype == "f64" {
+        "a value outside the float32 range (or infinite)".to_string()
+    } else {
+        "an infinite value".to_string()
+    };
+    Err(Error::InvalidInput(format!("{}: row {row}, column {col} holds {what}", path.display())))
+}
+
+/// Reads one `.npy` token matrix (a query; a 1-D array is one token): `(values, rows, dim)`, every
+/// value finite (`InvalidInput` otherwise). `f64`, `f32` and `f16` arrays are accepted.
 pub fn read_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     let bytes = read_file(path)?;
     let header = npy::parse_header(&bytes).map_err(|e| e.in_file(path, 0))?;
-    let [rows, dim] = header.shape[..] else {
-        return Err(Error::corruption(path, 0, format!("expected a 2-D token matrix, shape is {:?}", header.shape)));
+    // A 1-D array is one token vector (numpy's `q[0]`).
+    let (rows, dim) = match header.shape[..] {
+        [rows, dim] => (rows, dim),
+        [dim] => (1, dim),
+        _ => {
+            return Err(Error::InvalidInput(format!(
+                "{}: expected a 2-D token matrix (tokens × dim), the array's shape is {:?}",
+                path.display(),
+                header.shape
+            )))
+        }
     };
     let values = npy::read_f32(&bytes, &header).map_err(|e| e.in_file(path, header.data_offset as u64))?;
-    if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
-        return Err(Error::corruption(
-            path,
-            (header.data_offset + pos * header.dtype.size()) as u64,
-            format!("row {} has a non-finite value", pos / dim.max(1)),
-        ));
-    }
+    check_finite(path, &bytes_dtype(&header), &values, dim)?;
     Ok((values, rows, dim))
 }
 

@@ -37,5 +37,13 @@ pub const MAX_DOC_VALUES: usize = 1 << 24;
 /// its payload and the fixed fields). Anything longer in a WAL header is corruption.
 pub const MAX_WAL_RECORD_BYTES: usize = MAX_DOC_VALUES * 4 + MAX_PAYLOAD_BYTES + 64;
 
+/// Largest rerank depth a search accepts (documents scored by exact MaxSim per query): far above
+/// any useful setting (the defaults are 200–400), small enough that every buffer sized by it stays
+/// a few megabytes.
+pub const MAX_RERANK: usize = 100_000;
+
+/// Largest graph beam width (`list_size`) a search accepts.
+pub const MAX_LIST_SIZE: usize = 100_000;
+
 /// Most documents accepted in one `insert_batch` call (one WAL group, one lock hold).
 pub const MAX_BATCH_DOCS: usize = 65_536;

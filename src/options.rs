@@ -76,8 +76,11 @@ impl CollectionOptions {
         self.fde.validate()?;
         self.pq.validate(self.fde.fde_dim())?;
         self.graph.params.validate()?;
-        if self.graph.build_dim == 0 {
-            return Err(Error::invalid_param("graph.build_dim", "must be positive"));
+        if self.graph.build_dim == 0 || self.graph.build_dim as usize > crate::limits::MAX_FDE_DIM {
+            return Err(Error::invalid_param(
+                "graph.build_dim",
+                format!("{} is outside 1..={}", self.graph.build_dim, crate::limits::MAX_FDE_DIM),
+            ));
         }
         if let Durability::Periodic(interval) = self.durability {
             if interval.is_zero() {

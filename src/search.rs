@@ -16,7 +16,7 @@ use crate::encode::pq::AdcTable;
 use crate::encode::tokens::TokenMatrix;
 use crate::error::{Error, Result};
 use crate::graph::{beam_search_batched, SearchStats};
-use crate::limits::MAX_TOKENS_PER_QUERY;
+use crate::limits::{MAX_LIST_SIZE, MAX_RERANK, MAX_TOKENS_PER_QUERY};
 use crate::segment::SegmentReader;
 use crate::snapshot::Snapshot;
 use crate::topk::{Scored, TopK};
@@ -30,10 +30,10 @@ pub struct SearchParams {
     /// Results wanted.
     pub k: usize,
     /// Candidates reranked by exact MaxSim, across the collection (split among segments by size,
-    /// at least `k` per segment). `None`: the default, [`SearchParams::default_rerank`] for the
+    /// at least `k` per segment), at most [`MAX_RERANK`]. `None`: the default, [`SearchParams::default_rerank`] for the
     /// collection's size, or `k` if larger.
     pub rerank: Option<usize>,
-    /// Graph beam width L. `None`: the default, [`SearchParams::DEFAULT_LIST_FACTOR`] × the
+    /// Graph beam width L, at most [`MAX_LIST_SIZE`]. `None`: the default, [`SearchParams::DEFAULT_LIST_FACTOR`] × the
     /// segment's rerank depth.
     pub list_size: Option<usize>,
     /// MUVERA query ball carving (§3.2): query tokens whose inner product with a cluster's first
@@ -83,13 +83,13 @@ impl SearchParams {
             return Err(Error::invalid_param("k", format!("{} is outside 1..={MAX_K}", self.k)));
         }
         if let Some(r) = self.rerank {
-            if r == 0 {
-                return Err(Error::invalid_param("rerank", "must be positive"));
+            if r == 0 || r > MAX_RERANK {
+                return Err(Error::invalid_param("rerank", format!("{r} is outside 1..={MAX_RERANK}")));
             }
         }
         if let Some(l) = self.list_size {
-            if l == 0 {
-                return Err(Error::invalid_param("list_size", "must be positive"));
+            if l == 0 || l > MAX_LIST_SIZE {
+                return Err(Error::invalid_param("list_size", format!("{l} is outside 1..={MAX_LIST_SIZE}")));
             }
         }
         if let Some(t) = self.ball_carving {
@@ -229,8 +229,15 @@ pub(crate) fn search_snapshot(
             }
             prof.adc_table_us += t.elapsed().as_secs_f64() * 1e6;
             let table = &tables[&seg.handle.codebook_key];
-            let depth = (rerank * live).div_ceil(total_docs).max(params.k);
-            let list_size = params.list_size.unwrap_or(depth * SearchParams::DEFAULT_LIST_FACTOR).max(depth);
+            // Checked arithmetic in u128 (rerank ≤ MAX_RERANK, live ≤ total_docs, so the share
+            // fits a usize), and no segment is asked for more than it holds.
+            let share = (rerank as u128 * live as u128).div_ceil(total_docs as u128);
+            let depth = usize::try_from(share).unwrap_or(rerank).max(params.k).min(live.max(params.k));
+            let list_size = params
+                .list_size
+                .unwrap_or(depth.saturating_mul(SearchParams::DEFAULT_LIST_FACTOR))
+                .max(depth)
+                .min(seg.handle.reader.doc_count().max(1));
             let reader = &seg.handle.reader;
             let ids = reader.doc_ids();
             let skip = |ord: u32| {

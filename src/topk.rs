@@ -24,7 +24,8 @@ fn better(a: &Scored, b: &Scored) -> bool {
 impl TopK {
     /// An empty collector for the best `k`.
     pub fn new(k: usize) -> Self {
-        TopK { k, items: Vec::with_capacity(k + 1) }
+        // Capacity grows on demand past a small start: `k` is caller-supplied.
+        TopK { k, items: Vec::with_capacity(k.min(1024) + 1) }
     }
 
     /// Offers one entry.

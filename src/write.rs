@@ -101,10 +101,12 @@ impl Engine {
             }
         }
         let first = writer.next_seq;
+        let count = entries.len();
         for (i, doc) in entries.iter().enumerate() {
             encode_put(
                 &mut buf,
                 first + i as u64,
+                i + 1 < count,
                 doc.id,
                 self.options.dim,
                 self.options.storage,

@@ -35,8 +35,10 @@ pub struct TieredPolicy {
     pub merge_factor: usize,
     /// Size of tier 0 in live documents (default 4,096: the default memtable size).
     pub base_docs: u64,
-    /// Segments above this many live documents are never merged with others (default 2^24, the
-    /// segment limit).
+    /// No merge is planned whose output would hold more than this many documents (default and
+    /// maximum 2^24, the segment limit): a tier whose smallest `merge_factor` segments together
+    /// exceed it is left alone. (A plan over the limit made the writer refuse mid-merge and poison
+    /// the handle, and the same plan ran again after every reopen.)
     pub max_segment_docs: u64,
     /// A segment with at least this fraction of deleted documents is rewritten (default 0.3).
     pub max_deleted_ratio: f64,
@@ -59,8 +61,15 @@ impl TieredPolicy {
         if !(2..=64).contains(&self.merge_factor) {
             return Err(Error::invalid_param("merge_factor", format!("{} is outside 2..=64", self.merge_factor)));
         }
-        if self.base_docs == 0 || self.max_segment_docs == 0 {
+        if self.base_docs == 0 {
             return Err(Error::invalid_param("base_docs", "tier sizes must be positive"));
+        }
+        let cap = crate::limits::MAX_DOCS_PER_SEGMENT;
+        if self.max_segment_docs == 0 || self.max_segment_docs > cap {
+            return Err(Error::invalid_param(
+                "max_segment_docs",
+                format!("{} is outside 1..={cap} (the segment limit)", self.max_segment_docs),
+            ));
         }
         if !(self.max_deleted_ratio > 0.0 && self.max_deleted_ratio <= 1.0) {
             return Err(Error::invalid_param(
@@ -98,6 +107,12 @@ impl TieredPolicy {
         for (_, mut tier) in by_tier {
             tier.sort_by_key(|s| (s.live_docs, s.id));
             while tier.len() >= self.merge_factor {
+                // The smallest `merge_factor` of the tier: if even they would exceed the output
+                // cap, no group of this tier fits.
+                let output: u64 = tier[..self.merge_factor].iter().map(|s| s.live_docs).sum();
+                if output > self.max_segment_docs {
+                    break;
+                }
                 let group: Vec<&SegmentStats> = tier.drain(..self.merge_factor).collect();
                 let mut inputs: Vec<u64> = group.iter().map(|s| s.id).collect();
                 inputs.sort_unstable();
@@ -127,6 +142,25 @@ mod tests {
     }
 
     #[test]
+    fn never_plans_a_merge_above_the_segment_limit() {
+        // The story: four tier-5 segments of up to 16M documents each were planned into one merge
+        // of 64M, past the 2^24 segment limit; the writer refused after 16M documents, poisoned the
+        // handle, and reopening ran the same plan again.
+        let big = crate::limits::MAX_DOCS_PER_SEGMENT / 2;
+        let p = TieredPolicy::default();
+        let segs: Vec<SegmentStats> = (0..4).map(|i| seg(i, big, big)).collect();
+        assert!(p.plan(&segs).is_empty(), "four half-limit segments must not be merged into one");
+        let lowered = TieredPolicy { base_docs: 10, max_segment_docs: 100, ..Default::default() };
+        let segs: Vec<SegmentStats> = (0..4).map(|i| seg(i, 30, 30)).collect();
+        assert!(lowered.plan(&segs).is_empty(), "4 x 30 = 120 > 100");
+        let segs: Vec<SegmentStats> = (0..4).map(|i| seg(i, 25, 25)).collect();
+        assert_eq!(lowered.plan(&segs).len(), 1, "4 x 25 = 100 fits");
+        assert!(TieredPolicy { max_segment_docs: crate::limits::MAX_DOCS_PER_SEGMENT + 1, ..Default::default() }
+            .validate()
+            .is_err());
+    }
+
+    #[test]
     fn tiers_grow_by_the_merge_factor() {
         let p = TieredPolicy { base_docs: 100, merge_factor: 4, ..Default::default() };
         assert_eq!([0, 99, 100, 399, 400, 1599, 1600].map(|n| p.tier(n)), [0, 0, 0, 0, 1, 1, 2]);
@@ -146,8 +180,12 @@ mod tests {
         /// Plans are disjoint, reference only existing segments, and applying them until none is
         /// left terminates with every tier below the merge factor.
         #[test]
-        fn plans_are_disjoint_and_converge(sizes in proptest::collection::vec(1u64..5000, 0..40)) {
-            let p = TieredPolicy { base_docs: 64, merge_factor: 4, ..Default::default() };
+        fn plans_are_disjoint_and_converge(
+            sizes in proptest::collection::vec(1u64..5000, 0..40),
+            cap in prop_oneof![Just(crate::limits::MAX_DOCS_PER_SEGMENT), 5000u64..40_000],
+        ) {
+            // A lowered output cap: no plan may ever exceed it, and planning still converges.
+            let p = TieredPolicy { base_docs: 64, merge_factor: 4, max_segment_docs: cap, ..Default::default() };
             let mut segments: Vec<SegmentStats> =
                 sizes.iter().enumerate().map(|(i, &n)| seg(i as u64, n, n)).collect();
             let mut next = segments.len() as u64;
@@ -163,6 +201,7 @@ mod tests {
                 }
                 for plan in plans {
                     let live: u64 = segments.iter().filter(|s| plan.inputs.contains(&s.id)).map(|s| s.live_docs).sum();
+                    prop_assert!(live <= cap, "plan {:?} would write {} documents, above the cap {}", plan.inputs, live, cap);
                     segments.retain(|s| !plan.inputs.contains(&s.id));
                     if live > 0 {
                         segments.push(seg(next, live, live));

@@ -1,6 +1,7 @@
 //! NumPy `.npy` decoding (format versions 1.0, 2.0 and 3.0), for the dataset reader.
 //!
-//! Only what datasets use: little-endian `f4`, `f2`, `i8`, `i4`, C order. The header is a Python
+//! Only what datasets use: little-endian `f8` (numpy's default float, converted to `f32`), `f4`,
+//! `f2`, `i8`, `i4`, C order. The header is a Python
 //! dict literal; it is parsed by a small strict parser, never evaluated. Every size computation
 //! is checked, and the data length must equal `product(shape) · itemsize` exactly.
 
@@ -9,6 +10,8 @@ use super::DecodeError;
 /// Element type of an `.npy` array.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NpyDtype {
+    /// `<f8` (read as `f32`)
+    F64,
     /// `<f4`
     F32,
     /// `<f2`
@@ -25,7 +28,7 @@ impl NpyDtype {
         match self {
             NpyDtype::F32 | NpyDtype::I32 => 4,
             NpyDtype::F16 => 2,
-            NpyDtype::I64 => 8,
+            NpyDtype::I64 | NpyDtype::F64 => 8,
         }
     }
 }
@@ -83,6 +86,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader, DecodeError> {
 
     let descr = dict.descr.ok_or_else(|| DecodeError::new(header_start, ".npy header has no 'descr'"))?;
     let dtype = match descr.as_str() {
+        "<f8" => NpyDtype::F64,
         "<f4" => NpyDtype::F32,
         "<f2" => NpyDtype::F16,
         "<i8" => NpyDtype::I64,
@@ -90,7 +94,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader, DecodeError> {
         other => {
             return Err(DecodeError::new(
                 header_start,
-                format!("unsupported .npy dtype '{other}' (supported: <f4, <f2, <i8, <i4)"),
+                format!("unsupported .npy dtype '{other}' (supported: <f8, <f4, <f2, <i8, <i4)"),
             ))
         }
     };
@@ -114,10 +118,15 @@ pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader, DecodeError> {
     Ok(NpyHeader { dtype, shape, data_offset })
 }
 
-/// Decodes the data of a float array (`<f4` or `<f2`) as `f32`.
+/// Decodes the data of a float array (`<f8`, `<f4` or `<f2`) as `f32`. A finite `f64` outside the
+/// `f32` range becomes an infinity here; callers check values for finiteness and report it as
+/// invalid input.
 pub fn read_f32(bytes: &[u8], header: &NpyHeader) -> Result<Vec<f32>, DecodeError> {
-    let data = &bytes[header.data_offset..];
+    let data = bytes.get(header.data_offset..).unwrap_or_default();
     match header.dtype {
+        NpyDtype::F64 => {
+            Ok(data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default()) as f32).collect())
+        }
         NpyDtype::F32 => {
             Ok(data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default())).collect())
         }
@@ -148,6 +157,7 @@ pub fn read_i64(bytes: &[u8], header: &NpyHeader) -> Result<Vec<i64>, DecodeErro
 /// Encodes an `.npy` (version 1.0) file: used by tests, fixtures and the CLI's exports.
 pub fn encode(dtype: NpyDtype, shape: &[usize], data_le: &[u8]) -> Vec<u8> {
     let descr = match dtype {
+        NpyDtype::F64 => "<f8",
         NpyDtype::F32 => "<f4",
         NpyDtype::F16 => "<f2",
         NpyDtype::I64 => "<i8",

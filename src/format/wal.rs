@@ -11,8 +11,15 @@ use crate::limits::{MAX_DIM, MAX_DOC_VALUES, MAX_PAYLOAD_BYTES, MAX_TOKENS_PER_D
 
 /// First bytes of every WAL file.
 pub const WAL_MAGIC: [u8; 8] = *b"QVRWAL\0\x01";
-/// Current WAL format version.
-pub const WAL_VERSION: u32 = 1;
+/// Current WAL format version: 2 added the batch flag (frame byte 17). Version 1 files (no record
+/// has the flag) are still read.
+pub const WAL_VERSION: u32 = 2;
+/// Oldest WAL format version this build reads.
+pub const WAL_MIN_VERSION: u32 = 1;
+/// Frame flag (byte 17): more records of the same atomic batch follow this one. A batch is applied
+/// at replay only once its last record (flag clear) is read, so a torn tail never applies part of
+/// an `insert_batch`.
+pub const FLAG_BATCH_CONTINUES: u8 = 1;
 /// Length of the file header.
 pub const WAL_HEADER_LEN: usize = 32;
 /// Length of a record's frame header.
@@ -53,8 +60,11 @@ pub fn decode_header(bytes: &[u8]) -> Result<WalHeader, DecodeError> {
         return Err(DecodeError::new(24, "WAL header checksum mismatch"));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
-    if version != WAL_VERSION {
-        return Err(DecodeError::new(8, format!("unsupported WAL version {version} (this build reads {WAL_VERSION})")));
+    if !(WAL_MIN_VERSION..=WAL_VERSION).contains(&version) {
+        return Err(DecodeError::new(
+            8,
+            format!("unsupported WAL version {version} (this build reads {WAL_MIN_VERSION} to {WAL_VERSION})"),
+        ));
     }
     if bytes[12..16] != [0; 4] || bytes[28..32] != [0; 4] {
         return Err(DecodeError::new(12, "reserved WAL header bytes are not zero"));
@@ -77,6 +87,8 @@ pub enum RecordKind {
 pub struct Record {
     /// Sequence number (strictly increasing across the log).
     pub seq: u64,
+    /// More records of the same atomic batch follow ([`FLAG_BATCH_CONTINUES`]).
+    pub continues: bool,
     /// What the record does.
     pub op: RecordOp,
 }
@@ -105,10 +117,13 @@ pub enum RecordOp {
 }
 
 /// Appends the framed `Put` record to `out`. `tokens` must hold whole rows of `dim` values in
-/// `storage`'s encoding (checked by the caller, which built them).
+/// `storage`'s encoding (checked by the caller, which built them). `continues`: another record of
+/// the same atomic batch follows.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_put(
     out: &mut Vec<u8>,
     seq: u64,
+    continues: bool,
     id: u64,
     dim: u32,
     storage: TokenStorage,
@@ -124,22 +139,23 @@ pub fn encode_put(
     fixed[12..16].copy_from_slice(&dim.to_le_bytes());
     fixed[16] = storage.code();
     fixed[20..24].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame(out, seq, RecordKind::Put, &[&fixed, tokens, payload]);
+    frame(out, seq, continues, RecordKind::Put, &[&fixed, tokens, payload]);
 }
 
-/// Appends the framed `Delete` record to `out`.
+/// Appends the framed `Delete` record (a batch of one) to `out`.
 pub fn encode_delete(out: &mut Vec<u8>, seq: u64, id: u64) {
-    frame(out, seq, RecordKind::Delete, &[&id.to_le_bytes()]);
+    frame(out, seq, false, RecordKind::Delete, &[&id.to_le_bytes()]);
 }
 
-fn frame(out: &mut Vec<u8>, seq: u64, kind: RecordKind, parts: &[&[u8]]) {
+fn frame(out: &mut Vec<u8>, seq: u64, continues: bool, kind: RecordKind, parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     debug_assert!(len <= MAX_WAL_RECORD_BYTES);
     let start = out.len();
     out.extend_from_slice(&(len as u32).to_le_bytes());
     out.extend_from_slice(&[0u8; 4]); // CRC, filled below
     out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&[kind as u8, 0, 0, 0]);
+    let flags = if continues { FLAG_BATCH_CONTINUES } else { 0 };
+    out.extend_from_slice(&[kind as u8, flags, 0, 0]);
     for p in parts {
         out.extend_from_slice(p);
     }
@@ -176,8 +192,12 @@ pub fn decode_record(bytes: &[u8], base: u64) -> Result<(Record, usize), FrameEr
         return Err(bad(4, "record checksum mismatch".into()));
     }
     let seq = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default());
-    if bytes[17..20] != [0; 3] {
-        return Err(bad(17, "reserved record bytes are not zero".into()));
+    let flags = bytes[17];
+    if flags & !FLAG_BATCH_CONTINUES != 0 {
+        return Err(bad(17, format!("unknown record flags {flags:#04x}")));
+    }
+    if bytes[18..20] != [0; 2] {
+        return Err(bad(18, "reserved record bytes are not zero".into()));
     }
     let payload = &bytes[FRAME_LEN..FRAME_LEN + len];
     let op = match bytes[16] {
@@ -190,7 +210,7 @@ pub fn decode_record(bytes: &[u8], base: u64) -> Result<(Record, usize), FrameEr
         }
         k => return Err(bad(16, format!("unknown record kind {k}"))),
     };
-    Ok((Record { seq, op }, FRAME_LEN + len))
+    Ok((Record { seq, continues: flags & FLAG_BATCH_CONTINUES != 0, op }, FRAME_LEN + len))
 }
 
 fn decode_put(p: &[u8]) -> Result<RecordOp, (u64, String)> {
@@ -234,7 +254,7 @@ mod tests {
     fn sample_put(seq: u64) -> Vec<u8> {
         let mut out = Vec::new();
         let tokens: Vec<u8> = (0..2 * 4 * 2).map(|i| i as u8).collect();
-        encode_put(&mut out, seq, 42, 4, TokenStorage::F16, &tokens, b"{\"a\":1}");
+        encode_put(&mut out, seq, seq % 2 == 1, 42, 4, TokenStorage::F16, &tokens, b"{\"a\":1}");
         out
     }
 
@@ -258,6 +278,7 @@ mod tests {
         encode_delete(&mut bytes, 6, 42);
         let (r1, n1) = decode_record(&bytes, 0).unwrap();
         assert_eq!(r1.seq, 5);
+        assert!(r1.continues, "odd sequence numbers were framed with the batch flag");
         match &r1.op {
             RecordOp::Put { id, dim, storage, tokens, payload } => {
                 assert_eq!((*id, *dim, *storage), (42, 4, TokenStorage::F16));
@@ -267,7 +288,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let (r2, n2) = decode_record(&bytes[n1..], n1 as u64).unwrap();
-        assert_eq!(r2, Record { seq: 6, op: RecordOp::Delete { id: 42 } });
+        assert_eq!(r2, Record { seq: 6, continues: false, op: RecordOp::Delete { id: 42 } });
         assert_eq!(n1 + n2, bytes.len());
     }
 

@@ -56,6 +56,8 @@ pub fn beam_search_batched<G: Neighbors>(
         fresh
     };
     // The beam: (score, id, expanded), best first.
+    // The beam never holds more than every node; `list_size` is caller-supplied.
+    let list_size = list_size.min(graph.nodes().max(1));
     let mut beam: Vec<(f32, u32, bool)> = Vec::with_capacity(list_size + 1);
     let mut results = TopK::new(list_size);
     let entry = graph.entry_point();

@@ -125,7 +125,12 @@ pub fn replay(
                 format!("header says the file starts at sequence {}, its name says {name_seq}", header.first_seq),
             ));
         }
+        // Records of an atomic batch wait here until its last record is read; batches never span
+        // files (the writer rotates between batches).
+        let mut batch: Vec<Record> = Vec::new();
+        let mut batch_start = WAL_HEADER_LEN;
         let mut pos = WAL_HEADER_LEN;
+        let mut damage: Option<(String, bool)> = None;
         while pos < bytes.len() {
             match decode_record(&bytes[pos..], pos as u64) {
                 Ok((record, used)) => {
@@ -143,69 +148,108 @@ pub fn replay(
                         ));
                     }
                     prev_seq = Some(record.seq);
-                    report.last_seq = report.last_seq.max(record.seq);
-                    if record.seq > checkpoint {
-                        report.applied += 1;
-                        apply(record)?;
-                    } else {
-                        report.skipped += 1;
+                    if batch.is_empty() {
+                        batch_start = pos;
                     }
+                    let last_of_batch = !record.continues;
+                    batch.push(record);
                     pos += used;
+                    if last_of_batch {
+                        for record in batch.drain(..) {
+                            report.last_seq = report.last_seq.max(record.seq);
+                            if record.seq > checkpoint {
+                                report.applied += 1;
+                                apply(record)?;
+                            } else {
+                                report.skipped += 1;
+                            }
+                        }
+                    }
                 }
                 Err(err) => {
                     let what = match &err {
                         FrameError::Incomplete => "incomplete record".to_string(),
                         FrameError::Invalid(e) => e.what.clone(),
                     };
-                    let followed_by_valid = valid_record_after(bytes, pos, prev_seq);
-                    let cut = (bytes.len() - pos) as u64;
-                    if is_last && !followed_by_valid {
-                        report.torn_tail_bytes += cut;
-                        drop(map);
-                        if let Some(storage) = repair {
-                            truncate(storage, path, pos as u64)?;
-                        }
-                        return Ok(report);
-                    }
-                    let reason = format!(
-                        "damaged WAL record ({what}){}",
-                        if followed_by_valid {
-                            " followed by valid records"
-                        } else {
-                            " in a WAL file that is not the last"
-                        }
-                    );
-                    if recovery == WalRecovery::Strict {
-                        return Err(Error::corruption(path, pos as u64, reason));
-                    }
-                    let mut dropped = cut;
-                    for (_, later) in &files[index + 1..] {
-                        dropped += std::fs::metadata(later).map_err(|e| Error::io(later, e))?.len();
-                    }
-                    report.salvaged = Some((format!("{}: byte {pos}: {reason}", path.display()), dropped));
-                    drop(map);
-                    if let Some(storage) = repair {
-                        truncate(storage, path, pos as u64)?;
-                        for (_, later) in &files[index + 1..] {
-                            storage.remove_file(later).map_err(|e| Error::io(later, e))?;
-                        }
-                        sync_dir(storage, dir)?;
-                    }
-                    return Ok(report);
+                    damage = Some((what, valid_record_after(bytes, pos, prev_seq)));
+                    break;
                 }
             }
         }
+        let incomplete_batch = !batch.is_empty();
+        if damage.is_none() && !incomplete_batch {
+            continue;
+        }
+        // A torn end: the last file ends in a damaged record with nothing valid after it, or in
+        // a batch whose last record was never written. Everything from the start of the
+        // unfinished batch (or the damaged record) on is cut.
+        let cut_at = if incomplete_batch { batch_start } else { pos };
+        let followed_by_valid = damage.as_ref().is_some_and(|(_, v)| *v);
+        if is_last && !followed_by_valid {
+            report.torn_tail_bytes += (bytes.len() - cut_at) as u64;
+            drop(map);
+            if let Some(storage) = repair {
+                truncate(storage, path, cut_at as u64)?;
+            }
+            return Ok(report);
+        }
+        let what = damage.map_or_else(|| "a batch without its last record".to_string(), |(w, _)| w);
+        let reason = format!(
+            "damaged WAL record ({what}){}",
+            if followed_by_valid { " followed by valid records" } else { " in a WAL file that is not the last" }
+        );
+        if recovery == WalRecovery::Strict {
+            return Err(Error::corruption(path, cut_at as u64, reason));
+        }
+        let mut dropped = (bytes.len() - cut_at) as u64;
+        for (_, later) in &files[index + 1..] {
+            dropped += std::fs::metadata(later).map_err(|e| Error::io(later, e))?.len();
+        }
+        report.salvaged = Some((format!("{}: byte {cut_at}: {reason}", path.display()), dropped));
+        drop(map);
+        if let Some(storage) = repair {
+            truncate(storage, path, cut_at as u64)?;
+            for (_, later) in &files[index + 1..] {
+                storage.remove_file(later).map_err(|e| Error::io(later, e))?;
+            }
+            sync_dir(storage, dir)?;
+        }
+        return Ok(report);
     }
     Ok(report)
 }
 
+/// How many bytes the search for a valid record after a damaged one may checksum in all. Each
+/// candidate offset whose frame header is plausible costs a CRC over its length (up to 65 MiB),
+/// so an unbounded search over a large damaged log could take hours instead of reporting damage.
+const RESYNC_CRC_BUDGET: u64 = 256 << 20;
+
 /// True if some offset after `bad` decodes as a record that continues the sequence — the sign that
-/// a damaged record sits in the middle of the log rather than at a torn end.
+/// a damaged record sits in the middle of the log rather than at a torn end. A candidate is
+/// checksummed only if its frame header is plausible (a known kind, a length that fits, a
+/// sequence number just after the last good one); past [`RESYNC_CRC_BUDGET`] bytes of checksums
+/// the answer is "yes": damage that cannot be shown to be a torn end is reported, never cut.
 fn valid_record_after(bytes: &[u8], bad: usize, prev_seq: Option<u64>) -> bool {
-    (bad + 1..bytes.len()).any(|p| match decode_record(&bytes[p..], p as u64) {
-        Ok((r, _)) => prev_seq.is_none_or(|s| r.seq > s),
-        Err(_) => false,
-    })
+    let mut budget = RESYNC_CRC_BUDGET;
+    for p in bad + 1..bytes.len().saturating_sub(crate::format::wal::FRAME_LEN - 1) {
+        let Some(frame) = bytes.get(p..p + crate::format::wal::FRAME_LEN) else { break };
+        let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as u64;
+        let seq = u64::from_le_bytes(frame[8..16].try_into().unwrap_or_default());
+        let plausible_seq = prev_seq.is_none_or(|s| seq > s && seq - s <= 1 << 20);
+        if !plausible_seq || !(1..=2).contains(&frame[16]) || (p as u64 + 20 + len) > bytes.len() as u64 {
+            continue;
+        }
+        if budget < len {
+            return true;
+        }
+        budget -= len;
+        if let Ok((r, _)) = decode_record(&bytes[p..], p as u64) {
+            if prev_seq.is_none_or(|s| r.seq > s) {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 fn truncate(storage: &dyn Storage, path: &Path, len: u64) -> Result<()> {
@@ -350,6 +394,7 @@ fn new_file(storage: &dyn Storage, dir: &Path, first_seq: u64) -> Result<ActiveF
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode::storage::TokenStorage;
     use crate::format::wal::{encode_delete, RecordOp};
     use crate::io::storage::{real, RealStorage};
     use std::fs::OpenOptions;
@@ -398,6 +443,39 @@ mod tests {
         assert_eq!(trim(&RealStorage, &dir, 5).unwrap(), 1);
         let (seqs, _) = collect(&dir, 5, WalRecovery::Strict).unwrap();
         assert_eq!(seqs, vec![6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn a_batch_torn_anywhere_is_applied_whole_or_not_at_all() {
+        // The story: `insert_batch` promises all or nothing, but its records were framed alone, so
+        // a crash (or a reader) mid-append replayed the complete records of a half-written batch.
+        let dir = tmp_dir("torn-batch");
+        let wal = Wal::create(real(), &dir, 1).unwrap();
+        write_deletes(&wal, 1..=1);
+        let mut batch = Vec::new();
+        let tokens = vec![0u8; 2 * 4];
+        for seq in 2..=4 {
+            crate::format::wal::encode_put(&mut batch, seq, seq < 4, seq * 10, 4, TokenStorage::F16, &tokens, b"");
+        }
+        wal.append(&batch, 4).unwrap();
+        drop(wal);
+        let path = dir.join(file_name(1));
+        let full = std::fs::read(&path).unwrap();
+        let batch_start = full.len() - batch.len();
+        for cut in batch_start..=full.len() {
+            std::fs::write(&path, &full[..cut]).unwrap();
+            let mut seqs = Vec::new();
+            let report = replay(&dir, 0, WalRecovery::Strict, Some(&RealStorage), |r| {
+                seqs.push(r.seq);
+                Ok(())
+            })
+            .unwrap();
+            let expected: Vec<u64> = if cut == full.len() { vec![1, 2, 3, 4] } else { vec![1] };
+            assert_eq!(seqs, expected, "cut at {cut}");
+            let kept = if cut == full.len() { full.len() } else { batch_start };
+            assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, kept, "the partial batch is cut whole");
+            assert_eq!(report.last_seq, *expected.last().unwrap());
+        }
     }
 
     #[test]
