@@ -7,6 +7,7 @@ mod fixtures;
 mod golden;
 mod graph;
 mod props;
+mod readonly;
 mod real_data;
 mod reliability;
 mod segment;

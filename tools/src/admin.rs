@@ -9,7 +9,9 @@ use quiverdb::catalog::Catalog;
 use quiverdb::check::{layout, verify_collection};
 use quiverdb::format::wal::RecordOp;
 use quiverdb::wal::{replay, WalRecovery};
-use quiverdb::{Collection, CollectionOptions, Durability, OpenOptions, Projection, SearchParams, TokenStorage};
+use quiverdb::{
+    Collection, CollectionOptions, CollectionReader, Durability, OpenOptions, Projection, SearchParams, TokenStorage,
+};
 use serde_json::json;
 
 /// Parses `sync`, `none` or `periodic:MS`.
@@ -32,7 +34,13 @@ fn durability_name(d: Durability) -> String {
     }
 }
 
-/// Opens for a short administrative command: no background thread.
+/// Opens for reading (search, get, stats): never blocks, or is blocked by, a running writer, and
+/// changes nothing on disk.
+pub fn open_reader(path: &Path) -> Result<CollectionReader, String> {
+    CollectionReader::open(path).map_err(|e| e.to_string())
+}
+
+/// Opens for a short administrative command that writes: no background thread.
 pub fn open(path: &Path) -> Result<Collection, String> {
     Collection::open_with(path, OpenOptions { background: false, ..Default::default() }).map_err(|e| e.to_string())
 }
@@ -113,7 +121,7 @@ pub struct GetArgs {
 }
 
 pub fn get(args: GetArgs) -> Result<(), String> {
-    let c = open(&args.path)?;
+    let c = open_reader(&args.path)?;
     let doc = c
         .get(args.id)
         .map_err(|e| e.to_string())?
@@ -135,7 +143,7 @@ pub fn get(args: GetArgs) -> Result<(), String> {
             if doc.payload.is_empty() { String::new() } else { format!(": {payload}") }
         );
     }
-    c.close().map_err(|e| e.to_string())
+    Ok(())
 }
 
 /// Arguments of `quiver delete`.
@@ -225,10 +233,10 @@ pub fn compact(args: PathArgs) -> Result<(), String> {
 }
 
 pub fn stats(args: PathArgs) -> Result<(), String> {
-    let c = open(&args.path)?;
+    let c = open_reader(&args.path)?;
     let s = c.stats().map_err(|e| e.to_string())?;
     let o = c.options().clone();
-    c.close().map_err(|e| e.to_string())?;
+    drop(c);
     if args.json {
         println!("{}", json!({"stats": s, "options": o}));
         return Ok(());
@@ -391,7 +399,7 @@ pub struct SearchArgs {
 
 pub fn search(args: SearchArgs) -> Result<(), String> {
     let (values, rows, dim) = quiverdb::dataset::read_matrix(&args.query).map_err(|e| e.to_string())?;
-    let c = open(&args.path)?;
+    let c = open_reader(&args.path)?;
     if dim != c.options().dim as usize {
         return Err(format!(
             "{} holds {dim}-dimensional tokens; the collection's are {}-dimensional",
@@ -403,7 +411,7 @@ pub fn search(args: SearchArgs) -> Result<(), String> {
     let t = Instant::now();
     let hits = c.search(&values, &params).map_err(|e| e.to_string())?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
-    c.close().map_err(|e| e.to_string())?;
+    drop(c);
     if args.json {
         let hits: Vec<_> = hits
             .iter()
