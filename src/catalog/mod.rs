@@ -86,7 +86,15 @@ pub struct Commit<'a> {
 pub struct Catalog {
     db: DB,
     path: PathBuf,
+    /// Set by the first failed write: RocksDB is never written again through this handle (a
+    /// RocksDB log writer that saw an error asserts, and aborts the process, if used again).
+    failed: std::sync::atomic::AtomicBool,
 }
+
+/// Free space a catalog write leaves untouched, besides four times the batch: RocksDB's log and
+/// its occasional memtable flush and manifest writes need room, and running the file system dry
+/// inside RocksDB is what once aborted the process.
+pub const CATALOG_FREE_RESERVE: u64 = 8 << 20;
 
 fn segment_key(id: u64) -> [u8; 9] {
     let mut k = [PREFIX_SEGMENT; 9];
@@ -150,7 +158,7 @@ impl Catalog {
     pub fn create(path: &Path, options: &CollectionOptions) -> Result<Self> {
         let db = DB::open(&Self::db_options(true), path)
             .map_err(|e| Error::Catalog { path: path.to_path_buf(), message: e.into_string() })?;
-        let catalog = Catalog { db, path: path.to_path_buf() };
+        let catalog = Catalog { db, path: path.to_path_buf(), failed: Default::default() };
         let config = serde_json::to_vec(&serde_json::json!({ "version": CONFIG_VERSION, "options": options }))
             .map_err(|e| Error::InvalidInput(format!("options do not serialise: {e}")))?;
         let mut batch = WriteBatch::default();
@@ -165,7 +173,7 @@ impl Catalog {
     pub fn open(path: &Path) -> Result<Self> {
         let db = DB::open(&Self::db_options(false), path)
             .map_err(|e| Error::Catalog { path: path.to_path_buf(), message: e.into_string() })?;
-        Ok(Catalog { db, path: path.to_path_buf() })
+        Ok(Catalog { db, path: path.to_path_buf(), failed: Default::default() })
     }
 
     /// Opens an existing catalog for reading only (inspection and verification tools): nothing is
@@ -173,7 +181,7 @@ impl Catalog {
     pub fn open_read_only(path: &Path) -> Result<Self> {
         let db = DB::open_for_read_only(&Self::db_options(false), path, false)
             .map_err(|e| Error::Catalog { path: path.to_path_buf(), message: e.into_string() })?;
-        Ok(Catalog { db, path: path.to_path_buf() })
+        Ok(Catalog { db, path: path.to_path_buf(), failed: Default::default() })
     }
 
     /// The catalog directory.
@@ -182,9 +190,34 @@ impl Catalog {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::Catalog {
+                path: self.path.clone(),
+                message: "an earlier catalog write failed; reopen the collection".into(),
+            });
+        }
+        let needed = CATALOG_FREE_RESERVE + 4 * batch.size_in_bytes() as u64;
+        if let Some(free) = crate::io::fs::available_bytes(&self.path) {
+            if free < needed {
+                return Err(Error::io(
+                    &self.path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::StorageFull,
+                        format!(
+                            "No space left on device: {free} bytes free, a catalog commit keeps {needed} free; \
+                             free space, then reopen"
+                        ),
+                    ),
+                ));
+            }
+        }
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        self.db.write_opt(batch, &wo).map_err(|e| self.rocks_err(e))
+        self.db.write_opt(batch, &wo).map_err(|e| {
+            self.failed.store(true, Ordering::Release);
+            self.rocks_err(e)
+        })
     }
 
     fn get_u64(&self, key: &[u8], name: &str) -> Result<u64> {

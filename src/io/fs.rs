@@ -84,6 +84,13 @@ pub fn peak_resident_bytes() -> u64 {
     proc_status_kib("VmHWM:") * 1024
 }
 
+/// Bytes an unprivileged process may still write on the file system holding `path`, or `None` when
+/// the file system cannot say.
+pub fn available_bytes(path: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 mod collection;
 mod common;
 mod decoders;
+mod disk_full;
 mod fixtures;
 mod golden;
 mod graph;
