@@ -188,7 +188,7 @@ fn a_flush_on_a_nearly_full_disk_never_aborts() {
     // segment's size and past it, where the segment fits but what follows it may not.
     let steps: u64 = std::env::var("QUIVERDB_NEARLY_FULL_STEPS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
     for step in 0..steps {
-        let free = if step < 10 { step * 32 << 10 } else { (320 << 10) + (step - 10) * 4096 };
+        let free = if step < 10 { (step * 32) << 10 } else { (320 << 10) + (step - 10) * 4096 };
         let Some(mount) = mount_tmpfs(&mnt, "24m") else { return };
         let output = Command::new(&exe)
             .args(["--exact", "disk_full::flush_child_on_a_nearly_full_disk", "--nocapture", "--test-threads=1"])
