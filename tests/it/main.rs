@@ -4,6 +4,7 @@ mod collection;
 mod common;
 mod decoders;
 mod disk_full;
+mod extremes;
 mod fixtures;
 mod golden;
 mod graph;
