@@ -9,7 +9,10 @@
 //! - `compact`: merge time and write amplification of a tiered compaction;
 //! - `recovery`: open time with `QUIVERDB_BENCH_RECOVERY_N` (default 20,000; the figure is
 //!   100,000) unflushed WAL records;
-//! - `ram`: resident memory of an opened collection per document.
+//! - `ram`: resident memory of an opened collection per document;
+//! - `stall` (opt-in): search p99 and insert throughput while a background compaction of
+//!   `QUIVERDB_BENCH_STALL_N` (default 200,000) 16-token documents runs, against the same
+//!   measurements on the idle collection.
 //!
 //! Run: `cargo bench --bench collection -- ingest`, `QUIVERDB_BENCH_RECOVERY_N=100000 cargo bench
 //! --bench collection -- recovery`.
@@ -220,6 +223,105 @@ fn bench_recovery(docs: &Docs) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Document `id` with `tokens` rows (a pool window, as `Docs::get`).
+fn short_doc(docs: &Docs, id: u64, tokens: usize) -> &[f32] {
+    let start = (id.wrapping_mul(2_654_435_761) as usize) % (POOL_ROWS - tokens);
+    &docs.pool[start * DIM..(start + tokens) * DIM]
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Search latencies (ms, sorted) of `n` queries, and insert throughput of `inserts` new documents
+/// from another thread at the same time.
+fn probe(c: &Arc<Collection>, docs: &Arc<Docs>, first_id: u64, n: usize, inserts: u64) -> (Vec<f64>, f64) {
+    let writer = {
+        let (c, docs) = (c.clone(), docs.clone());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            for id in first_id..first_id + inserts {
+                c.insert(id, short_doc(&docs, id, 16), None).unwrap();
+            }
+            inserts as f64 / t.elapsed().as_secs_f64()
+        })
+    };
+    let params = quiverdb::SearchParams::new(10);
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let q = short_doc(docs, (i as u64).wrapping_mul(7919), 16);
+        let t = Instant::now();
+        c.search(q, &params).unwrap();
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let docs_per_s = writer.join().unwrap();
+    lat.sort_by(f64::total_cmp);
+    (lat, docs_per_s)
+}
+
+fn bench_stall(docs: &Arc<Docs>) {
+    let n: u64 = std::env::var("QUIVERDB_BENCH_STALL_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let dir = fresh("stall");
+    let policy = TieredPolicy { base_docs: 4096, merge_factor: 4, ..Default::default() };
+    let setup = OpenOptions {
+        durability: Some(Durability::None),
+        memtable_max_docs: usize::MAX,
+        memtable_max_bytes: usize::MAX,
+        background: false,
+        merge_policy: policy,
+        ..Default::default()
+    };
+    // Four segments of n/4 documents: one tier, so the policy merges them into one.
+    let t = Instant::now();
+    let c = Collection::create(&dir, CollectionOptions::new(DIM as u32), setup.clone()).unwrap();
+    for part in 0..4 {
+        let ids: Vec<u64> = (part * n / 4..(part + 1) * n / 4).collect();
+        for chunk in ids.chunks(512) {
+            let batch: Vec<NewDocument> =
+                chunk.iter().map(|&id| NewDocument { id, tokens: short_doc(docs, id, 16), payload: None }).collect();
+            c.insert_batch(&batch).unwrap();
+        }
+        c.flush().unwrap();
+    }
+    c.close().unwrap();
+    let build_s = t.elapsed().as_secs_f64();
+    // Idle: no maintenance thread, the memtable has room.
+    let room = OpenOptions { durability: Some(Durability::Sync), memtable_max_docs: 1 << 20, ..setup.clone() };
+    let c = Arc::new(Collection::open_with(&dir, room.clone()).unwrap());
+    let _ = probe(&c, docs, n, 100, 200); // warm-up
+    let (idle, idle_ins) = probe(&c, docs, n + 1_000, 400, 1_000);
+    drop(c);
+    // Busy: the same collection opened with background maintenance, which starts the merge.
+    let busy = OpenOptions { background: true, ..room };
+    let c = Arc::new(Collection::open_with(&dir, busy).unwrap());
+    let merge_started = Instant::now();
+    std::thread::sleep(Duration::from_millis(1_500)); // the compaction thread wakes within 1 s
+    let mut during = Vec::new();
+    let mut during_ins = Vec::new();
+    let mut rounds = 0u64;
+    while c.stats().unwrap().segments.len() > 1 && rounds < 1_000 {
+        let (lat, ins) = probe(&c, docs, n + 10_000 + rounds * 1_000, 100, 250);
+        during.extend(lat);
+        during_ins.push(ins);
+        rounds += 1;
+    }
+    let merge_s = merge_started.elapsed().as_secs_f64();
+    during.sort_by(f64::total_cmp);
+    let busy_ins = during_ins.iter().sum::<f64>() / during_ins.len().max(1) as f64;
+    println!(
+        "{{\"bench\":\"stall\",\"docs\":{n},\"build_s\":{build_s:.1},\"merge_s\":{merge_s:.1},\"maintenance_threads\":\"default\",\"idle\":{{\"search_p50_ms\":{:.2},\"search_p99_ms\":{:.2},\"insert_docs_per_s\":{idle_ins:.0}}},\"during_merge\":{{\"queries\":{},\"search_p50_ms\":{:.2},\"search_p99_ms\":{:.2},\"insert_docs_per_s\":{busy_ins:.0}}},\"p99_ratio\":{:.2},\"insert_ratio\":{:.2}}}",
+        percentile(&idle, 0.5),
+        percentile(&idle, 0.99),
+        during.len(),
+        if during.is_empty() { f64::NAN } else { percentile(&during, 0.5) },
+        if during.is_empty() { f64::NAN } else { percentile(&during, 0.99) },
+        if during.is_empty() { f64::NAN } else { percentile(&during, 0.99) / percentile(&idle, 0.99) },
+        busy_ins / idle_ins,
+    );
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let want = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
@@ -244,5 +346,8 @@ fn main() {
     }
     if want("recovery") {
         bench_recovery(&docs);
+    }
+    if args.iter().any(|a| a == "stall") {
+        bench_stall(&docs);
     }
 }

@@ -106,6 +106,8 @@ pub(crate) struct Engine {
     pub(crate) flush_wake: Signal,
     /// Wakes the compaction thread (a committed flush, close).
     pub(crate) compact_wake: Signal,
+    /// The threads background flushes and merges run on (`OpenOptions::maintenance_threads`).
+    pub(crate) maintenance_pool: Option<rayon::ThreadPool>,
     _lock: File,
 }
 
@@ -147,6 +149,18 @@ impl Engine {
         let wal = Wal::create(storage.clone(), &wal_dir, report.last_seq + 1)?;
         crate::wal::trim(&*storage, &wal_dir, checkpoint)?;
         let durability = open.durability.unwrap_or(options.durability);
+        let maintenance_pool = if open.background {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let threads = open.maintenance_threads.unwrap_or((cores / 2).max(1));
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("quiverdb-maintenance-{i}"))
+                .build()
+                .map_err(|e| Error::io(path, std::io::Error::other(format!("cannot start maintenance threads: {e}"))))?;
+            Some(pool)
+        } else {
+            None
+        };
         Ok(Engine {
             storage,
             path: path.to_path_buf(),
@@ -166,6 +180,7 @@ impl Engine {
             closed: AtomicBool::new(false),
             flush_wake: Signal::default(),
             compact_wake: Signal::default(),
+            maintenance_pool,
             _lock: lock,
         })
     }
@@ -262,6 +277,14 @@ impl Engine {
         let mut st = self.state.write();
         st.version = Arc::new(update(&st.version));
         Ok(())
+    }
+
+    /// Runs background work `f` on the maintenance pool (or here, without one).
+    pub(crate) fn in_maintenance_pool<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        match &self.maintenance_pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
     }
 
     /// A new segment id (unique even if its segment is never committed).

@@ -200,7 +200,7 @@ impl Engine {
                 return;
             }
             if !self.poisoned.is_set() && self.memtable_full() {
-                let _ = self.flush();
+                let _ = self.in_maintenance_pool(|| self.flush());
             }
         }
     }

@@ -45,5 +45,8 @@ pub const MAX_RERANK: usize = 100_000;
 /// Largest graph beam width (`list_size`) a search accepts.
 pub const MAX_LIST_SIZE: usize = 100_000;
 
+/// Most threads background maintenance may be given.
+pub const MAX_MAINTENANCE_THREADS: usize = 1024;
+
 /// Most documents accepted in one `insert_batch` call (one WAL group, one lock hold).
 pub const MAX_BATCH_DOCS: usize = 65_536;

@@ -119,6 +119,10 @@ pub struct OpenOptions {
     /// Flush and compact automatically in a background thread (default true). When false, a full
     /// memtable is flushed by the inserting call itself and compaction runs only on `compact()`.
     pub background: bool,
+    /// Threads the background flushes and merges use (`None`, the default: half the machine's
+    /// cores, at least one), so that a long merge leaves cores to searches and writers. Explicit
+    /// `flush()` and `compact()` calls run on the caller's rayon pool instead.
+    pub maintenance_threads: Option<usize>,
     /// Merge policy for compaction.
     pub merge_policy: TieredPolicy,
     /// What to do with a damaged WAL record that is not a torn tail (default: refuse to open).
@@ -135,6 +139,7 @@ impl Default for OpenOptions {
             memtable_max_docs: 4096,
             memtable_max_bytes: 128 << 20,
             background: true,
+            maintenance_threads: None,
             merge_policy: TieredPolicy::default(),
             wal_recovery: WalRecovery::Strict,
             storage: None,
@@ -150,6 +155,14 @@ impl OpenOptions {
         }
         if self.memtable_max_bytes == 0 {
             return Err(Error::invalid_param("memtable_max_bytes", "must be positive"));
+        }
+        if let Some(n) = self.maintenance_threads {
+            if n == 0 || n > crate::limits::MAX_MAINTENANCE_THREADS {
+                return Err(Error::invalid_param(
+                    "maintenance_threads",
+                    format!("{n} is outside 1..={}", crate::limits::MAX_MAINTENANCE_THREADS),
+                ));
+            }
         }
         if let Some(Durability::Periodic(interval)) = self.durability {
             if interval.is_zero() {

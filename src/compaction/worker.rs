@@ -153,7 +153,7 @@ impl Engine {
                 continue;
             }
             while !self.is_closed() {
-                match self.compact_step() {
+                match self.in_maintenance_pool(|| self.compact_step()) {
                     Ok(step) if step.merges > 0 => continue,
                     _ => break,
                 }
