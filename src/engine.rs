@@ -156,7 +156,9 @@ impl Engine {
                 .num_threads(threads)
                 .thread_name(|i| format!("quiverdb-maintenance-{i}"))
                 .build()
-                .map_err(|e| Error::io(path, std::io::Error::other(format!("cannot start maintenance threads: {e}"))))?;
+                .map_err(|e| {
+                    Error::io(path, std::io::Error::other(format!("cannot start maintenance threads: {e}")))
+                })?;
             Some(pool)
         } else {
             None

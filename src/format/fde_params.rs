@@ -61,6 +61,12 @@ pub fn encode(params: &FdeParams) -> [u8; PARAMS_LEN] {
     out
 }
 
+/// The fingerprint stored in the record: FNV-1a 64 over the parameter bytes ([`encode`]) followed by
+/// every random draw of `encoder` (storage-format.md, "FDE parameter record").
+pub fn fingerprint(encoder: &crate::encode::fde::FdeEncoder) -> u64 {
+    encoder.draws_fingerprint(&encode(encoder.params()))
+}
+
 /// The full 40-byte record: parameters and the encoder's fingerprint.
 pub fn encode_record(params: &FdeParams, fingerprint: u64) -> [u8; RECORD_LEN] {
     let mut out = [0u8; RECORD_LEN];
@@ -122,6 +128,29 @@ pub fn decode_record(bytes: &[u8]) -> Result<(FdeParams, u64), DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode::fde::FdeEncoder;
+
+    const PINNED_DEFAULT_FINGERPRINT: u64 = 0xd28d_4c3e_3660_03c9;
+
+    /// The default encoder's fingerprint, pinned when format version 1 of the FDE record was
+    /// written. If this fails, a change altered the random draws (or their hashing): every stored
+    /// collection would refuse to open with the new build. Do not update the constant; fix the code.
+    #[test]
+    fn default_fingerprint_is_pinned() {
+        let fp = fingerprint(&FdeEncoder::new(FdeParams::new(128)).unwrap());
+        assert_eq!(fp, PINNED_DEFAULT_FINGERPRINT, "got {fp:#018x}");
+    }
+
+    #[test]
+    fn fingerprint_changes_with_seed_and_is_stable() {
+        let a = fingerprint(&FdeEncoder::new(FdeParams::new(16)).unwrap());
+        let b = fingerprint(&FdeEncoder::new(FdeParams::new(16)).unwrap());
+        let mut other = FdeParams::new(16);
+        other.seed = 2;
+        let c = fingerprint(&FdeEncoder::new(other).unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
 
     #[test]
     fn round_trip_and_rejections() {

@@ -295,14 +295,16 @@ impl SegmentReader {
     /// Errors unless `encoder` is the encoder this segment was written with (same parameters and
     /// the same random matrices): a segment encoded otherwise must not be searched.
     pub fn check_encoder(&self, encoder: &crate::encode::fde::FdeEncoder) -> Result<()> {
-        if encoder.params() != self.fde_params() || encoder.fingerprint() != self.fde_fingerprint() {
+        if encoder.params() != self.fde_params()
+            || crate::format::fde_params::fingerprint(encoder) != self.fde_fingerprint()
+        {
             return Err(Error::InvalidInput(format!(
                 "{}: segment was encoded with FDE parameters {:?} (fingerprint {:016x}), not {:?} ({:016x})",
                 self.path().display(),
                 self.fde_params(),
                 self.fde_fingerprint(),
                 encoder.params(),
-                encoder.fingerprint()
+                crate::format::fde_params::fingerprint(encoder)
             )));
         }
         Ok(())

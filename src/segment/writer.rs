@@ -217,7 +217,7 @@ impl SegmentWriter {
         };
         // The header is written last, when the counts are known.
         writer.write_raw(&[0u8; HEADER_LEN])?;
-        let record = fde_params::encode_record(writer.encoder.params(), writer.encoder.fingerprint());
+        let record = fde_params::encode_record(writer.encoder.params(), fde_params::fingerprint(&writer.encoder));
         writer.write_section(SectionKind::FdeParams, &record, SECTION_ALIGN)?;
         writer.pad_to(TOKEN_SECTION_ALIGN)?;
         writer.tokens_start = writer.pos;
