@@ -63,6 +63,9 @@ struct Block {
     /// Real (non-padding) query tokens in this block.
     used: usize,
     values: Vec<f32>,
+    /// The block rounded to bf16 in coordinate-pair layout, for `vdpbf16ps` against bf16 documents
+    /// (only with [`Isa::Avx512Bf16`] and an even dimension; empty otherwise).
+    bf16_pairs: Vec<u16>,
 }
 
 /// `f32` values converted per tile of a 16-bit document (32 KiB on the stack).
@@ -76,7 +79,9 @@ pub struct MaxSimQuery {
 }
 
 impl MaxSimQuery {
-    /// Prepares `query` for the best kernel this CPU supports.
+    /// Prepares `query` for the best kernel this CPU supports. With [`Isa::Avx512Bf16`] and
+    /// `QUIVERDB_BF16_DOT=1`, bf16-stored documents are scored against the query rounded to bf16
+    /// (`vdpbf16ps`); the score error this adds is reported by `cargo bench --bench maxsim`.
     pub fn new(query: &TokenMatrix<'_>) -> Self {
         Self::with_isa(query, Isa::detect())
     }
@@ -91,14 +96,19 @@ impl MaxSimQuery {
         let mut start = 0;
         while start < rows {
             let used = (rows - start).min(MAXSIM_BLOCK_LANES);
-            let lanes = used.div_ceil(8) * 8;
+            let lanes = isa.maxsim_lanes(used);
             let mut values = vec![0f32; dim * lanes];
             for lane in 0..used {
                 for (c, &x) in query.row(start + lane).iter().enumerate() {
                     values[c * lanes + lane] = x;
                 }
             }
-            blocks.push(Block { lanes, used, values });
+            let bf16_pairs = if isa == Isa::Avx512Bf16 && dim.is_multiple_of(2) && simd::bf16_dot_enabled() {
+                simd::bf16_pair_block(&values, lanes, dim)
+            } else {
+                Vec::new()
+            };
+            blocks.push(Block { lanes, used, values, bf16_pairs });
             start += used;
         }
         MaxSimQuery { dim, isa, blocks }
@@ -107,6 +117,11 @@ impl MaxSimQuery {
     /// The token dimension this query expects of documents.
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    /// True when bf16 documents are scored with the `vdpbf16ps` kernel (query rounded to bf16).
+    pub fn uses_bf16_dot(&self) -> bool {
+        !self.blocks.is_empty() && self.blocks.iter().all(|b| !b.bf16_pairs.is_empty())
     }
 
     /// The kernel this query runs on.
@@ -131,6 +146,18 @@ impl MaxSimQuery {
         match doc {
             DocTokens::F32(values) => self.accumulate(values, &mut maxes),
             DocTokens::F16(bits) => self.accumulate_converted(bits, simd::f16_to_f32, &mut maxes),
+            DocTokens::Bf16(bits) if self.uses_bf16_dot() => {
+                for (block, m) in self.blocks.iter().zip(maxes.iter_mut()) {
+                    simd::max_dots_bf16(
+                        self.isa,
+                        &block.bf16_pairs,
+                        block.lanes,
+                        self.dim,
+                        bits,
+                        &mut m[..block.lanes],
+                    );
+                }
+            }
             DocTokens::Bf16(bits) => self.accumulate_converted(bits, simd::bf16_to_f32, &mut maxes),
         }
         let mut total = 0f32;
@@ -200,10 +227,20 @@ mod tests {
 
     #[test]
     fn kernels_match_reference_for_awkward_shapes() {
-        // 300 query tokens: more than nine 32-lane blocks.
-        for &(nq, nd, dim) in
-            &[(1, 1, 1), (3, 2, 5), (8, 3, 16), (33, 7, 128), (70, 4, 3), (32, 100, 128), (300, 5, 16)]
-        {
+        // 300 query tokens: more than nine 32-lane blocks; document counts around the AVX-512
+        // kernel's 6-token tiles; query blocks of 8, 16, 24 and 32 lanes.
+        for &(nq, nd, dim) in &[
+            (1, 1, 1),
+            (3, 2, 5),
+            (8, 3, 16),
+            (33, 7, 128),
+            (70, 4, 3),
+            (32, 100, 128),
+            (300, 5, 16),
+            (17, 6, 33),
+            (16, 13, 64),
+            (24, 12, 7),
+        ] {
             let q = random(nq, dim, 1);
             let d = random(nd, dim, 2);
             let qm = TokenMatrix::new(&q, dim).unwrap();
@@ -227,6 +264,11 @@ mod tests {
             let bits = to_16bit(&d, storage).unwrap();
             let up = crate::encode::storage::from_16bit(&bits, storage).unwrap();
             let want = maxsim_reference(&qm, &TokenMatrix::new(&up, dim).unwrap()).unwrap();
+            // The BF16 dot-product path scores bf16 documents against the query rounded to bf16.
+            let q_bf16: Vec<f32> = q.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
+            let want_bf16 =
+                maxsim_reference(&TokenMatrix::new(&q_bf16, dim).unwrap(), &TokenMatrix::new(&up, dim).unwrap())
+                    .unwrap();
             for isa in Isa::available() {
                 let query = MaxSimQuery::with_isa(&qm, isa);
                 let doc = match storage {
@@ -234,6 +276,7 @@ mod tests {
                     _ => DocTokens::Bf16(&bits),
                 };
                 let got = query.score(doc).unwrap();
+                let want = if query.uses_bf16_dot() && storage == TokenStorage::Bf16 { want_bf16 } else { want };
                 assert!((got - want).abs() < 1e-3, "{storage:?} {isa:?}: {got} vs {want}");
             }
         }

@@ -9,7 +9,8 @@
 //!    (`is_x86_feature_detected!`) once and caches the answer. The element-wise helpers dispatch
 //!    on that cached answer only; [`max_dots`], which takes an [`Isa`] from its caller (so tests
 //!    and benchmarks can pin a kernel), re-checks it against the detected one before entering.
-//! 2. **Raw-pointer loads in the AVX2 kernels** (`_mm256_loadu_ps` and friends take pointers).
+//! 2. **Raw-pointer loads in the AVX2 and AVX-512 kernels** (`_mm256_loadu_ps`,
+//!    `_mm512_loadu_ps` and friends take pointers).
 //!    Each kernel is private and is entered only through a safe wrapper that checks every slice
 //!    length the kernel's index arithmetic relies on (asserted, not debug-asserted, because a
 //!    violated length would be an out-of-bounds read). Unaligned loads are used throughout, so
@@ -30,6 +31,15 @@ pub enum Isa {
     Portable,
     /// x86-64 with AVX2, FMA and F16C (Haswell and later, Zen and later).
     Avx2,
+    /// x86-64 with AVX-512 F (and AVX2, FMA, F16C): the MaxSim kernel works on 16-lane registers;
+    /// the element-wise helpers use their AVX2 paths.
+    Avx512,
+    /// [`Isa::Avx512`] plus AVX-512 BF16. With `QUIVERDB_BF16_DOT=1`, bf16-stored documents are
+    /// scored with `vdpbf16ps` (two multiply-adds per lane per instruction) against the query
+    /// rounded to bf16; by default they take the f32 path, because on the machine this was
+    /// measured on (double-pumped 512-bit units) `vdpbf16ps` ran at 0.96x of it (CHANGELOG, the
+    /// kernel issue's note).
+    Avx512Bf16,
 }
 
 impl Isa {
@@ -44,6 +54,12 @@ impl Isa {
                     && is_x86_feature_detected!("fma")
                     && is_x86_feature_detected!("f16c")
                 {
+                    if std::env::var_os("QUIVERDB_NO_AVX512").is_none() && is_x86_feature_detected!("avx512f") {
+                        if is_x86_feature_detected!("avx512bf16") {
+                            return Isa::Avx512Bf16;
+                        }
+                        return Isa::Avx512;
+                    }
                     return Isa::Avx2;
                 }
             }
@@ -53,11 +69,12 @@ impl Isa {
 
     /// Every instruction set usable on this CPU, portable first (for tests and benchmarks).
     pub fn available() -> Vec<Isa> {
-        let mut out = vec![Isa::Portable];
-        if Isa::detect() == Isa::Avx2 {
-            out.push(Isa::Avx2);
+        match Isa::detect() {
+            Isa::Portable => vec![Isa::Portable],
+            Isa::Avx2 => vec![Isa::Portable, Isa::Avx2],
+            Isa::Avx512 => vec![Isa::Portable, Isa::Avx2, Isa::Avx512],
+            Isa::Avx512Bf16 => vec![Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16],
         }
-        out
     }
 
     /// A short lowercase name (`portable`, `avx2`).
@@ -65,6 +82,8 @@ impl Isa {
         match self {
             Isa::Portable => "portable",
             Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Avx512Bf16 => "avx512bf16",
         }
     }
 }
@@ -78,7 +97,7 @@ pub fn add_rows_into(sums: &mut [f32], dim: usize, rows: &[f32], target: &[u32])
     match Isa::detect() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2 (see module docs).
-        Isa::Avx2 => unsafe { x86::add_rows_into_avx2(sums, dim, rows, target) },
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => unsafe { x86::add_rows_into_avx2(sums, dim, rows, target) },
         _ => add_rows_into_portable(sums, dim, rows, target),
     }
 }
@@ -113,7 +132,9 @@ pub fn nearest_centroid(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2+FMA (module docs);
         // the lengths the kernel indexes by were asserted above.
-        Isa::Avx2 => unsafe { x86::nearest_centroid_avx2(points, sub_dim, centroids_t, norms, assign, dist) },
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => unsafe {
+            x86::nearest_centroid_avx2(points, sub_dim, centroids_t, norms, assign, dist)
+        },
         _ => nearest_centroid_portable(points, sub_dim, centroids_t, norms, assign, dist),
     }
 }
@@ -129,7 +150,7 @@ pub fn centroid_dots(x: &[f32], sub_dim: usize, centroids_t: &[f32], out: &mut [
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2+FMA (module docs);
         // the lengths the kernel indexes by were asserted above.
-        Isa::Avx2 => unsafe { x86::centroid_dots_avx2(x, sub_dim, centroids_t, out) },
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => unsafe { x86::centroid_dots_avx2(x, sub_dim, centroids_t, out) },
         _ => {
             for (s, (xs, row)) in x.chunks_exact(sub_dim).zip(out.chunks_exact_mut(PQ_CENTROIDS)).enumerate() {
                 row.fill(0.0);
@@ -154,7 +175,9 @@ pub fn encode_subspaces(vector: &[f32], sub_dim: usize, centroids_t: &[f32], nor
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2+FMA (module docs);
         // every per-subspace slice passed on has the lengths the kernel requires (asserted above).
-        Isa::Avx2 => unsafe { x86::encode_subspaces_avx2(vector, sub_dim, centroids_t, norms, code) },
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => unsafe {
+            x86::encode_subspaces_avx2(vector, sub_dim, centroids_t, norms, code)
+        },
         _ => encode_subspaces_with(vector, sub_dim, centroids_t, norms, code, nearest_centroid_portable),
     }
 }
@@ -240,7 +263,7 @@ pub fn mat_mul(x: &[f32], inner: usize, m: &[f32], cols: usize, out: &mut [f32],
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2+FMA (module docs);
         // the lengths the kernel indexes by were asserted above.
-        Isa::Avx2 => unsafe {
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => unsafe {
             match rounding {
                 Rounding::Separate => x86::mat_mul_avx2::<false>(x, inner, m, cols, out),
                 Rounding::Fused => x86::mat_mul_avx2::<true>(x, inner, m, cols, out),
@@ -294,7 +317,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     match Isa::detect() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2+FMA (module docs).
-        Isa::Avx2 => unsafe { x86::dot_avx2(a, b) },
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => unsafe { x86::dot_avx2(a, b) },
         _ => dot_portable(a, b),
     }
 }
@@ -329,7 +352,7 @@ pub fn fma_peak_probe(iterations: u64) -> Option<f32> {
     match Isa::detect() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2+FMA (module docs).
-        Isa::Avx2 => Some(unsafe { x86::fma_peak_probe(iterations) }),
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => Some(unsafe { x86::fma_peak_probe(iterations) }),
         _ => None,
     }
 }
@@ -343,7 +366,7 @@ pub fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
     match Isa::detect() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` implies F16C was detected at run time (see module docs).
-        Isa::Avx2 => unsafe { x86::f16_to_f32_f16c(src, dst) },
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => unsafe { x86::f16_to_f32_f16c(src, dst) },
         _ => src.iter().zip(dst).for_each(|(&s, d)| *d = half::f16::from_bits(s).to_f32()),
     }
 }
@@ -354,12 +377,27 @@ pub fn bf16_to_f32(src: &[u16], dst: &mut [f32]) {
     src.iter().zip(dst).for_each(|(&s, d)| *d = f32::from_bits((s as u32) << 16));
 }
 
-/// Query lanes per block of the MaxSim kernels: 4 AVX2 registers of 8 `f32`.
+/// Query lanes per block of the MaxSim kernels: 4 AVX2 registers of 8 `f32`, or 2 AVX-512
+/// registers of 16.
 pub const MAXSIM_BLOCK_LANES: usize = 32;
+
+impl Isa {
+    /// Lanes a MaxSim query block of `used` tokens is padded to for this kernel: a multiple of 8,
+    /// or of 16 for AVX-512 (whole 512-bit registers).
+    pub fn maxsim_lanes(self, used: usize) -> usize {
+        match self {
+            Isa::Avx512 | Isa::Avx512Bf16 => used.div_ceil(16) * 16,
+            _ => used.div_ceil(8) * 8,
+        }
+        .min(MAXSIM_BLOCK_LANES)
+    }
+}
 
 /// For every document token `d` (rows of `doc`, `dim` wide) and every lane `l` of a query block,
 /// `maxes[l] = max(maxes[l], ⟨q_l, d⟩)`. The block is stored dimension-major: coordinate `c` of
-/// lane `l` at `block[c * lanes + l]`, `lanes` a multiple of 8 up to [`MAXSIM_BLOCK_LANES`].
+/// lane `l` at `block[c * lanes + l]`, `lanes` a multiple of 8 up to [`MAXSIM_BLOCK_LANES`]. With
+/// [`Isa::Avx512`] a block of 16 or 32 lanes runs on 512-bit registers (see [`Isa::maxsim_lanes`]);
+/// other widths run the AVX2 kernel.
 pub fn max_dots(isa: Isa, block: &[f32], lanes: usize, dim: usize, doc: &[f32], maxes: &mut [f32]) {
     assert!(lanes.is_multiple_of(8) && (8..=MAXSIM_BLOCK_LANES).contains(&lanes), "lanes = {lanes}");
     assert_eq!(block.len(), dim * lanes);
@@ -367,8 +405,19 @@ pub fn max_dots(isa: Isa, block: &[f32], lanes: usize, dim: usize, doc: &[f32], 
     assert_eq!(maxes.len(), lanes);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            assert_eq!(Isa::detect(), Isa::Avx2, "AVX2 kernel requested on a CPU without it");
+        Isa::Avx512 | Isa::Avx512Bf16 if lanes.is_multiple_of(16) => {
+            assert!(Isa::available().contains(&Isa::Avx512), "AVX-512 kernel requested on a CPU without it");
+            // SAFETY: AVX-512F detected just above; lengths checked above as the kernel requires.
+            unsafe {
+                match lanes / 16 {
+                    1 => x86::max_dots_avx512::<1>(block, dim, doc, maxes),
+                    _ => x86::max_dots_avx512::<2>(block, dim, doc, maxes),
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => {
+            assert!(Isa::available().contains(&Isa::Avx2), "AVX2 kernel requested on a CPU without it");
             // SAFETY: AVX2+FMA detected just above; lengths checked above as the kernel requires.
             unsafe {
                 match lanes / 8 {
@@ -383,9 +432,116 @@ pub fn max_dots(isa: Isa, block: &[f32], lanes: usize, dim: usize, doc: &[f32], 
     }
 }
 
+/// Whether bf16 documents use the `vdpbf16ps` kernel when the CPU has it (`QUIVERDB_BF16_DOT=1`;
+/// read once).
+pub fn bf16_dot_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var_os("QUIVERDB_BF16_DOT").is_some_and(|v| v == "1"))
+}
+
+/// The bf16 pair layout of a query block for [`max_dots_bf16`]: for coordinate pair `p` (coordinates
+/// `2p`, `2p + 1`) and lane `l`, `out[(p * lanes + l) * 2 + k]` holds coordinate `2p + k` of lane `l`
+/// rounded to bf16 (round to nearest even). `block` is dimension-major as for [`max_dots`]; `dim` is
+/// even.
+pub fn bf16_pair_block(block: &[f32], lanes: usize, dim: usize) -> Vec<u16> {
+    debug_assert!(dim.is_multiple_of(2) && block.len() == dim * lanes);
+    let mut out = vec![0u16; dim * lanes];
+    for p in 0..dim / 2 {
+        for l in 0..lanes {
+            for k in 0..2 {
+                out[(p * lanes + l) * 2 + k] = half::bf16::from_f32(block[(2 * p + k) * lanes + l]).to_bits();
+            }
+        }
+    }
+    out
+}
+
+/// [`max_dots`] for bf16 document tokens (`doc`, `dim` values each, `dim` even) against a query
+/// block in [`bf16_pair_block`] layout: `maxes[l] = max(maxes[l], Σ_c q_l[c] · d[c])` with `q` rounded
+/// to bf16 and products summed in f32. [`Isa::Avx512Bf16`] runs `vdpbf16ps`; any other `isa` runs the
+/// portable definition (what the tests compare the kernel with).
+pub fn max_dots_bf16(isa: Isa, pairs: &[u16], lanes: usize, dim: usize, doc: &[u16], maxes: &mut [f32]) {
+    assert!(lanes.is_multiple_of(16) && (16..=MAXSIM_BLOCK_LANES).contains(&lanes), "lanes = {lanes}");
+    assert!(dim > 0 && dim.is_multiple_of(2), "dim = {dim}");
+    assert_eq!(pairs.len(), dim * lanes);
+    assert_eq!(doc.len() % dim, 0);
+    assert_eq!(maxes.len(), lanes);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Bf16 => {
+            assert_eq!(Isa::detect(), Isa::Avx512Bf16, "AVX-512 BF16 kernel requested on a CPU without it");
+            // SAFETY: AVX-512 F and BF16 detected just above; lengths checked above.
+            unsafe {
+                match lanes / 16 {
+                    1 => x86::max_dots_bf16_avx512::<1>(pairs, dim, doc, maxes),
+                    _ => x86::max_dots_bf16_avx512::<2>(pairs, dim, doc, maxes),
+                }
+            }
+        }
+        _ => {
+            for token in doc.chunks_exact(dim) {
+                for (l, m) in maxes.iter_mut().enumerate() {
+                    let mut acc = 0f32;
+                    for p in 0..dim / 2 {
+                        for k in 0..2 {
+                            let q = half::bf16::from_bits(pairs[(p * lanes + l) * 2 + k]).to_f32();
+                            acc += q * half::bf16::from_bits(token[2 * p + k]).to_f32();
+                        }
+                    }
+                    *m = m.max(acc);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bf16_dot_kernel_matches_its_definition() {
+        // Runs the AVX-512 BF16 kernel where the CPU has it; elsewhere only the portable
+        // definition is exercised (the test then says so).
+        let have = Isa::available().contains(&Isa::Avx512Bf16);
+        if !have {
+            eprintln!("note: no AVX-512 BF16 on this CPU; the vdpbf16ps kernel is not run");
+        }
+        let mut state = 0x1234_5678u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        };
+        for &(lanes, dim, n) in &[(16, 2, 1), (16, 128, 7), (32, 128, 13), (32, 6, 6), (16, 64, 100)] {
+            let block: Vec<f32> = (0..lanes * dim).map(|_| next()).collect();
+            let pairs = bf16_pair_block(&block, lanes, dim);
+            let doc: Vec<u16> = (0..n * dim).map(|_| half::bf16::from_f32(next()).to_bits()).collect();
+            let mut want = vec![f32::NEG_INFINITY; lanes];
+            max_dots_bf16(Isa::Portable, &pairs, lanes, dim, &doc, &mut want);
+            // The definition against a plain f32 MaxSim of the rounded values.
+            for (l, w) in want.iter().enumerate() {
+                let best = doc
+                    .chunks_exact(dim)
+                    .map(|t| {
+                        (0..dim)
+                            .map(|c| {
+                                half::bf16::from_f32(block[c * lanes + l]).to_f32()
+                                    * half::bf16::from_bits(t[c]).to_f32()
+                            })
+                            .sum::<f32>()
+                    })
+                    .fold(f32::NEG_INFINITY, f32::max);
+                assert!((best - w).abs() <= 1e-4 * dim as f32, "lane {l}: {best} vs {w}");
+            }
+            if have {
+                let mut got = vec![f32::NEG_INFINITY; lanes];
+                max_dots_bf16(Isa::Avx512Bf16, &pairs, lanes, dim, &doc, &mut got);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() <= 1e-4 * dim as f32, "lanes {lanes} dim {dim} n {n}: {g} vs {w}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn dot_matches_naive_sum() {
@@ -840,6 +996,140 @@ mod x86 {
             }
             for (v, b) in best.iter().enumerate() {
                 _mm256_storeu_ps(maxes.as_mut_ptr().add(v * 8), *b);
+            }
+        }
+    }
+
+    /// Document tokens per tile of the AVX-512 kernel: 6 tokens × up to 2 registers = 12
+    /// independent FMA chains, within 32 registers with the query and broadcast registers.
+    const DOC_TILE_512: usize = 6;
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn max_dots_avx512<const NV: usize>(block: &[f32], dim: usize, doc: &[f32], maxes: &mut [f32]) {
+        let lanes = NV * 16;
+        let n = doc.len() / dim;
+        let q = block.as_ptr();
+        let d = doc.as_ptr();
+        // SAFETY: the caller asserted block.len() == dim * lanes, doc.len() == n * dim and
+        // maxes.len() == lanes (lanes = 16 * NV); every offset below stays inside those.
+        unsafe {
+            let mut best = [_mm512_setzero_ps(); NV];
+            for (v, b) in best.iter_mut().enumerate() {
+                *b = _mm512_loadu_ps(maxes.as_ptr().add(v * 16));
+            }
+            let mut j = 0;
+            while j + DOC_TILE_512 <= n {
+                let mut acc = [[_mm512_setzero_ps(); NV]; DOC_TILE_512];
+                for c in 0..dim {
+                    let qc = q.add(c * lanes);
+                    let mut qv = [_mm512_setzero_ps(); NV];
+                    for (v, r) in qv.iter_mut().enumerate() {
+                        *r = _mm512_loadu_ps(qc.add(v * 16));
+                    }
+                    for (t, acc_t) in acc.iter_mut().enumerate() {
+                        let b = _mm512_set1_ps(*d.add((j + t) * dim + c));
+                        for (a, qr) in acc_t.iter_mut().zip(&qv) {
+                            *a = _mm512_fmadd_ps(b, *qr, *a);
+                        }
+                    }
+                }
+                for acc_t in &acc {
+                    for (b, a) in best.iter_mut().zip(acc_t) {
+                        *b = _mm512_max_ps(*b, *a);
+                    }
+                }
+                j += DOC_TILE_512;
+            }
+            while j < n {
+                let d0 = d.add(j * dim);
+                let mut acc = [_mm512_setzero_ps(); NV];
+                for c in 0..dim {
+                    let qc = q.add(c * lanes);
+                    let b0 = _mm512_set1_ps(*d0.add(c));
+                    for (v, a) in acc.iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(b0, _mm512_loadu_ps(qc.add(v * 16)), *a);
+                    }
+                }
+                for (b, a) in best.iter_mut().zip(&acc) {
+                    *b = _mm512_max_ps(*b, *a);
+                }
+                j += 1;
+            }
+            for (v, b) in best.iter().enumerate() {
+                _mm512_storeu_ps(maxes.as_mut_ptr().add(v * 16), *b);
+            }
+        }
+    }
+
+    /// [`max_dots_avx512`] for bf16 documents with `vdpbf16ps`: each instruction multiplies a pair
+    /// of coordinates of 16 query lanes by the same pair of one document token and adds both
+    /// products to the lanes' f32 accumulators. The document pair is broadcast straight from its
+    /// stored bits; nothing is converted.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn max_dots_bf16_avx512<const NV: usize>(
+        pairs: &[u16],
+        dim: usize,
+        doc: &[u16],
+        maxes: &mut [f32],
+    ) {
+        let lanes = NV * 16;
+        let n = doc.len() / dim;
+        let half_dim = dim / 2;
+        let q = pairs.as_ptr();
+        let d = doc.as_ptr();
+        // SAFETY: the caller asserted pairs.len() == dim * lanes, doc.len() == n * dim, dim even
+        // and maxes.len() == lanes; every offset below stays inside those. The u32 reads of a
+        // document pair are unaligned reads of two in-bounds u16s.
+        unsafe {
+            let mut best = [_mm512_setzero_ps(); NV];
+            for (v, b) in best.iter_mut().enumerate() {
+                *b = _mm512_loadu_ps(maxes.as_ptr().add(v * 16));
+            }
+            let pair_of = |t: usize, p: usize| -> __m512bh {
+                let bits = (d.add(t * dim + 2 * p) as *const u32).read_unaligned();
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(bits as i32))
+            };
+            let mut j = 0;
+            while j + DOC_TILE_512 <= n {
+                let mut acc = [[_mm512_setzero_ps(); NV]; DOC_TILE_512];
+                for p in 0..half_dim {
+                    let qp = q.add(p * lanes * 2);
+                    let mut qv = [std::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512()); NV];
+                    for (v, r) in qv.iter_mut().enumerate() {
+                        *r = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(qp.add(v * 32) as *const _));
+                    }
+                    for (t, acc_t) in acc.iter_mut().enumerate() {
+                        let b = pair_of(j + t, p);
+                        for (a, qr) in acc_t.iter_mut().zip(&qv) {
+                            *a = _mm512_dpbf16_ps(*a, *qr, b);
+                        }
+                    }
+                }
+                for acc_t in &acc {
+                    for (b, a) in best.iter_mut().zip(acc_t) {
+                        *b = _mm512_max_ps(*b, *a);
+                    }
+                }
+                j += DOC_TILE_512;
+            }
+            while j < n {
+                let mut acc = [_mm512_setzero_ps(); NV];
+                for p in 0..half_dim {
+                    let qp = q.add(p * lanes * 2);
+                    let b = pair_of(j, p);
+                    for (v, a) in acc.iter_mut().enumerate() {
+                        let qr =
+                            std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(qp.add(v * 32) as *const _));
+                        *a = _mm512_dpbf16_ps(*a, qr, b);
+                    }
+                }
+                for (b, a) in best.iter_mut().zip(&acc) {
+                    *b = _mm512_max_ps(*b, *a);
+                }
+                j += 1;
+            }
+            for (v, b) in best.iter().enumerate() {
+                _mm512_storeu_ps(maxes.as_mut_ptr().add(v * 16), *b);
             }
         }
     }
