@@ -10,9 +10,10 @@
 //! - `recovery`: open time with `QUIVERDB_BENCH_RECOVERY_N` (default 20,000; the figure is
 //!   100,000) unflushed WAL records;
 //! - `ram`: resident memory of an opened collection per document;
-//! - `stall` (opt-in): search p99 and insert throughput while a background compaction of
-//!   `QUIVERDB_BENCH_STALL_N` (default 200,000) 16-token documents runs, against the same
-//!   measurements on the idle collection.
+//! - `stall` (opt-in): search p99 and upsert throughput (`Durability::Sync`, memtable with room)
+//!   while a background merge of four segments, `QUIVERDB_BENCH_STALL_N` (default 200,000)
+//!   16-token documents in all, runs, against the same probes on the idle collection:
+//!   `cargo bench --bench collection -- stall`.
 //!
 //! Run: `cargo bench --bench collection -- ingest`, `QUIVERDB_BENCH_RECOVERY_N=100000 cargo bench
 //! --bench collection -- recovery`.
@@ -233,30 +234,27 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-/// Search latencies (ms, sorted) of `n` queries, and insert throughput of `inserts` new documents
-/// from another thread at the same time.
-fn probe(c: &Arc<Collection>, docs: &Arc<Docs>, first_id: u64, n: usize, inserts: u64) -> (Vec<f64>, f64) {
-    let writer = {
-        let (c, docs) = (c.clone(), docs.clone());
-        std::thread::spawn(move || {
-            let t = Instant::now();
-            for id in first_id..first_id + inserts {
-                c.insert(id, short_doc(&docs, id, 16), None).unwrap();
-            }
-            inserts as f64 / t.elapsed().as_secs_f64()
-        })
-    };
+/// Search latencies (ms) of `n` queries.
+fn search_probe(c: &Collection, docs: &Docs, n: usize, salt: u64) -> Vec<f64> {
     let params = quiverdb::SearchParams::new(10);
-    let mut lat = Vec::with_capacity(n);
-    for i in 0..n {
-        let q = short_doc(docs, (i as u64).wrapping_mul(7919), 16);
-        let t = Instant::now();
-        c.search(q, &params).unwrap();
-        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    (0..n)
+        .map(|i| {
+            let q = short_doc(docs, (i as u64 + salt).wrapping_mul(7919), 16);
+            let t = Instant::now();
+            c.search(q, &params).unwrap();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect()
+}
+
+/// Upserts of `count` documents over the same id range `first..first + count` (so the memtable's
+/// live documents, which every search scores, stay the same from probe to probe): documents/s.
+fn insert_probe(c: &Collection, docs: &Docs, first: u64, count: u64, version: u64) -> f64 {
+    let t = Instant::now();
+    for id in first..first + count {
+        c.upsert(id, short_doc(docs, id.wrapping_add(version * 1_000_003), 16), None).unwrap();
     }
-    let docs_per_s = writer.join().unwrap();
-    lat.sort_by(f64::total_cmp);
-    (lat, docs_per_s)
+    count as f64 / t.elapsed().as_secs_f64()
 }
 
 fn bench_stall(docs: &Arc<Docs>) {
@@ -285,37 +283,48 @@ fn bench_stall(docs: &Arc<Docs>) {
     }
     c.close().unwrap();
     let build_s = t.elapsed().as_secs_f64();
-    // Idle: no maintenance thread, the memtable has room.
+    const UPSERTS: u64 = 500;
+    // Idle: no maintenance thread; the memtable has room (no flush in either phase).
     let room = OpenOptions { durability: Some(Durability::Sync), memtable_max_docs: 1 << 20, ..setup.clone() };
-    let c = Arc::new(Collection::open_with(&dir, room.clone()).unwrap());
-    let _ = probe(&c, docs, n, 100, 200); // warm-up
-    let (idle, idle_ins) = probe(&c, docs, n + 1_000, 400, 1_000);
+    let c = Collection::open_with(&dir, room.clone()).unwrap();
+    insert_probe(&c, docs, n, UPSERTS, 0);
+    search_probe(&c, docs, 100, 0); // warm-up
+    let mut idle = Vec::new();
+    let mut idle_ins = Vec::new();
+    for round in 0..4 {
+        idle.extend(search_probe(&c, docs, 100, round * 100));
+        idle_ins.push(insert_probe(&c, docs, n, UPSERTS, round + 1));
+    }
     drop(c);
-    // Busy: the same collection opened with background maintenance, which starts the merge.
+    // During the merge: the same collection opened with background maintenance, which plans and
+    // starts the merge at its first wake (within a second).
     let busy = OpenOptions { background: true, ..room };
-    let c = Arc::new(Collection::open_with(&dir, busy).unwrap());
+    let c = Collection::open_with(&dir, busy).unwrap();
     let merge_started = Instant::now();
-    std::thread::sleep(Duration::from_millis(1_500)); // the compaction thread wakes within 1 s
+    std::thread::sleep(Duration::from_millis(1_500));
     let mut during = Vec::new();
     let mut during_ins = Vec::new();
-    let mut rounds = 0u64;
-    while c.stats().unwrap().segments.len() > 1 && rounds < 1_000 {
-        let (lat, ins) = probe(&c, docs, n + 10_000 + rounds * 1_000, 100, 250);
-        during.extend(lat);
-        during_ins.push(ins);
-        rounds += 1;
+    let mut round = 10u64;
+    while c.stats().unwrap().segments.len() > 1 && round < 100_000 {
+        during.extend(search_probe(&c, docs, 100, round * 100));
+        during_ins.push(insert_probe(&c, docs, n, UPSERTS, round));
+        round += 1;
     }
     let merge_s = merge_started.elapsed().as_secs_f64();
+    idle.sort_by(f64::total_cmp);
     during.sort_by(f64::total_cmp);
-    let busy_ins = during_ins.iter().sum::<f64>() / during_ins.len().max(1) as f64;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (idle_ins, busy_ins) = (mean(&idle_ins), mean(&during_ins));
+    let p = |v: &[f64], q: f64| if v.is_empty() { f64::NAN } else { percentile(v, q) };
     println!(
-        "{{\"bench\":\"stall\",\"docs\":{n},\"build_s\":{build_s:.1},\"merge_s\":{merge_s:.1},\"maintenance_threads\":\"default\",\"idle\":{{\"search_p50_ms\":{:.2},\"search_p99_ms\":{:.2},\"insert_docs_per_s\":{idle_ins:.0}}},\"during_merge\":{{\"queries\":{},\"search_p50_ms\":{:.2},\"search_p99_ms\":{:.2},\"insert_docs_per_s\":{busy_ins:.0}}},\"p99_ratio\":{:.2},\"insert_ratio\":{:.2}}}",
-        percentile(&idle, 0.5),
-        percentile(&idle, 0.99),
+        "{{\"bench\":\"stall\",\"docs\":{n},\"build_s\":{build_s:.1},\"merge_s\":{merge_s:.1},\"idle\":{{\"queries\":{},\"search_p50_ms\":{:.2},\"search_p99_ms\":{:.2},\"upsert_docs_per_s\":{idle_ins:.0}}},\"during_merge\":{{\"queries\":{},\"search_p50_ms\":{:.2},\"search_p99_ms\":{:.2},\"upsert_docs_per_s\":{busy_ins:.0}}},\"p99_ratio\":{:.2},\"insert_ratio\":{:.2}}}",
+        idle.len(),
+        p(&idle, 0.5),
+        p(&idle, 0.99),
         during.len(),
-        if during.is_empty() { f64::NAN } else { percentile(&during, 0.5) },
-        if during.is_empty() { f64::NAN } else { percentile(&during, 0.99) },
-        if during.is_empty() { f64::NAN } else { percentile(&during, 0.99) / percentile(&idle, 0.99) },
+        p(&during, 0.5),
+        p(&during, 0.99),
+        p(&during, 0.99) / p(&idle, 0.99),
         busy_ins / idle_ins,
     );
     drop(c);
