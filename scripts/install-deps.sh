@@ -64,3 +64,5 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 echo "install-deps: ok ($(cargo --version))"
+# The Python package, built into .venv (maturin, numpy and pytest from PyPI).
+bash "$(dirname "$0")/python-env.sh"

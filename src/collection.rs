@@ -153,6 +153,23 @@ impl Collection {
         crate::search::search_batch(&snapshot, &self.engine.encoder, self.engine.options.dim as usize, queries, params)
     }
 
+    /// Exact MaxSim of `query` against the documents `ids` only (ids not present are skipped;
+    /// repeats count once): the best `params.k`, ties by id. For searching within a small subset
+    /// (an allow-list), where scoring every listed document exactly is cheaper than a filtered
+    /// graph search.
+    pub fn search_ids(&self, query: &[f32], ids: &[u64], params: &SearchParams) -> Result<Vec<Hit>> {
+        self.engine.check_open()?;
+        let mut unique: Vec<u64> = ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let found = unique.into_iter().filter_map(|id| match self.engine.lookup(id) {
+            Ok(Some(f)) => Some(Ok((id, f))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        });
+        crate::search::search_found(self.engine.options.dim as usize, query, params, found)
+    }
+
     /// Like [`Collection::search`], also returning where the time went.
     pub fn search_profiled(&self, query: &[f32], params: &SearchParams) -> Result<(Vec<Hit>, SearchProfile)> {
         self.engine.check_open()?;

@@ -117,6 +117,19 @@ impl CollectionReader {
         crate::search::search_batch(&st.snapshot, &self.encoder, self.options.dim as usize, queries, params)
     }
 
+    /// Exact MaxSim against the documents `ids` only, as [`crate::Collection::search_ids`].
+    pub fn search_ids(&self, query: &[f32], ids: &[u64], params: &SearchParams) -> Result<Vec<Hit>> {
+        let mut unique: Vec<u64> = ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let found = unique.into_iter().filter_map(|id| match self.find(id) {
+            Ok(Some(f)) => Some(Ok((id, f))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        });
+        crate::search::search_found(self.options.dim as usize, query, params, found)
+    }
+
     /// Like [`CollectionReader::search`], also returning where the time went.
     pub fn search_profiled(&self, query: &[f32], params: &SearchParams) -> Result<(Vec<Hit>, SearchProfile)> {
         let st = self.current();

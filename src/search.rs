@@ -157,6 +157,48 @@ enum Source {
 }
 
 /// Searches one snapshot. `dim` is the collection's token dimension.
+/// Exact MaxSim of `query` against the given documents only (an allow-list: each `(id, found)` is
+/// a visible document), the best `params.k` with ties broken by id. `params.rerank` and
+/// `list_size` do not apply: every listed document is scored exactly.
+pub(crate) fn search_found(
+    dim: usize,
+    query: &[f32],
+    params: &SearchParams,
+    found: impl Iterator<Item = Result<(u64, crate::snapshot::Found)>>,
+) -> Result<Vec<Hit>> {
+    params.validate()?;
+    let tokens = TokenMatrix::new(query, dim).map_err(|e| Error::InvalidInput(format!("query: {e}")))?;
+    if tokens.rows() > MAX_TOKENS_PER_QUERY {
+        return Err(Error::InvalidInput(format!(
+            "query of {} tokens exceeds the limit of {MAX_TOKENS_PER_QUERY}",
+            tokens.rows()
+        )));
+    }
+    let maxsim = MaxSimQuery::new(&tokens);
+    let mut scored: Vec<(f32, u64, crate::snapshot::Found)> = Vec::new();
+    for item in found {
+        let (id, f) = item?;
+        let score = match &f {
+            crate::snapshot::Found::Memory(doc) => maxsim.score(doc.tokens.as_doc_tokens())?,
+            crate::snapshot::Found::Segment(h, ord) => maxsim.score(h.reader.tokens(*ord as usize))?,
+        };
+        scored.push((score, id, f));
+    }
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.truncate(params.k);
+    Ok(scored
+        .into_iter()
+        .map(|(score, id, f)| Hit {
+            id,
+            score,
+            payload: params.with_payload.then(|| match f {
+                crate::snapshot::Found::Memory(doc) => doc.payload.clone(),
+                crate::snapshot::Found::Segment(h, ord) => h.reader.payload(ord as usize).to_vec(),
+            }),
+        })
+        .collect())
+}
+
 /// Many queries in parallel (rayon), each as [`search_snapshot`], on one snapshot.
 pub(crate) fn search_batch(
     snapshot: &Snapshot,

@@ -440,3 +440,38 @@ fn searches_during_flush_and_compaction_see_consistent_snapshots() {
     assert_eq!(c.stats().unwrap().documents, 200);
     c.verify().unwrap();
 }
+
+#[test]
+fn search_ids_scores_exactly_within_the_allow_list() {
+    let dir = TempDir::new("coll-search-ids");
+    let c = Collection::create(dir.0.join("c"), small_options(TokenStorage::F32, 64), manual_open(Durability::None))
+        .unwrap();
+    for id in 0..120 {
+        c.insert(id, &doc_tokens(id, 0), Some(&id.to_le_bytes())).unwrap();
+    }
+    c.flush().unwrap();
+    for id in 120..130 {
+        c.insert(id, &doc_tokens(id, 0), None).unwrap(); // memtable
+    }
+    c.delete(5).unwrap();
+    let query = doc_tokens(7, 0);
+    let allow = [3u64, 5, 7, 7, 125, 999, 64];
+    let mut params = SearchParams::new(10);
+    params.with_payload = true;
+    let hits = c.search_ids(&query, &allow, &params).unwrap();
+    let ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
+    assert_eq!(ids.len(), 4, "deleted, absent and repeated ids are not returned twice: {ids:?}");
+    assert_eq!(ids[0], 7);
+    assert!(ids.iter().all(|id| [3, 7, 125, 64].contains(id)));
+    let q = TokenMatrix::new(&query, DIM).unwrap();
+    let m = MaxSimQuery::new(&q);
+    for h in &hits {
+        let exact = m.score(DocTokens::F32(&doc_tokens(h.id, 0))).unwrap();
+        assert!((h.score - exact).abs() < 1e-4, "{} {} {}", h.id, h.score, exact);
+    }
+    assert_eq!(hits[0].payload.as_deref(), Some(&7u64.to_le_bytes()[..]));
+    assert!(c.search_ids(&query, &[], &params).unwrap().is_empty());
+    assert!(matches!(c.search_ids(&query[..3], &allow, &params), Err(Error::InvalidInput(_))));
+    let reader = quiverdb::CollectionReader::open(dir.0.join("c")).unwrap();
+    assert_eq!(reader.search_ids(&query, &allow, &params).unwrap(), hits);
+}
