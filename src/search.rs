@@ -41,6 +41,10 @@ pub struct SearchParams {
     pub ball_carving: Option<f32>,
     /// Return each hit's payload.
     pub with_payload: bool,
+    /// Search the segments of one query in parallel on the current rayon pool (default false), so
+    /// a lone query uses more than one core; the results are the same as sequentially.
+    /// `search_batch` already runs queries in parallel and needs no more.
+    pub parallel: bool,
 }
 
 impl SearchParams {
@@ -75,7 +79,7 @@ impl SearchParams {
 
     /// The defaults with `k` results.
     pub fn new(k: usize) -> Self {
-        SearchParams { k, rerank: None, list_size: None, ball_carving: None, with_payload: false }
+        SearchParams { k, rerank: None, list_size: None, ball_carving: None, with_payload: false, parallel: false }
     }
 
     fn validate(&self) -> Result<()> {
@@ -154,6 +158,16 @@ pub fn carve_query(query: &TokenMatrix<'_>, tau: f32) -> Vec<f32> {
 enum Source {
     Memory(std::sync::Arc<crate::memtable::MemDoc>),
     Segment(usize, u32),
+}
+
+/// What one segment contributed to a search.
+#[derive(Default)]
+struct SegmentOutcome {
+    hits: Vec<(f32, u64, Source)>,
+    candidates_us: f64,
+    rerank_us: f64,
+    reranked: u64,
+    distance_computations: u64,
 }
 
 /// Searches one snapshot. `dim` is the collection's token dimension.
@@ -259,18 +273,27 @@ pub(crate) fn search_snapshot(
         prof.fde_us = t.elapsed().as_secs_f64() * 1e6;
         let total_docs: usize = version.segments.iter().map(|s| s.live.live_count()).sum::<usize>().max(1);
         let rerank = params.effective_rerank(total_docs);
+        // One ADC table per distinct codebook, shared by the segments that use it.
+        let t = Instant::now();
         let mut tables: HashMap<u32, AdcTable> = HashMap::new();
-        for (index, seg) in version.segments.iter().enumerate() {
-            let live = seg.live.live_count();
-            if live == 0 {
-                continue;
-            }
-            let t = Instant::now();
+        for seg in version.segments.iter().filter(|s| s.live.live_count() > 0) {
             if let std::collections::hash_map::Entry::Vacant(slot) = tables.entry(seg.handle.codebook_key) {
                 slot.insert(seg.handle.codebook.adc_table(&fde)?);
             }
-            prof.adc_table_us += t.elapsed().as_secs_f64() * 1e6;
-            let table = &tables[&seg.handle.codebook_key];
+        }
+        prof.adc_table_us += t.elapsed().as_secs_f64() * 1e6;
+        // Candidates and rerank of one segment; segments are independent, so a lone query may
+        // search them in parallel (`params.parallel`). Results are merged in segment order either
+        // way, so both give the same answer.
+        let one_segment = |index: usize| -> Result<SegmentOutcome> {
+            let seg = &version.segments[index];
+            let live = seg.live.live_count();
+            if live == 0 {
+                return Ok(SegmentOutcome::default());
+            }
+            let Some(table) = tables.get(&seg.handle.codebook_key) else {
+                return Ok(SegmentOutcome::default());
+            };
             // Checked arithmetic in u128 (rerank ≤ MAX_RERANK, live ≤ total_docs, so the share
             // fits a usize), and no segment is asked for more than it holds.
             let share = (rerank as u128 * live as u128).div_ceil(total_docs as u128);
@@ -293,13 +316,26 @@ pub(crate) fn search_snapshot(
                 SegmentSearch { k: params.k, candidates: depth, list_size },
                 skip,
             )?;
-            prof.candidates_us += timing.0;
-            prof.rerank_us += timing.1;
-            prof.reranked += timing.2;
-            prof.distance_computations += stats.distance_computations;
-            for h in hits {
-                found.push((h.score, ids[h.doc as usize], Source::Segment(index, h.doc)));
-            }
+            Ok(SegmentOutcome {
+                hits: hits.into_iter().map(|h| (h.score, ids[h.doc as usize], Source::Segment(index, h.doc))).collect(),
+                candidates_us: timing.0,
+                rerank_us: timing.1,
+                reranked: timing.2,
+                distance_computations: stats.distance_computations,
+            })
+        };
+        let outcomes: Vec<SegmentOutcome> = if params.parallel && version.segments.len() > 1 {
+            use rayon::prelude::*;
+            (0..version.segments.len()).into_par_iter().map(one_segment).collect::<Result<_>>()?
+        } else {
+            (0..version.segments.len()).map(one_segment).collect::<Result<_>>()?
+        };
+        for o in outcomes {
+            prof.candidates_us += o.candidates_us;
+            prof.rerank_us += o.rerank_us;
+            prof.reranked += o.reranked;
+            prof.distance_computations += o.distance_computations;
+            found.extend(o.hits);
         }
     }
     found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));

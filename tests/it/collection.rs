@@ -475,3 +475,27 @@ fn search_ids_scores_exactly_within_the_allow_list() {
     let reader = quiverdb::CollectionReader::open(dir.0.join("c")).unwrap();
     assert_eq!(reader.search_ids(&query, &allow, &params).unwrap(), hits);
 }
+
+#[test]
+fn parallel_segment_search_gives_the_sequential_answer() {
+    let dir = TempDir::new("coll-parallel");
+    let c = Collection::create(dir.0.join("c"), small_options(TokenStorage::F16, 64), manual_open(Durability::None))
+        .unwrap();
+    for part in 0..4u64 {
+        for id in part * 150..(part + 1) * 150 {
+            c.insert(id, &doc_tokens(id, 0), None).unwrap();
+        }
+        c.flush().unwrap();
+    }
+    for id in 600..610 {
+        c.insert(id, &doc_tokens(id, 0), None).unwrap();
+    }
+    c.delete(3).unwrap();
+    assert_eq!(c.stats().unwrap().segments.len(), 4);
+    for q in 0..30u64 {
+        let query = doc_tokens(q * 17 % 610, 1);
+        let seq = c.search(&query, &SearchParams::new(10)).unwrap();
+        let par = c.search(&query, &SearchParams { parallel: true, ..SearchParams::new(10) }).unwrap();
+        assert_eq!(seq, par, "query {q}");
+    }
+}

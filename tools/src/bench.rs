@@ -58,6 +58,10 @@ pub struct Args {
     /// combination is run. `default` runs the library defaults only.
     #[arg(long, default_value = "default")]
     sweep: String,
+    /// Search each query's segments in parallel (`SearchParams::parallel`): single-query latency
+    /// with every core.
+    #[arg(long)]
+    parallel: bool,
     /// Untimed passes over the queries before each setting is timed (warm page cache).
     #[arg(long, default_value_t = 1)]
     warmup: usize,
@@ -312,8 +316,13 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
     // settings are measured (at 1M documents the corpus alone is 8 GB).
     drop(docs_owned);
     for s in settings {
-        let params =
-            SearchParams { rerank: s.rerank, list_size: s.list, ball_carving: s.carve, ..SearchParams::new(args.k) };
+        let params = SearchParams {
+            rerank: s.rerank,
+            list_size: s.list,
+            ball_carving: s.carve,
+            parallel: args.parallel,
+            ..SearchParams::new(args.k)
+        };
         let mut ranked = Vec::with_capacity(nq);
         let mut lat = Vec::with_capacity(nq);
         // One untimed pass first: latency is reported with the index in the page cache (a cold
