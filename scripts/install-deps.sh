@@ -41,8 +41,9 @@ if [ "${1:-}" = "--check" ]; then
     echo "install-deps --check: not installed: $m" >&2
     exit 1
   fi
-  # bindgen loads exactly libclang.so / libclang-N.so: make sure the package brought one.
-  if ! ls /usr/lib/llvm-*/lib/libclang.so /usr/lib/llvm-*/lib/libclang-*.so* /usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so* >/dev/null 2>&1; then
+  # bindgen loads exactly libclang.so or libclang-N.so (never libclang-cpp.so): make sure the
+  # package brought one, by exact file name.
+  if [ -z "$(find /usr/lib -maxdepth 4 \( -name 'libclang.so' -o -regex '.*/libclang-[0-9]+\.so\(\.[0-9.]+\)?' \) -print -quit 2>/dev/null)" ]; then
     echo "install-deps --check: libclang-dev is installed but no libclang.so for bindgen was found" >&2
     exit 1
   fi
