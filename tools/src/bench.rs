@@ -19,7 +19,9 @@ use quiverdb::eval::{ndcg_at_k, percentile, recall_at_k};
 use quiverdb::exact::exact_top_k;
 use quiverdb::io::fs::{peak_resident_bytes, tree_bytes};
 use quiverdb::synthetic::{generate, CorpusSpec};
-use quiverdb::{Collection, CollectionOptions, Durability, NewDocument, OpenOptions, SearchParams, TokenStorage};
+use quiverdb::{
+    Collection, CollectionOptions, CollectionReader, Durability, NewDocument, OpenOptions, SearchParams, TokenStorage,
+};
 use serde_json::json;
 
 /// Arguments of `quiver bench`.
@@ -62,6 +64,15 @@ pub struct Args {
     /// with every core.
     #[arg(long)]
     parallel: bool,
+    /// After the warm measurements, measure each setting cold: per query, the collection's files
+    /// are evicted from the page cache (posix_fadvise DONTNEED), a read-only handle is opened
+    /// afresh and the query timed — the first query of a fresh process, served from the disk.
+    /// Reports open and query latency and the bytes read from storage per query.
+    #[arg(long)]
+    cold: bool,
+    /// Queries measured cold per setting (each one costs an eviction and an open).
+    #[arg(long, default_value_t = 50)]
+    cold_queries: usize,
     /// Untimed passes over the queries before each setting is timed (warm page cache).
     #[arg(long, default_value_t = 1)]
     warmup: usize,
@@ -315,6 +326,7 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
     // The dataset is no longer needed: free it, so the page cache can hold the index while the
     // settings are measured (at 1M documents the corpus alone is 8 GB).
     drop(docs_owned);
+    let mut cold_settings: Vec<(SearchParams, serde_json::Value, f64)> = Vec::new();
     for s in settings {
         let params = SearchParams {
             rerank: s.rerank,
@@ -373,11 +385,75 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
             "list_size": params.list_size.map_or("auto".to_string(), |l| l.to_string()),
             "ball_carving": params.ball_carving,
         });
-        println!("{}", line(params_json, &ranked, &lat, qps, profile));
+        println!("{}", line(params_json.clone(), &ranked, &lat, qps, profile));
+        cold_settings.push((params, params_json, percentile(&lat, 50.0)));
+    }
+    if args.cold {
+        // Nothing of this process may keep the files mapped, or eviction would skip those pages.
+        drop(collection);
+        for (params, params_json, warm_p50) in &cold_settings {
+            let n = args.cold_queries.min(nq);
+            let (mut open_ms, mut lat, mut open_bytes, mut query_bytes) = (vec![], vec![], 0u64, 0u64);
+            for q in 0..n {
+                evict_tree(path).map_err(|e| format!("evicting {}: {e}", path.display()))?;
+                let before = storage_read_bytes();
+                let t = Instant::now();
+                let reader = CollectionReader::open(path).map_err(|e| e.to_string())?;
+                open_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                let opened = storage_read_bytes();
+                let t = Instant::now();
+                reader.search(queries.get(q).as_slice(), params).map_err(|e| e.to_string())?;
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+                let after = storage_read_bytes();
+                open_bytes += opened.saturating_sub(before);
+                query_bytes += after.saturating_sub(opened);
+            }
+            let nf = n.max(1) as f64;
+            println!(
+                "{}",
+                json!({
+                    "dataset": work.name,
+                    "n_docs": work.n_docs,
+                    "params": params_json,
+                    "cold": {
+                        "queries": n,
+                        "open_ms": {"p50": round(percentile(&open_ms, 50.0)), "p99": round(percentile(&open_ms, 99.0))},
+                        "latency_ms": {"p50": round(percentile(&lat, 50.0)), "p99": round(percentile(&lat, 99.0))},
+                        "read_bytes_per_query": (query_bytes as f64 / nf).round(),
+                        "read_bytes_per_open": (open_bytes as f64 / nf).round(),
+                        "vs_warm_p50": round(percentile(&lat, 50.0) / warm_p50),
+                    },
+                })
+            );
+        }
     }
     if let Some(v) = exact_line {
         println!("{v}");
     }
 
     Ok(())
+}
+
+/// Drops every file under `dir` from the page cache (`posix_fadvise(POSIX_FADV_DONTNEED)`; clean
+/// pages that no process maps are evicted).
+fn evict_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            evict_tree(&path)?;
+        } else if let Ok(file) = std::fs::File::open(&path) {
+            rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)?;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes this process has caused to be read from storage (`read_bytes` of /proc/self/io; 0 where
+/// the kernel does not say).
+fn storage_read_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("read_bytes: ").and_then(|v| v.trim().parse().ok())))
+        .unwrap_or(0)
 }
