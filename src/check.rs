@@ -143,6 +143,38 @@ pub fn verify_collection(path: &Path) -> Result<VerifyReport> {
         report.problems.push(format!("{}: {} more bad id entries", display(catalog.path()), bad_ids - 20));
     }
 
+    // The recorded dead ordinals (what `open` builds the live sets from) must be exactly the
+    // ordinals the id map does not point at.
+    if catalog.tracks_dead()? {
+        let mut ids: Vec<&u64> = readers.keys().collect();
+        ids.sort();
+        for id in ids {
+            let (reader, live) = &readers[id];
+            let dead = catalog.dead_ordinals(*id)?;
+            let mut wrong = 0u64;
+            let mut first = None;
+            for ordinal in 0..reader.doc_count() as u32 {
+                let recorded_dead = dead.binary_search(&ordinal).is_ok();
+                if recorded_dead == live.is_live(ordinal) {
+                    wrong += 1;
+                    first.get_or_insert(ordinal);
+                }
+            }
+            wrong += dead.iter().filter(|&&o| o as usize >= reader.doc_count()).count() as u64;
+            if wrong > 0 {
+                report.problems.push(format!(
+                    "{}: segment {id}: {wrong} ordinals whose recorded dead state disagrees with the id map (first: {first:?})",
+                    display(catalog.path())
+                ));
+            }
+        }
+    } else {
+        report.notes.push(format!(
+            "{}: the catalog predates dead tracking; the next writing open records the dead ordinals",
+            display(catalog.path())
+        ));
+    }
+
     // The WAL, read as the next open would, without repairing anything.
     let wal_dir = path.join(WAL_DIR);
     match wal::replay(&wal_dir, checkpoint, WalRecovery::Strict, None, |_| Ok(())) {

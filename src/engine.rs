@@ -140,9 +140,15 @@ impl Engine {
         let checkpoint = catalog.checkpoint()?;
         let next_segment = catalog.next_segment()?;
         let codebook = catalog.codebook()?.map(|c| (Arc::new(c.codebook), c.trained_docs));
-        let version =
+        let loaded =
             recovery::load_version(&storage, path, &catalog, &encoder, &Default::default(), SegmentMissing::Corrupt)?
                 .ok_or_else(|| Error::corruption(path, 0, "a segment named by the catalog is missing"))?;
+        if loaded.scanned_id_map {
+            // A catalog from before dead tracking: record the dead ordinals once, so later opens
+            // need no scan of the id map.
+            catalog.record_dead(&recovery::dead_locations(&loaded.version))?;
+        }
+        let version = loaded.version;
         recovery::remove_orphans(&*storage, path, &version)?;
         let (active, report) = recovery::replay_wal(path, &options, checkpoint, open.wal_recovery, Some(&*storage))?;
         let wal_dir = path.join(WAL_DIR);

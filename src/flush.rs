@@ -145,6 +145,7 @@ impl Engine {
                 _ => {}
             }
         }
+        commit.dead = cleared.clone();
         if let Some((handle, record, trained)) = &new_segment {
             commit.add_segments.push(*record);
             if let Some(docs) = trained {

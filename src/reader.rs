@@ -245,9 +245,10 @@ fn load_once(
     let storage = crate::io::storage::real();
     let catalog = Catalog::open_read_only(&path.join(CATALOG_DIR))?;
     let checkpoint = catalog.checkpoint()?;
-    let Some(version) = recovery::load_version(&storage, path, &catalog, encoder, reuse, SegmentMissing::Retry)? else {
+    let Some(loaded) = recovery::load_version(&storage, path, &catalog, encoder, reuse, SegmentMissing::Retry)? else {
         return Ok(Attempt::Retry(None));
     };
+    let version = loaded.version;
     let (memtable, report) = recovery::replay_wal(path, options, checkpoint, WalRecovery::Strict, None)?;
     // A flush committed meanwhile may have trimmed records this replay needed.
     let again = Catalog::open_read_only(&path.join(CATALOG_DIR))?.checkpoint()?;

@@ -203,9 +203,17 @@ pub(crate) enum SegmentMissing {
     Retry,
 }
 
-/// Opens every segment the manifest names (reusing handles in `reuse` by id) and marks live the
-/// ordinals the id map points at; every id map entry must point at a document with that id.
-/// `Ok(None)`: a segment is missing and `missing` said to retry.
+/// A loaded version, and whether its live bitsets came from a scan of the id map because the
+/// catalog predates dead tracking (the writer then records them: [`Catalog::record_dead`]).
+pub(crate) struct Loaded {
+    pub(crate) version: Version,
+    pub(crate) scanned_id_map: bool,
+}
+
+/// Opens every segment the manifest names (reusing handles in `reuse` by id) and derives its live
+/// ordinals: all but the dead ordinals the catalog records (a cost that grows with deletes, not with
+/// the collection), or — for a catalog from before dead tracking — the ordinals the id map points
+/// at, each checked to hold that id. `Ok(None)`: a segment is missing and `missing` said to retry.
 pub(crate) fn load_version(
     storage: &Arc<dyn Storage>,
     path: &Path,
@@ -213,7 +221,7 @@ pub(crate) fn load_version(
     encoder: &FdeEncoder,
     reuse: &HashMap<u64, Arc<SegmentHandle>>,
     missing: SegmentMissing,
-) -> Result<Option<Version>> {
+) -> Result<Option<Loaded>> {
     let seg_dir = path.join(SEGMENTS_DIR);
     let records = catalog.segments()?;
     let mut codebooks: HashMap<u32, Arc<PqCodebook>> =
@@ -240,6 +248,23 @@ pub(crate) fn load_version(
         let n = reader.doc_count();
         segments.push((segment_handle(storage, rec.id, reader, &mut codebooks)?, LiveBits::none(n)));
     }
+    if catalog.tracks_dead()? {
+        for (handle, live) in segments.iter_mut() {
+            let n = handle.reader.doc_count();
+            *live = LiveBits::all(n);
+            for ordinal in catalog.dead_ordinals(handle.id)? {
+                if ordinal as usize >= n {
+                    return Err(Error::corruption(
+                        catalog.path(),
+                        0,
+                        format!("dead ordinal {ordinal} of segment {} is past its {n} documents", handle.id),
+                    ));
+                }
+                live.clear(ordinal);
+            }
+        }
+        return Ok(Some(Loaded { version: into_version(segments), scanned_id_map: false }));
+    }
     let index: HashMap<u64, usize> = segments.iter().enumerate().map(|(i, (h, _))| (h.id, i)).collect();
     catalog.for_each_location(|id, loc| {
         let bad = |what: String| Error::corruption(catalog.path(), 0, format!("id {id}: {what}"));
@@ -256,10 +281,27 @@ pub(crate) fn load_version(
         live.set(loc.ordinal);
         Ok(())
     })?;
-    Ok(Some(Version {
+    Ok(Some(Loaded { version: into_version(segments), scanned_id_map: true }))
+}
+
+fn into_version(segments: Vec<(Arc<SegmentHandle>, LiveBits)>) -> Version {
+    Version {
         segments: segments.into_iter().map(|(handle, live)| LiveSegment { handle, live: Arc::new(live) }).collect(),
         frozen: None,
-    }))
+    }
+}
+
+/// Every dead ordinal of `version`'s segments (for [`Catalog::record_dead`]).
+pub(crate) fn dead_locations(version: &Version) -> Vec<crate::catalog::Location> {
+    let mut out = Vec::new();
+    for s in &version.segments {
+        for ordinal in 0..s.handle.reader.doc_count() as u32 {
+            if !s.live.is_live(ordinal) {
+                out.push(crate::catalog::Location { segment: s.handle.id, ordinal });
+            }
+        }
+    }
+    out
 }
 
 /// Deletes segment files the manifest does not name (a crash before a commit, or inputs of a

@@ -11,13 +11,17 @@
 //! **Tombstones.** A document is visible in a segment only if the id map points at its exact
 //! (segment, ordinal). A delete committed by a flush removes the id's entry; an upsert repoints it.
 //! Older copies stay in their immutable segment files but are dead: nothing maps to them, merges
-//! skip them, and search skips them through the per-segment live bitsets derived from this map at
-//! open. A deleted document therefore cannot come back through compaction or recovery; deletes
+//! skip them, and search skips them through the per-segment live bitsets. Those are persisted as
+//! the dead ordinals of each live segment (`d` keys), written in the same batch as the id map change
+//! that kills them, so `open` reads only the dead entries instead of scanning every id (its cost
+//! grows with deletes, not with the collection). Catalogs written before dead tracking existed
+//! (no `D` marker) are scanned once and upgraded by the writer's next open. A deleted document therefore cannot come back through compaction or recovery; deletes
 //! that are not yet committed are memtable tombstones replayed from the WAL.
 //!
 //! Keys (one byte of kind, then big-endian ids so iteration is in id order):
 //! `c` options (JSON) · `k` checkpoint (u64) · `n` next segment id (u64) · `p` codebook ·
-//! `s`+segment id → segment record · `i`+external id → location. Layouts in storage-format.md.
+//! `s`+segment id → segment record · `i`+external id → location · `d`+segment id+ordinal → (empty:
+//! that ordinal is dead) · `D` dead tracking marker (u32 version 1). Layouts in storage-format.md.
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +37,10 @@ const KEY_NEXT_SEGMENT: &[u8] = b"n";
 const KEY_CODEBOOK: &[u8] = b"p";
 const PREFIX_SEGMENT: u8 = b's';
 const PREFIX_ID: u8 = b'i';
+const PREFIX_DEAD: u8 = b'd';
+const KEY_DEAD_TRACKED: &[u8] = b"D";
+/// Version of the dead-ordinal keys (`D` marker value).
+const DEAD_TRACKING_VERSION: u32 = 1;
 
 /// Where a document's current version lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -80,6 +88,10 @@ pub struct Commit<'a> {
     pub next_segment: Option<u64>,
     /// A newly trained collection codebook.
     pub codebook: Option<(&'a PqCodebook, u64)>,
+    /// Ordinals of segments that stay (or are added) which hold no live document after this
+    /// commit: replaced or deleted versions, copies a merge did not repoint. The dead ordinals of
+    /// removed segments are dropped with them.
+    pub dead: Vec<Location>,
 }
 
 /// The open catalog.
@@ -106,6 +118,28 @@ fn id_key(id: u64) -> [u8; 9] {
     let mut k = [PREFIX_ID; 9];
     k[1..].copy_from_slice(&id.to_be_bytes());
     k
+}
+
+fn dead_key(segment: u64, ordinal: u32) -> [u8; 13] {
+    let mut k = [PREFIX_DEAD; 13];
+    k[1..9].copy_from_slice(&segment.to_be_bytes());
+    k[9..].copy_from_slice(&ordinal.to_be_bytes());
+    k
+}
+
+/// The key range `[from, to)` holding every dead key of `segment`.
+fn dead_range(segment: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut from = vec![PREFIX_DEAD];
+    from.extend_from_slice(&segment.to_be_bytes());
+    let to = match segment.checked_add(1) {
+        Some(next) => {
+            let mut t = vec![PREFIX_DEAD];
+            t.extend_from_slice(&next.to_be_bytes());
+            t
+        }
+        None => vec![PREFIX_DEAD + 1],
+    };
+    (from, to)
 }
 
 fn encode_location(loc: Location) -> [u8; 12] {
@@ -165,6 +199,7 @@ impl Catalog {
         batch.put(KEY_CONFIG, config);
         batch.put(KEY_CHECKPOINT, 0u64.to_le_bytes());
         batch.put(KEY_NEXT_SEGMENT, 1u64.to_le_bytes());
+        batch.put(KEY_DEAD_TRACKED, DEAD_TRACKING_VERSION.to_le_bytes());
         catalog.write(batch)?;
         Ok(catalog)
     }
@@ -306,6 +341,45 @@ impl Catalog {
         }
     }
 
+    /// Whether this catalog records dead ordinals (`D` marker); catalogs from before that need
+    /// one scan of the id map (and an upgrade by the writer).
+    pub fn tracks_dead(&self) -> Result<bool> {
+        match self.db.get(KEY_DEAD_TRACKED).map_err(|e| self.rocks_err(e))? {
+            None => Ok(false),
+            Some(v) if v.as_slice() == DEAD_TRACKING_VERSION.to_le_bytes() => Ok(true),
+            Some(v) => Err(self.bad(format!("dead tracking marker {v:?} is not version {DEAD_TRACKING_VERSION}"))),
+        }
+    }
+
+    /// The dead ordinals of `segment`, ascending.
+    pub fn dead_ordinals(&self, segment: u64) -> Result<Vec<u32>> {
+        let (from, to) = dead_range(segment);
+        let mut out = Vec::new();
+        for item in self.db.iterator(IteratorMode::From(&from, Direction::Forward)) {
+            let (k, v) = item.map_err(|e| self.rocks_err(e))?;
+            if k.as_ref() >= to.as_slice() {
+                break;
+            }
+            if k.len() != 13 || !v.is_empty() {
+                return Err(self.bad(format!("dead key of {} bytes with a {}-byte value", k.len(), v.len())));
+            }
+            out.push(u32::from_be_bytes(k[9..13].try_into().unwrap_or_default()));
+        }
+        Ok(out)
+    }
+
+    /// Writes the dead ordinals of every live segment and the marker, in one synced batch: the
+    /// upgrade of a catalog from before dead tracking (its live bitsets having just been derived
+    /// from the id map).
+    pub fn record_dead(&self, dead: &[Location]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for loc in dead {
+            batch.put(dead_key(loc.segment, loc.ordinal), []);
+        }
+        batch.put(KEY_DEAD_TRACKED, DEAD_TRACKING_VERSION.to_le_bytes());
+        self.write(batch)
+    }
+
     /// Calls `f` for every (id, location), in id order.
     pub fn for_each_location(&self, mut f: impl FnMut(u64, Location) -> Result<()>) -> Result<()> {
         for item in self.db.iterator(IteratorMode::From(&[PREFIX_ID], Direction::Forward)) {
@@ -329,6 +403,11 @@ impl Catalog {
         }
         for id in &commit.remove_segments {
             batch.delete(segment_key(*id));
+            let (from, to) = dead_range(*id);
+            batch.delete_range(from, to);
+        }
+        for loc in &commit.dead {
+            batch.put(dead_key(loc.segment, loc.ordinal), []);
         }
         for id in &commit.delete_ids {
             batch.delete(id_key(*id));

@@ -107,11 +107,12 @@ impl Engine {
             for (id, from, ordinal) in &merged.moved {
                 // Under the commit lock: a flush that replaced or deleted the id since the merge
                 // started has already moved the catalog entry away from `from`.
+                let here = crate::catalog::Location { segment: segment_id, ordinal: *ordinal };
                 if self.catalog.location(*id).map_err(|e| self.poison(e))? == Some(*from) {
-                    commit
-                        .put_locations
-                        .push((*id, crate::catalog::Location { segment: segment_id, ordinal: *ordinal }));
+                    commit.put_locations.push((*id, here));
                     live.set(*ordinal);
+                } else {
+                    commit.dead.push(here);
                 }
             }
             written = (merged.summary.doc_count, merged.summary.bytes);
