@@ -537,7 +537,7 @@ fn a_merge_racing_flushes_keeps_replaced_and_deleted_documents_dead_after_reopen
         let mut step = 0u64;
         while merging.load(Ordering::Acquire) || step < 40 {
             let id = (step * 37 + round * 11) % 1200;
-            if step % 3 == 0 {
+            if step.is_multiple_of(3) {
                 c.delete(id).unwrap();
                 model.remove(&id);
             } else {
