@@ -45,6 +45,13 @@ pub struct SearchParams {
     /// a lone query uses more than one core; the results are the same as sequentially.
     /// `search_batch` already runs queries in parallel and needs no more.
     pub parallel: bool,
+    /// Prefetch what each search step reads (`madvise(WILLNEED)` on the PQ codes of the nodes a
+    /// beam step scores and on the tokens of the candidates to rerank), so that a segment not in
+    /// the page cache is read with many requests in flight instead of one page fault at a time.
+    /// Each page is advised at most once per open segment, so a warm index pays a bit test.
+    /// Default true: measured with `quiver bench --cold` (40k docs, 4 segments), a cold query
+    /// went from 462-506 ms to 76-79 ms p50, warm p50 within 1-4%.
+    pub prefetch: bool,
 }
 
 impl SearchParams {
@@ -79,7 +86,15 @@ impl SearchParams {
 
     /// The defaults with `k` results.
     pub fn new(k: usize) -> Self {
-        SearchParams { k, rerank: None, list_size: None, ball_carving: None, with_payload: false, parallel: false }
+        SearchParams {
+            k,
+            rerank: None,
+            list_size: None,
+            ball_carving: None,
+            with_payload: false,
+            parallel: false,
+            prefetch: true,
+        }
     }
 
     fn validate(&self) -> Result<()> {
@@ -313,7 +328,7 @@ pub(crate) fn search_snapshot(
                 reader,
                 table,
                 &maxsim,
-                SegmentSearch { k: params.k, candidates: depth, list_size },
+                SegmentSearch { k: params.k, candidates: depth, list_size, prefetch: params.prefetch },
                 skip,
             )?;
             Ok(SegmentOutcome {
@@ -365,6 +380,10 @@ pub struct SegmentSearch {
     pub candidates: usize,
     /// Graph search list size L (the beam is at least `candidates` wide).
     pub list_size: usize,
+    /// Ask the kernel to start reading what each step is about to touch — the PQ codes of a
+    /// node's neighbours, the tokens of the candidates to rerank — so a cold segment's reads
+    /// overlap ([`SearchParams::prefetch`]).
+    pub prefetch: bool,
 }
 
 /// Finds the best `k` documents of `segment`: the `candidates` best by PQ-ADC score, reranked by
@@ -412,7 +431,12 @@ fn search_segment_timed(
     let codes = segment.pq_codes();
     let found = match segment.graph() {
         Some(graph) => {
-            let score = |ids: &[u32], out: &mut Vec<f32>| table.score_many(codes, ids, out);
+            let score = |ids: &[u32], out: &mut Vec<f32>| {
+                if params.prefetch {
+                    segment.prefetch_codes(ids);
+                }
+                table.score_many(codes, ids, out)
+            };
             let mut beam = beam_search_batched(&graph, params.list_size.max(candidates), score, skip, &mut stats)?;
             beam.truncate(candidates);
             beam
@@ -425,6 +449,9 @@ fn search_segment_timed(
     let candidate_us = started.elapsed().as_secs_f64() * 1e6;
     let started = Instant::now();
     let reranked = found.len() as u64;
+    if params.prefetch {
+        segment.prefetch_tokens(found.iter().map(|c| c.doc));
+    }
     let mut top = TopK::new(params.k);
     for candidate in found {
         let score = query.score(segment.tokens(candidate.doc as usize))?;

@@ -73,7 +73,7 @@ pub fn segment_bytes(path: &Path, data: &[u8]) -> Result<(), String> {
     let Ok(tokens) = TokenMatrix::new(&query, dim) else { return Ok(()) };
     let fde: Vec<f32> = (0..codebook.dim()).map(|i| ((i % 5) as f32 - 2.0) / 3.0).collect();
     let Ok(table) = codebook.adc_table(&fde) else { return Ok(()) };
-    let params = SegmentSearch { k: 3, candidates: 8, list_size: 16 };
+    let params = SegmentSearch { k: 3, candidates: 8, list_size: 16, prefetch: false };
     if let Ok((hits, _)) = search_segment(&reader, &table, &MaxSimQuery::new(&tokens), params, |_| false) {
         if hits.iter().any(|h| h.doc as usize >= reader.doc_count()) {
             return Err("search returned an ordinal past the end".into());

@@ -25,6 +25,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// Granularity of [`ReadOnlyMap::will_need_once`]'s bookkeeping (the common page size).
+const PREFETCH_PAGE: usize = 4096;
+
 /// A read-only memory map of a whole, sealed file.
 #[derive(Debug)]
 pub struct ReadOnlyMap {
@@ -54,6 +57,43 @@ impl ReadOnlyMap {
     /// The mapped file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// [`ReadOnlyMap::will_need`] for the pages of `offset..offset + len` that `requested` does not
+    /// mark yet (one bit per 4 KiB page of the map), marking them: each page is advised at most
+    /// once, so a process whose index is already in memory pays a bit test, not a system call.
+    pub fn will_need_once(&self, requested: &[std::sync::atomic::AtomicU64], offset: usize, len: usize) {
+        use std::sync::atomic::Ordering;
+        if len == 0 {
+            return;
+        }
+        let (first, last) = (offset / PREFETCH_PAGE, (offset + len - 1) / PREFETCH_PAGE);
+        let mut fresh = false;
+        for page in first..=last {
+            let Some(word) = requested.get(page / 64) else { return };
+            let bit = 1u64 << (page % 64);
+            if word.load(Ordering::Relaxed) & bit == 0 && word.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+                fresh = true;
+            }
+        }
+        if fresh {
+            self.will_need(offset, len);
+        }
+    }
+
+    /// The bitset [`ReadOnlyMap::will_need_once`] keeps for this map, all clear.
+    pub fn prefetch_bitset(&self) -> Vec<std::sync::atomic::AtomicU64> {
+        (0..self.map.len().div_ceil(PREFETCH_PAGE).div_ceil(64)).map(|_| Default::default()).collect()
+    }
+
+    /// Asks the kernel to start reading `len` bytes at `offset` into the page cache now
+    /// (`madvise(MADV_WILLNEED)`), so the faults that follow overlap instead of waiting one by one.
+    /// Advice only: out-of-range requests and errors are ignored.
+    pub fn will_need(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        if len > 0 && offset.checked_add(len).is_some_and(|end| end <= self.map.len()) {
+            let _ = self.map.advise_range(memmap2::Advice::WillNeed, offset, len);
+        }
     }
 
     /// Tells the kernel the given range will be read at random (no read-ahead), as graph and
@@ -92,6 +132,28 @@ pub fn cast_slice<T: Pod>(bytes: &[u8]) -> Option<&[T]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn will_need_once_marks_each_page_once() {
+        use std::sync::atomic::Ordering;
+        let dir = std::env::temp_dir().join(format!("quiverdb-willneed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pages");
+        std::fs::write(&path, vec![7u8; 3 * PREFETCH_PAGE + 10]).unwrap();
+        let map = ReadOnlyMap::open(&path).unwrap();
+        let bits = map.prefetch_bitset();
+        assert_eq!(bits.len(), 1, "4 pages fit one word");
+        map.will_need_once(&bits, PREFETCH_PAGE - 1, 2); // pages 0 and 1
+        assert_eq!(bits[0].load(Ordering::Relaxed), 0b11);
+        map.will_need_once(&bits, 3 * PREFETCH_PAGE, 10); // the last, partial page
+        assert_eq!(bits[0].load(Ordering::Relaxed), 0b1011);
+        map.will_need_once(&bits, 0, 0); // nothing
+        map.will_need(1 << 40, 5); // out of range: ignored, no panic
+        map.will_need_once(&bits, 1 << 40, 5);
+        assert_eq!(bits[0].load(Ordering::Relaxed), 0b1011);
+        assert_eq!(map.bytes()[3 * PREFETCH_PAGE + 9], 7);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn cast_checks_alignment_and_length() {

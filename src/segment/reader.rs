@@ -55,6 +55,8 @@ struct Inner {
     fde_fingerprint: u64,
     sections: BTreeMap<SectionKind, SectionEntry>,
     graph: Option<GraphHeader>,
+    /// Pages already prefetched (`ReadOnlyMap::will_need_once`).
+    prefetched: Vec<std::sync::atomic::AtomicU64>,
 }
 
 fn corrupt(path: &Path, offset: u64, what: impl Into<String>) -> Error {
@@ -204,7 +206,16 @@ impl SegmentReader {
             }
         };
         let reader = SegmentReader {
-            inner: Arc::new(Inner { map, header, storage, fde_params, fde_fingerprint, sections, graph }),
+            inner: Arc::new(Inner {
+                prefetched: map.prefetch_bitset(),
+                map,
+                header,
+                storage,
+                fde_params,
+                fde_fingerprint,
+                sections,
+                graph,
+            }),
         };
         reader.check_offsets(SectionKind::TokenOffsets, header.token_rows)?;
         let payload_len = reader.inner.sections[&SectionKind::PayloadBytes].length;
@@ -351,6 +362,33 @@ impl SegmentReader {
     /// All PQ codes, `doc_count × pq_subspaces` bytes.
     pub fn pq_codes(&self) -> &[u8] {
         self.section_bytes(SectionKind::PqCodes)
+    }
+
+    /// Starts reading the PQ codes of `ordinals` from storage ([`ReadOnlyMap::will_need`]): a cold
+    /// beam fetches the codes of a node's neighbours together instead of one fault at a time.
+    pub fn prefetch_codes(&self, ordinals: &[u32]) {
+        let e = &self.inner.sections[&SectionKind::PqCodes];
+        let m = self.pq_subspaces();
+        for &o in ordinals {
+            self.inner.map.will_need_once(&self.inner.prefetched, e.offset as usize + o as usize * m, m);
+        }
+    }
+
+    /// Starts reading the stored tokens of `ordinals` (before an exact rerank over them).
+    pub fn prefetch_tokens(&self, ordinals: impl IntoIterator<Item = u32>) {
+        let e = &self.inner.sections[&SectionKind::Tokens];
+        let width = self.dim() as u64 * self.storage().bytes_per_value() as u64;
+        let n = self.doc_count();
+        for o in ordinals {
+            if (o as usize) < n {
+                let rows = self.token_range(o as usize);
+                self.inner.map.will_need_once(
+                    &self.inner.prefetched,
+                    (e.offset + rows.start * width) as usize,
+                    ((rows.end - rows.start) * width) as usize,
+                );
+            }
+        }
     }
 
     /// The PQ code of document `ordinal`.

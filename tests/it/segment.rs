@@ -314,7 +314,7 @@ fn segment_search_matches_exact_maxsim_with_and_without_graph() {
         segment.verify().unwrap();
         assert_eq!(segment.graph().is_some(), name == "graph");
         let codebook = segment.pq_codebook().unwrap();
-        let params = SegmentSearch { k: 10, candidates: 150, list_size: 150 };
+        let params = SegmentSearch { k: 10, candidates: 150, list_size: 150, prefetch: false };
         let (mut recall, mut distances) = (0.0, 0u64);
         for (q, truth) in corpus.queries.iter().zip(&exact) {
             let table = codebook.adc_table(&encoder.encode_query(&q).unwrap()).unwrap();
@@ -413,7 +413,7 @@ fn graph_section_damage_is_corruption_never_a_panic() {
     let enc = small_encoder();
     let q = TokenMatrix::new(&docs.tokens[0], DIM).unwrap();
     let table = codebook.adc_table(&enc.encode_query(&q).unwrap()).unwrap();
-    let params = SegmentSearch { k: 5, candidates: 60, list_size: 60 };
+    let params = SegmentSearch { k: 5, candidates: 60, list_size: 60, prefetch: false };
     let result = search_segment(&damaged, &table, &MaxSimQuery::new(&q), params, |_| false).map(|_| ());
     expect_corruption(result, "search through a bad neighbour");
 

@@ -64,6 +64,9 @@ pub struct Args {
     /// with every core.
     #[arg(long)]
     parallel: bool,
+    /// Turn off the prefetch of what each search step reads (`SearchParams::prefetch`, on by default).
+    #[arg(long)]
+    no_prefetch: bool,
     /// After the warm measurements, measure each setting cold: per query, the collection's files
     /// are evicted from the page cache (posix_fadvise DONTNEED), a read-only handle is opened
     /// afresh and the query timed — the first query of a fresh process, served from the disk.
@@ -333,6 +336,7 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
             list_size: s.list,
             ball_carving: s.carve,
             parallel: args.parallel,
+            prefetch: !args.no_prefetch,
             ..SearchParams::new(args.k)
         };
         let mut ranked = Vec::with_capacity(nq);
