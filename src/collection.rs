@@ -159,15 +159,8 @@ impl Collection {
     /// graph search.
     pub fn search_ids(&self, query: &[f32], ids: &[u64], params: &SearchParams) -> Result<Vec<Hit>> {
         self.engine.check_open()?;
-        let mut unique: Vec<u64> = ids.to_vec();
-        unique.sort_unstable();
-        unique.dedup();
-        let found = unique.into_iter().filter_map(|id| match self.engine.lookup(id) {
-            Ok(Some(f)) => Some(Ok((id, f))),
-            Ok(None) => None,
-            Err(e) => Some(Err(e)),
-        });
-        crate::search::search_found(self.engine.options.dim as usize, query, params, found)
+        let dim = self.engine.options.dim as usize;
+        crate::search::search_ids(dim, query, params, ids, |id| self.engine.lookup(id))
     }
 
     /// Like [`Collection::search`], also returning where the time went.

@@ -224,41 +224,36 @@ impl Engine {
 
     /// Where `id`'s visible version is, consistent across memtables and catalog.
     pub(crate) fn lookup(&self, id: u64) -> Result<Option<Found>> {
+        match self.lookup_once(id)? {
+            Ok(found) => Ok(found),
+            Err(_) => {
+                // The catalog is one commit ahead of the version we hold: wait for that commit to
+                // install its version, then the two agree. (The active memtable is looked at again:
+                // a flush may have frozen it meanwhile.)
+                let _commit = self.commit.lock();
+                self.lookup_once(id)?.map_err(|loc| stale_location(&self.catalog, id, loc))
+            }
+        }
+    }
+
+    /// One attempt of [`Engine::lookup`]: `Err(location)` when the catalog points where the held
+    /// version has nothing live.
+    fn lookup_once(&self, id: u64) -> Result<std::result::Result<Option<Found>, crate::catalog::Location>> {
         let version = {
             let st = self.state.read();
             if let Some(e) = st.active.get(id) {
-                return Ok(e.doc.clone().map(Found::Memory));
+                return Ok(Ok(e.doc.clone().map(Found::Memory)));
             }
             st.version.clone()
         };
         if let Some(found) = Self::in_frozen(&version, id) {
-            return Ok(found);
+            return Ok(Ok(found));
         }
-        match locate(&self.catalog, &version, id)? {
+        Ok(match locate(&self.catalog, &version, id)? {
             Located::Absent => Ok(None),
             Located::Found(h, ord) => Ok(Some(Found::Segment(h, ord))),
-            Located::Stale(_) => {
-                // The catalog is one commit ahead of the version we hold: wait for that commit to
-                // install its version, then the two agree. (The active memtable is re-checked:
-                // a flush may have frozen it meanwhile.)
-                let _commit = self.commit.lock();
-                let version = {
-                    let st = self.state.read();
-                    if let Some(e) = st.active.get(id) {
-                        return Ok(e.doc.clone().map(Found::Memory));
-                    }
-                    st.version.clone()
-                };
-                if let Some(found) = Self::in_frozen(&version, id) {
-                    return Ok(found);
-                }
-                match locate(&self.catalog, &version, id)? {
-                    Located::Absent => Ok(None),
-                    Located::Found(h, ord) => Ok(Some(Found::Segment(h, ord))),
-                    Located::Stale(loc) => Err(stale_location(&self.catalog, id, loc)),
-                }
-            }
-        }
+            Located::Stale(loc) => Err(loc),
+        })
     }
 
     fn in_frozen(version: &Version, id: u64) -> Option<Option<Found>> {

@@ -119,15 +119,7 @@ impl CollectionReader {
 
     /// Exact MaxSim against the documents `ids` only, as [`crate::Collection::search_ids`].
     pub fn search_ids(&self, query: &[f32], ids: &[u64], params: &SearchParams) -> Result<Vec<Hit>> {
-        let mut unique: Vec<u64> = ids.to_vec();
-        unique.sort_unstable();
-        unique.dedup();
-        let found = unique.into_iter().filter_map(|id| match self.find(id) {
-            Ok(Some(f)) => Some(Ok((id, f))),
-            Ok(None) => None,
-            Err(e) => Some(Err(e)),
-        });
-        crate::search::search_found(self.options.dim as usize, query, params, found)
+        crate::search::search_ids(self.options.dim as usize, query, params, ids, |id| self.find(id))
     }
 
     /// Like [`CollectionReader::search`], also returning where the time went.

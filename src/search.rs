@@ -186,15 +186,8 @@ struct SegmentOutcome {
 }
 
 /// Searches one snapshot. `dim` is the collection's token dimension.
-/// Exact MaxSim of `query` against the given documents only (an allow-list: each `(id, found)` is
-/// a visible document), the best `params.k` with ties broken by id. `params.rerank` and
-/// `list_size` do not apply: every listed document is scored exactly.
-pub(crate) fn search_found(
-    dim: usize,
-    query: &[f32],
-    params: &SearchParams,
-    found: impl Iterator<Item = Result<(u64, crate::snapshot::Found)>>,
-) -> Result<Vec<Hit>> {
+/// The query checked against the parameters and limits, prepared for exact MaxSim.
+fn prepare_query<'q>(dim: usize, query: &'q [f32], params: &SearchParams) -> Result<(TokenMatrix<'q>, MaxSimQuery)> {
     params.validate()?;
     let tokens = TokenMatrix::new(query, dim).map_err(|e| Error::InvalidInput(format!("query: {e}")))?;
     if tokens.rows() > MAX_TOKENS_PER_QUERY {
@@ -204,9 +197,26 @@ pub(crate) fn search_found(
         )));
     }
     let maxsim = MaxSimQuery::new(&tokens);
+    Ok((tokens, maxsim))
+}
+
+/// Exact MaxSim of `query` against the documents `ids` only (an allow-list; repeats count once,
+/// ids `lookup` does not find are skipped), the best `params.k` with ties broken by id.
+/// `params.rerank` and `list_size` do not apply: every listed document is scored exactly.
+pub(crate) fn search_ids(
+    dim: usize,
+    query: &[f32],
+    params: &SearchParams,
+    ids: &[u64],
+    lookup: impl Fn(u64) -> Result<Option<crate::snapshot::Found>>,
+) -> Result<Vec<Hit>> {
+    let (_, maxsim) = prepare_query(dim, query, params)?;
+    let mut unique: Vec<u64> = ids.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
     let mut scored: Vec<(f32, u64, crate::snapshot::Found)> = Vec::new();
-    for item in found {
-        let (id, f) = item?;
+    for id in unique {
+        let Some(f) = lookup(id)? else { continue };
         let score = match &f {
             crate::snapshot::Found::Memory(doc) => maxsim.score(doc.tokens.as_doc_tokens())?,
             crate::snapshot::Found::Segment(h, ord) => maxsim.score(h.reader.tokens(*ord as usize))?,
@@ -248,15 +258,7 @@ pub(crate) fn search_snapshot(
     params: &SearchParams,
     profile: Option<&mut SearchProfile>,
 ) -> Result<Vec<Hit>> {
-    params.validate()?;
-    let tokens = TokenMatrix::new(query, dim).map_err(|e| Error::InvalidInput(format!("query: {e}")))?;
-    if tokens.rows() > MAX_TOKENS_PER_QUERY {
-        return Err(Error::InvalidInput(format!(
-            "query of {} tokens exceeds the limit of {MAX_TOKENS_PER_QUERY}",
-            tokens.rows()
-        )));
-    }
-    let maxsim = MaxSimQuery::new(&tokens);
+    let (tokens, maxsim) = prepare_query(dim, query, params)?;
     let version = &snapshot.version;
     let active = &snapshot.active;
     let frozen = version.frozen.as_deref();
