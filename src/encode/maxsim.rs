@@ -76,6 +76,9 @@ pub struct MaxSimQuery {
     dim: usize,
     isa: Isa,
     blocks: Vec<Block>,
+    /// A short query (≤ `DOC_MAJOR_MAX_QUERY` tokens, dimension a multiple of 16) row-major, for
+    /// the document-major AVX-512 kernel; `None` otherwise.
+    short: Option<Vec<f32>>,
 }
 
 impl MaxSimQuery {
@@ -111,7 +114,12 @@ impl MaxSimQuery {
             blocks.push(Block { lanes, used, values, bf16_pairs });
             start += used;
         }
-        MaxSimQuery { dim, isa, blocks }
+        let short = (matches!(isa, Isa::Avx512 | Isa::Avx512Bf16)
+            && rows <= simd::DOC_MAJOR_MAX_QUERY
+            && rows > 0
+            && dim.is_multiple_of(16))
+        .then(|| query.as_slice().to_vec());
+        MaxSimQuery { dim, isa, blocks, short }
     }
 
     /// The token dimension this query expects of documents.
@@ -140,6 +148,19 @@ impl MaxSimQuery {
                 doc.len(),
                 self.dim
             )));
+        }
+        if let Some(short) = &self.short {
+            if !(self.uses_bf16_dot() && matches!(doc, DocTokens::Bf16(_))) {
+                let mut maxes = [f32::NEG_INFINITY; simd::DOC_MAJOR_MAX_QUERY];
+                let maxes = &mut maxes[..short.len() / self.dim];
+                let values = match doc {
+                    DocTokens::F32(v) => simd::DocValues::F32(v),
+                    DocTokens::F16(v) => simd::DocValues::F16(v),
+                    DocTokens::Bf16(v) => simd::DocValues::Bf16(v),
+                };
+                simd::max_dots_doc_major(self.isa, short, self.dim, values, maxes);
+                return Ok(maxes.iter().sum());
+            }
         }
         let mut maxes: Vec<[f32; MAXSIM_BLOCK_LANES]> =
             vec![[f32::NEG_INFINITY; MAXSIM_BLOCK_LANES]; self.blocks.len()];
@@ -231,6 +252,10 @@ mod tests {
         // kernel's 6-token tiles; query blocks of 8, 16, 24 and 32 lanes.
         for &(nq, nd, dim) in &[
             (1, 1, 1),
+            (1, 9, 128),
+            (2, 1, 32),
+            (5, 4, 64),
+            (8, 11, 128),
             (3, 2, 5),
             (8, 3, 16),
             (33, 7, 128),

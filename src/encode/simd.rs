@@ -432,6 +432,74 @@ pub fn max_dots(isa: Isa, block: &[f32], lanes: usize, dim: usize, doc: &[f32], 
     }
 }
 
+/// Most query tokens the document-major kernel ([`max_dots_doc_major`]) takes.
+pub const DOC_MAJOR_MAX_QUERY: usize = 8;
+
+/// Document token storage for [`max_dots_doc_major`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DocValues<'a> {
+    /// `f32` values.
+    F32(&'a [f32]),
+    /// `f16` bit patterns.
+    F16(&'a [u16]),
+    /// `bf16` bit patterns.
+    Bf16(&'a [u16]),
+}
+
+impl DocValues<'_> {
+    fn len(&self) -> usize {
+        match self {
+            DocValues::F32(v) => v.len(),
+            DocValues::F16(v) | DocValues::Bf16(v) => v.len(),
+        }
+    }
+}
+
+/// MaxSim maxima for a short query, document-major: for every document token (rows of `doc`,
+/// `dim` values each) and query token `i` (rows of `query`, row-major, at most
+/// [`DOC_MAJOR_MAX_QUERY`]), `maxes[i] = max(maxes[i], ⟨q_i, d⟩)`. The AVX-512 kernel streams each
+/// document token 16 coordinates at a time, widening 16-bit values in registers, with one FMA per
+/// query token; a short query then costs about one instruction per coordinate instead of a
+/// broadcast and an FMA per coordinate over padded lanes. Needs `dim` a multiple of 16 for the
+/// kernel; anything else runs the portable definition.
+pub fn max_dots_doc_major(isa: Isa, query: &[f32], dim: usize, doc: DocValues<'_>, maxes: &mut [f32]) {
+    let nq = maxes.len();
+    assert!((1..=DOC_MAJOR_MAX_QUERY).contains(&nq), "query tokens = {nq}");
+    assert!(dim > 0);
+    assert_eq!(query.len(), nq * dim);
+    assert_eq!(doc.len() % dim, 0);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Bf16 if dim.is_multiple_of(16) => {
+            assert!(Isa::available().contains(&Isa::Avx512), "AVX-512 kernel requested on a CPU without it");
+            // SAFETY: AVX-512 F detected just above; lengths checked above as the kernel requires.
+            unsafe { x86::max_dots_doc_major_avx512(query, dim, doc, maxes) }
+        }
+        _ => {
+            let n = doc.len() / dim;
+            for t in 0..n {
+                for (i, m) in maxes.iter_mut().enumerate() {
+                    let q = &query[i * dim..(i + 1) * dim];
+                    let dot: f32 = match doc {
+                        DocValues::F32(v) => q.iter().zip(&v[t * dim..(t + 1) * dim]).map(|(a, b)| a * b).sum(),
+                        DocValues::F16(v) => q
+                            .iter()
+                            .zip(&v[t * dim..(t + 1) * dim])
+                            .map(|(a, &b)| a * half::f16::from_bits(b).to_f32())
+                            .sum(),
+                        DocValues::Bf16(v) => q
+                            .iter()
+                            .zip(&v[t * dim..(t + 1) * dim])
+                            .map(|(a, &b)| a * half::bf16::from_bits(b).to_f32())
+                            .sum(),
+                    };
+                    *m = m.max(dot);
+                }
+            }
+        }
+    }
+}
+
 /// Whether bf16 documents use the `vdpbf16ps` kernel when the CPU has it (`QUIVERDB_BF16_DOT=1`;
 /// read once).
 pub fn bf16_dot_enabled() -> bool {
@@ -538,6 +606,36 @@ mod tests {
                 max_dots_bf16(Isa::Avx512Bf16, &pairs, lanes, dim, &doc, &mut got);
                 for (g, w) in got.iter().zip(&want) {
                     assert!((g - w).abs() <= 1e-4 * dim as f32, "lanes {lanes} dim {dim} n {n}: {g} vs {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn doc_major_kernel_matches_its_definition() {
+        let have = Isa::available().contains(&Isa::Avx512);
+        if !have {
+            eprintln!("note: no AVX-512 on this CPU; the document-major kernel is not run");
+        }
+        let mut state = 0x9e37_79b9u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        };
+        for &(nq, dim, n) in &[(1, 16, 1), (3, 128, 7), (8, 64, 2), (5, 32, 13), (2, 128, 200)] {
+            let query: Vec<f32> = (0..nq * dim).map(|_| next()).collect();
+            let f32s: Vec<f32> = (0..n * dim).map(|_| next()).collect();
+            let f16s: Vec<u16> = f32s.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+            let bf16s: Vec<u16> = f32s.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
+            for doc in [DocValues::F32(&f32s), DocValues::F16(&f16s), DocValues::Bf16(&bf16s)] {
+                let mut want = vec![f32::NEG_INFINITY; nq];
+                max_dots_doc_major(Isa::Portable, &query, dim, doc, &mut want);
+                if have {
+                    let mut got = vec![f32::NEG_INFINITY; nq];
+                    max_dots_doc_major(Isa::Avx512, &query, dim, doc, &mut got);
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!((g - w).abs() <= 1e-4 * dim as f32, "nq {nq} dim {dim} n {n}: {g} vs {w}");
+                    }
                 }
             }
         }
@@ -1130,6 +1228,77 @@ mod x86 {
             }
             for (v, b) in best.iter().enumerate() {
                 _mm512_storeu_ps(maxes.as_mut_ptr().add(v * 16), *b);
+            }
+        }
+    }
+
+    /// Widens 16 coordinates of a document token to f32 in a register.
+    ///
+    /// # Safety
+    /// AVX-512 F available; `doc` holds at least `at + 16` values.
+    #[inline(always)]
+    unsafe fn load16(doc: super::DocValues<'_>, at: usize) -> __m512 {
+        // SAFETY: the caller guarantees 16 values from `at`.
+        unsafe {
+            match doc {
+                super::DocValues::F32(v) => _mm512_loadu_ps(v.as_ptr().add(at)),
+                super::DocValues::F16(v) => _mm512_cvtph_ps(_mm256_loadu_si256(v.as_ptr().add(at) as *const __m256i)),
+                super::DocValues::Bf16(v) => {
+                    let wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(v.as_ptr().add(at) as *const __m256i));
+                    _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16))
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn max_dots_doc_major_avx512(
+        query: &[f32],
+        dim: usize,
+        doc: super::DocValues<'_>,
+        maxes: &mut [f32],
+    ) {
+        let nq = maxes.len();
+        let n = doc.len() / dim;
+        let q = query.as_ptr();
+        // SAFETY: the caller asserted query.len() == nq * dim, doc.len() == n * dim, dim a
+        // multiple of 16 and 1 <= nq <= 8; every offset below stays inside those.
+        unsafe {
+            let mut t = 0;
+            // Two document tokens at a time: 2 x nq independent accumulators.
+            while t + 2 <= n {
+                let mut acc = [[_mm512_setzero_ps(); super::DOC_MAJOR_MAX_QUERY]; 2];
+                let (base0, base1) = (t * dim, (t + 1) * dim);
+                let mut c = 0;
+                while c < dim {
+                    let d0 = load16(doc, base0 + c);
+                    let d1 = load16(doc, base1 + c);
+                    #[allow(clippy::needless_range_loop)] // i indexes two accumulator rows at once
+                    for i in 0..nq {
+                        let qv = _mm512_loadu_ps(q.add(i * dim + c));
+                        acc[0][i] = _mm512_fmadd_ps(d0, qv, acc[0][i]);
+                        acc[1][i] = _mm512_fmadd_ps(d1, qv, acc[1][i]);
+                    }
+                    c += 16;
+                }
+                for (i, m) in maxes.iter_mut().enumerate() {
+                    *m = m.max(_mm512_reduce_add_ps(acc[0][i])).max(_mm512_reduce_add_ps(acc[1][i]));
+                }
+                t += 2;
+            }
+            if t < n {
+                let mut acc = [_mm512_setzero_ps(); super::DOC_MAJOR_MAX_QUERY];
+                let mut c = 0;
+                while c < dim {
+                    let d0 = load16(doc, t * dim + c);
+                    for (i, a) in acc.iter_mut().enumerate().take(nq) {
+                        *a = _mm512_fmadd_ps(d0, _mm512_loadu_ps(q.add(i * dim + c)), *a);
+                    }
+                    c += 16;
+                }
+                for (i, m) in maxes.iter_mut().enumerate() {
+                    *m = m.max(_mm512_reduce_add_ps(acc[i]));
+                }
             }
         }
     }
