@@ -76,8 +76,8 @@ pub struct MaxSimQuery {
     dim: usize,
     isa: Isa,
     blocks: Vec<Block>,
-    /// A short query (≤ `DOC_MAJOR_MAX_QUERY` tokens, dimension a multiple of 16) row-major, for
-    /// the document-major AVX-512 kernel; `None` otherwise.
+    /// A short query (≤ `DOC_MAJOR_MAX_QUERY` tokens, dimension a multiple of the kernel's width)
+    /// row-major, for the document-major AVX-512/AVX2 kernels; `None` otherwise.
     short: Option<Vec<f32>>,
 }
 
@@ -114,11 +114,11 @@ impl MaxSimQuery {
             blocks.push(Block { lanes, used, values, bf16_pairs });
             start += used;
         }
-        let short = (matches!(isa, Isa::Avx512 | Isa::Avx512Bf16)
-            && rows <= simd::DOC_MAJOR_MAX_QUERY
-            && rows > 0
-            && dim.is_multiple_of(16))
-        .then(|| query.as_slice().to_vec());
+        // AVX-512 takes dimensions that are multiples of 16; others of 8 run the AVX2 variant.
+        let kernel_width = if isa == Isa::Portable { 0 } else { 8 };
+        let short =
+            (kernel_width > 0 && rows <= simd::DOC_MAJOR_MAX_QUERY && rows > 0 && dim.is_multiple_of(kernel_width))
+                .then(|| query.as_slice().to_vec());
         MaxSimQuery { dim, isa, blocks, short }
     }
 

@@ -460,8 +460,9 @@ impl DocValues<'_> {
 /// [`DOC_MAJOR_MAX_QUERY`]), `maxes[i] = max(maxes[i], ⟨q_i, d⟩)`. The AVX-512 kernel streams each
 /// document token 16 coordinates at a time, widening 16-bit values in registers, with one FMA per
 /// query token; a short query then costs about one instruction per coordinate instead of a
-/// broadcast and an FMA per coordinate over padded lanes. Needs `dim` a multiple of 16 for the
-/// kernel; anything else runs the portable definition.
+/// broadcast and an FMA per coordinate over padded lanes. The AVX2 variant does the same 8
+/// coordinates at a time. Needs `dim` a multiple of 16 (AVX-512) or 8 (AVX2) for a kernel;
+/// anything else runs the portable definition.
 pub fn max_dots_doc_major(isa: Isa, query: &[f32], dim: usize, doc: DocValues<'_>, maxes: &mut [f32]) {
     let nq = maxes.len();
     assert!((1..=DOC_MAJOR_MAX_QUERY).contains(&nq), "query tokens = {nq}");
@@ -474,6 +475,12 @@ pub fn max_dots_doc_major(isa: Isa, query: &[f32], dim: usize, doc: DocValues<'_
             assert!(Isa::available().contains(&Isa::Avx512), "AVX-512 kernel requested on a CPU without it");
             // SAFETY: AVX-512 F detected just above; lengths checked above as the kernel requires.
             unsafe { x86::max_dots_doc_major_avx512(query, dim, doc, maxes) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 if dim.is_multiple_of(8) => {
+            assert!(Isa::available().contains(&Isa::Avx2), "AVX2 kernel requested on a CPU without it");
+            // SAFETY: AVX2, FMA and F16C detected just above; lengths checked above.
+            unsafe { x86::max_dots_doc_major_avx2(query, dim, doc, maxes) }
         }
         _ => {
             let n = doc.len() / dim;
@@ -630,11 +637,11 @@ mod tests {
             for doc in [DocValues::F32(&f32s), DocValues::F16(&f16s), DocValues::Bf16(&bf16s)] {
                 let mut want = vec![f32::NEG_INFINITY; nq];
                 max_dots_doc_major(Isa::Portable, &query, dim, doc, &mut want);
-                if have {
+                for isa in Isa::available().into_iter().filter(|&i| i == Isa::Avx2 || (i == Isa::Avx512 && have)) {
                     let mut got = vec![f32::NEG_INFINITY; nq];
-                    max_dots_doc_major(Isa::Avx512, &query, dim, doc, &mut got);
+                    max_dots_doc_major(isa, &query, dim, doc, &mut got);
                     for (g, w) in got.iter().zip(&want) {
-                        assert!((g - w).abs() <= 1e-4 * dim as f32, "nq {nq} dim {dim} n {n}: {g} vs {w}");
+                        assert!((g - w).abs() <= 1e-4 * dim as f32, "{isa:?} nq {nq} dim {dim} n {n}: {g} vs {w}");
                     }
                 }
             }
@@ -1298,6 +1305,68 @@ mod x86 {
                 }
                 for (i, m) in maxes.iter_mut().enumerate() {
                     *m = m.max(_mm512_reduce_add_ps(acc[i]));
+                }
+            }
+        }
+    }
+
+    /// Widens 8 coordinates of a document token to f32 in a register.
+    ///
+    /// # Safety
+    /// AVX2 and F16C available; `doc` holds at least `at + 8` values.
+    #[inline(always)]
+    unsafe fn load8(doc: super::DocValues<'_>, at: usize) -> __m256 {
+        // SAFETY: the caller guarantees 8 values from `at`.
+        unsafe {
+            match doc {
+                super::DocValues::F32(v) => _mm256_loadu_ps(v.as_ptr().add(at)),
+                super::DocValues::F16(v) => _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(at) as *const __m128i)),
+                super::DocValues::Bf16(v) => {
+                    let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(v.as_ptr().add(at) as *const __m128i));
+                    _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16))
+                }
+            }
+        }
+    }
+
+    /// The sum of a register's 8 lanes.
+    #[inline(always)]
+    unsafe fn sum8(v: __m256) -> f32 {
+        // SAFETY: register-only arithmetic; AVX available (caller).
+        unsafe {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+            _mm_cvtss_f32(s)
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn max_dots_doc_major_avx2(
+        query: &[f32],
+        dim: usize,
+        doc: super::DocValues<'_>,
+        maxes: &mut [f32],
+    ) {
+        let nq = maxes.len();
+        let n = doc.len() / dim;
+        let q = query.as_ptr();
+        // SAFETY: the caller asserted query.len() == nq * dim, doc.len() == n * dim, dim a
+        // multiple of 8 and 1 <= nq <= 8; every offset below stays inside those.
+        unsafe {
+            for t in 0..n {
+                let mut acc = [_mm256_setzero_ps(); super::DOC_MAJOR_MAX_QUERY];
+                let base = t * dim;
+                let mut c = 0;
+                while c < dim {
+                    let d = load8(doc, base + c);
+                    for (i, a) in acc.iter_mut().enumerate().take(nq) {
+                        *a = _mm256_fmadd_ps(d, _mm256_loadu_ps(q.add(i * dim + c)), *a);
+                    }
+                    c += 8;
+                }
+                for (i, m) in maxes.iter_mut().enumerate() {
+                    *m = m.max(sum8(acc[i]));
                 }
             }
         }
