@@ -175,14 +175,25 @@ enum Source {
     Segment(usize, u32),
 }
 
-/// What one segment contributed to a search.
+/// What one segment's candidate stage produced.
 #[derive(Default)]
-struct SegmentOutcome {
-    hits: Vec<(f32, u64, Source)>,
-    candidates_us: f64,
-    rerank_us: f64,
-    reranked: u64,
+struct SegmentPool {
+    /// Ordinals with their ADC scores, best first.
+    candidates: Vec<Scored>,
+    /// The segment's size-proportional share of the rerank budget.
+    share: usize,
+    us: f64,
     distance_computations: u64,
+}
+
+/// `f(0..n)` in order, on the rayon pool when `parallel` (and there is more than one).
+fn map_segments<T: Send>(n: usize, parallel: bool, f: impl Fn(usize) -> Result<T> + Sync + Send) -> Result<Vec<T>> {
+    if parallel && n > 1 {
+        use rayon::prelude::*;
+        (0..n).into_par_iter().map(f).collect()
+    } else {
+        (0..n).map(f).collect()
+    }
 }
 
 /// Searches one snapshot. `dim` is the collection's token dimension.
@@ -299,18 +310,14 @@ pub(crate) fn search_snapshot(
             }
         }
         prof.adc_table_us += t.elapsed().as_secs_f64() * 1e6;
-        // Candidates and rerank of one segment; segments are independent, so a lone query may
-        // search them in parallel (`params.parallel`). Results are merged in segment order either
-        // way, so both give the same answer.
-        let one_segment = |index: usize| -> Result<SegmentOutcome> {
+        // 1. Candidates per segment (independent, so a lone query may search them in parallel:
+        //    `params.parallel`). A segment's beam is DEFAULT_LIST_FACTOR times its size-proportional
+        //    share wide, and it offers every candidate the beam holds.
+        let candidates_of = |index: usize| -> Result<SegmentPool> {
             let seg = &version.segments[index];
             let live = seg.live.live_count();
-            if live == 0 {
-                return Ok(SegmentOutcome::default());
-            }
-            let Some(table) = tables.get(&seg.handle.codebook_key) else {
-                return Ok(SegmentOutcome::default());
-            };
+            let table = tables.get(&seg.handle.codebook_key);
+            let (Some(table), true) = (table, live > 0) else { return Ok(SegmentPool::default()) };
             // Checked arithmetic in u128 (rerank ≤ MAX_RERANK, live ≤ total_docs, so the share
             // fits a usize), and no segment is asked for more than it holds.
             let share = (rerank as u128 * live as u128).div_ceil(total_docs as u128);
@@ -320,39 +327,47 @@ pub(crate) fn search_snapshot(
                 .unwrap_or(depth.saturating_mul(SearchParams::DEFAULT_LIST_FACTOR))
                 .max(depth)
                 .min(seg.handle.reader.doc_count().max(1));
-            let reader = &seg.handle.reader;
-            let ids = reader.doc_ids();
+            let ids = seg.handle.reader.doc_ids();
             let skip = |ord: u32| {
                 let id = ids[ord as usize];
                 !seg.live.is_live(ord) || active.shadows(id) || frozen.is_some_and(|f| f.shadows(id))
             };
-            let (hits, stats, timing) = search_segment_timed(
-                reader,
-                table,
-                &maxsim,
-                SegmentSearch { k: params.k, candidates: depth, list_size, prefetch: params.prefetch },
-                skip,
-            )?;
-            Ok(SegmentOutcome {
-                hits: hits.into_iter().map(|h| (h.score, ids[h.doc as usize], Source::Segment(index, h.doc))).collect(),
-                candidates_us: timing.0,
-                rerank_us: timing.1,
-                reranked: timing.2,
-                distance_computations: stats.distance_computations,
-            })
+            let search = SegmentSearch { k: params.k, candidates: depth, list_size, prefetch: params.prefetch };
+            let (candidates, stats, us) = segment_candidates(&seg.handle.reader, table, search, skip)?;
+            Ok(SegmentPool { candidates, share: depth, us, distance_computations: stats.distance_computations })
         };
-        let outcomes: Vec<SegmentOutcome> = if params.parallel && version.segments.len() > 1 {
-            use rayon::prelude::*;
-            (0..version.segments.len()).into_par_iter().map(one_segment).collect::<Result<_>>()?
-        } else {
-            (0..version.segments.len()).map(one_segment).collect::<Result<_>>()?
+        let pools: Vec<SegmentPool> = map_segments(version.segments.len(), params.parallel, candidates_of)?;
+        // 2. One rerank budget across segments, by ADC score: the sum of the shares goes to the best
+        //    candidates wherever they are, so a segment holding more of the answer gets more of it.
+        let budget: usize = pools.iter().map(|p| p.share).sum();
+        let mut pooled: Vec<(f32, usize, u32)> =
+            pools.iter().enumerate().flat_map(|(i, p)| p.candidates.iter().map(move |c| (c.score, i, c.doc))).collect();
+        pooled.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        pooled.truncate(budget);
+        let mut chosen: Vec<Vec<u32>> = vec![Vec::new(); version.segments.len()];
+        for (_, i, ord) in pooled {
+            chosen[i].push(ord);
+        }
+        for p in &pools {
+            prof.candidates_us += p.us;
+            prof.distance_computations += p.distance_computations;
+        }
+        // 3. Exact MaxSim over each segment's chosen candidates.
+        let rerank_of = |index: usize| -> Result<(Vec<(f32, u64, Source)>, f64)> {
+            let t = Instant::now();
+            let reader = &version.segments[index].handle.reader;
+            let hits = rerank_ordinals(reader, &maxsim, &chosen[index], params.k, params.prefetch)?;
+            let ids = reader.doc_ids();
+            let hits =
+                hits.into_iter().map(|h| (h.score, ids[h.doc as usize], Source::Segment(index, h.doc))).collect();
+            Ok((hits, t.elapsed().as_secs_f64() * 1e6))
         };
-        for o in outcomes {
-            prof.candidates_us += o.candidates_us;
-            prof.rerank_us += o.rerank_us;
-            prof.reranked += o.reranked;
-            prof.distance_computations += o.distance_computations;
-            found.extend(o.hits);
+        let reranked: Vec<(Vec<(f32, u64, Source)>, f64)> =
+            map_segments(version.segments.len(), params.parallel, rerank_of)?;
+        prof.reranked += chosen.iter().map(|c| c.len() as u64).sum::<u64>();
+        for (hits, us) in reranked {
+            prof.rerank_us += us;
+            found.extend(hits);
         }
     }
     found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -413,19 +428,36 @@ fn search_segment_timed(
     params: SegmentSearch,
     skip: impl Fn(u32) -> bool,
 ) -> Result<(Vec<Scored>, SearchStats, SegmentTiming)> {
+    if query.dim() != segment.dim() {
+        return Err(Error::InvalidInput(format!(
+            "wrong dimension: query tokens are {}-dimensional, the segment stores {}",
+            query.dim(),
+            segment.dim()
+        )));
+    }
+    let (mut found, stats, candidate_us) = segment_candidates(segment, table, params, skip)?;
+    found.truncate(params.candidates.max(params.k));
+    let started = Instant::now();
+    let reranked = found.len() as u64;
+    let ordinals: Vec<u32> = found.iter().map(|c| c.doc).collect();
+    let hits = rerank_ordinals(segment, query, &ordinals, params.k, params.prefetch)?;
+    Ok((hits, stats, (candidate_us, started.elapsed().as_secs_f64() * 1e6, reranked)))
+}
+
+/// The candidate stage of one segment: up to `max(candidates, list_size)` ordinals by PQ-ADC score,
+/// best first (a graph beam of width `list_size`, or a flat scan), and the microseconds it took.
+fn segment_candidates(
+    segment: &SegmentReader,
+    table: &AdcTable,
+    params: SegmentSearch,
+    skip: impl Fn(u32) -> bool,
+) -> Result<(Vec<Scored>, SearchStats, f64)> {
     let started = Instant::now();
     if table.subspaces() != segment.pq_subspaces() {
         return Err(Error::InvalidInput(format!(
             "ADC table for {}-byte codes used on a segment with {}-byte codes",
             table.subspaces(),
             segment.pq_subspaces()
-        )));
-    }
-    if query.dim() != segment.dim() {
-        return Err(Error::InvalidInput(format!(
-            "wrong dimension: query tokens are {}-dimensional, the segment stores {}",
-            query.dim(),
-            segment.dim()
         )));
     }
     let candidates = params.candidates.max(params.k);
@@ -440,24 +472,31 @@ fn search_segment_timed(
                 table.score_many(codes, ids, out)
             };
             let mut beam = beam_search_batched(&graph, params.list_size.max(candidates), score, skip, &mut stats)?;
-            beam.truncate(candidates);
+            beam.truncate(params.list_size.max(candidates));
             beam
         }
         None => {
             stats.distance_computations = segment.doc_count() as u64;
-            table.scan(codes, candidates, skip)
+            table.scan(codes, params.list_size.max(candidates), skip)
         }
     };
-    let candidate_us = started.elapsed().as_secs_f64() * 1e6;
-    let started = Instant::now();
-    let reranked = found.len() as u64;
-    if params.prefetch {
-        segment.prefetch_tokens(found.iter().map(|c| c.doc));
+    Ok((found, stats, started.elapsed().as_secs_f64() * 1e6))
+}
+
+/// Exact MaxSim over the stored tokens of `ordinals`: the best `k`, best first.
+fn rerank_ordinals(
+    segment: &SegmentReader,
+    query: &MaxSimQuery,
+    ordinals: &[u32],
+    k: usize,
+    prefetch: bool,
+) -> Result<Vec<Scored>> {
+    if prefetch {
+        segment.prefetch_tokens(ordinals.iter().copied());
     }
-    let mut top = TopK::new(params.k);
-    for candidate in found {
-        let score = query.score(segment.tokens(candidate.doc as usize))?;
-        top.push(Scored { doc: candidate.doc, score });
+    let mut top = TopK::new(k);
+    for &doc in ordinals {
+        top.push(Scored { doc, score: query.score(segment.tokens(doc as usize))? });
     }
-    Ok((top.into_sorted(), stats, (candidate_us, started.elapsed().as_secs_f64() * 1e6, reranked)))
+    Ok(top.into_sorted())
 }
