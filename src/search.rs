@@ -175,6 +175,9 @@ enum Source {
     Segment(usize, u32),
 }
 
+/// Scored documents of a search: (exact MaxSim, id, where the document is).
+type Ranked = Vec<(f32, u64, Source)>;
+
 /// What one segment's candidate stage produced.
 #[derive(Default)]
 struct SegmentPool {
@@ -353,7 +356,7 @@ pub(crate) fn search_snapshot(
             prof.distance_computations += p.distance_computations;
         }
         // 3. Exact MaxSim over each segment's chosen candidates.
-        let rerank_of = |index: usize| -> Result<(Vec<(f32, u64, Source)>, f64)> {
+        let rerank_of = |index: usize| -> Result<(Ranked, f64)> {
             let t = Instant::now();
             let reader = &version.segments[index].handle.reader;
             let hits = rerank_ordinals(reader, &maxsim, &chosen[index], params.k, params.prefetch)?;
@@ -362,8 +365,7 @@ pub(crate) fn search_snapshot(
                 hits.into_iter().map(|h| (h.score, ids[h.doc as usize], Source::Segment(index, h.doc))).collect();
             Ok((hits, t.elapsed().as_secs_f64() * 1e6))
         };
-        let reranked: Vec<(Vec<(f32, u64, Source)>, f64)> =
-            map_segments(version.segments.len(), params.parallel, rerank_of)?;
+        let reranked: Vec<(Ranked, f64)> = map_segments(version.segments.len(), params.parallel, rerank_of)?;
         prof.reranked += chosen.iter().map(|c| c.len() as u64).sum::<u64>();
         for (hits, us) in reranked {
             prof.rerank_us += us;
