@@ -2,8 +2,9 @@
 //!
 //! Per segment ([`search_segment`]): candidates by PQ-ADC inner product with the query FDE (a
 //! graph beam search, or a flat scan of the codes when the segment has no graph), then exact
-//! MaxSim over the memory-mapped tokens. Across the collection (`search_snapshot`): every
-//! segment of one snapshot, plus the memtables scored exactly, merged; documents deleted or
+//! MaxSim over the memory-mapped tokens. Across the collection (`search_snapshot`): candidates
+//! from every segment of one snapshot, one rerank budget spent on the best of them by ADC score,
+//! plus the memtables scored exactly, merged; documents deleted or
 //! replaced (dead ordinals, ids decided by a newer memtable) are skipped before they are scored.
 //! Results are deterministic for a fixed collection state: ties are broken by id.
 
@@ -29,9 +30,10 @@ pub const MAX_K: usize = 10_000;
 pub struct SearchParams {
     /// Results wanted.
     pub k: usize,
-    /// Candidates reranked by exact MaxSim, across the collection (split among segments by size,
-    /// at least `k` per segment), at most [`MAX_RERANK`]. `None`: the default, [`SearchParams::default_rerank`] for the
-    /// collection's size, or `k` if larger.
+    /// Candidates reranked by exact MaxSim across the collection, at most [`MAX_RERANK`]: one
+    /// budget, given to the best candidates by PQ-ADC score wherever they are (each segment's beam
+    /// is sized by its share of the collection, at least `k`). `None`: the default,
+    /// [`SearchParams::default_rerank`] for the collection's size, or `k` if larger.
     pub rerank: Option<usize>,
     /// Graph beam width L, at most [`MAX_LIST_SIZE`]. `None`: the default, [`SearchParams::DEFAULT_LIST_FACTOR`] × the
     /// segment's rerank depth.
