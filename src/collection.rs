@@ -133,6 +133,12 @@ impl Collection {
         self.engine.lookup(id)?.map(|f| f.read(id)).transpose()
     }
 
+    /// The payload of `id`'s current version, without reading its tokens (`None`: absent).
+    pub fn payload(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        self.engine.check_open()?;
+        Ok(self.engine.lookup(id)?.map(|f| f.payload()))
+    }
+
     /// Whether `id` is present.
     pub fn contains(&self, id: u64) -> Result<bool> {
         self.engine.check_open()?;

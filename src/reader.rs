@@ -136,6 +136,11 @@ impl CollectionReader {
         self.find(id)?.map(|f| f.read(id)).transpose()
     }
 
+    /// The payload of `id`'s visible version, without reading its tokens (`None`: absent).
+    pub fn payload(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.find(id)?.map(|f| f.payload()))
+    }
+
     /// Whether `id` is visible.
     pub fn contains(&self, id: u64) -> Result<bool> {
         Ok(self.find(id)?.is_some())

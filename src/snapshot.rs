@@ -99,6 +99,14 @@ pub(crate) enum Found {
 }
 
 impl Found {
+    /// The document's payload bytes alone (no token copy).
+    pub(crate) fn payload(&self) -> Vec<u8> {
+        match self {
+            Found::Memory(doc) => doc.payload.clone(),
+            Found::Segment(handle, ordinal) => handle.reader.payload(*ordinal as usize).to_vec(),
+        }
+    }
+
     /// The document's tokens and payload.
     pub(crate) fn read(&self, id: u64) -> Result<StoredDocument> {
         Ok(match self {

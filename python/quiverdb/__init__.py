@@ -241,9 +241,9 @@ class Collection:
         present = self._raw.contains_many([e for _, e in string])
         for (key, eid), here in zip(string, present):
             if here:
-                found = self._raw.get(eid)
-                if found is not None:
-                    stored_key, _ = _decode_payload(found[1])
+                raw = self._raw.payload(eid)
+                if raw is not None:
+                    stored_key, _ = _decode_payload(raw)
                     if stored_key is not None and stored_key != key:
                         raise KeyCollision(
                             f"invalid input: ids {key!r} and {stored_key!r} map to the same engine id {eid}"
@@ -296,8 +296,8 @@ class Collection:
     # -- reads -------------------------------------------------------------------------------
 
     def _stored_key(self, eid: int) -> Optional[str]:
-        found = self._raw.get(eid)
-        return None if found is None else _decode_payload(found[1])[0]
+        raw = self._raw.payload(eid)
+        return None if raw is None else _decode_payload(raw)[0]
 
     def get(self, id: Id) -> "Optional[tuple[np.ndarray, Payload]]":
         """``(tokens, payload)`` of ``id`` (tokens as stored, as float32), or None."""
@@ -312,7 +312,11 @@ class Collection:
         return tokens, payload
 
     def __contains__(self, id: Id) -> bool:
-        return self.get(id) is not None if isinstance(id, str) else self._raw.contains(_engine_id(id))
+        eid = _engine_id(id)
+        if isinstance(id, str):
+            raw = self._raw.payload(eid)
+            return raw is not None and _decode_payload(raw)[0] == id
+        return self._raw.contains(eid)
 
     def _hits(self, raw_hits: "list[tuple[int, float, Optional[bytes]]]") -> "list[Hit]":
         out = []

@@ -239,6 +239,18 @@ impl RawCollection {
         })
     }
 
+    /// The payload bytes of `id`, or None; the tokens are not read.
+    fn payload<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let p = self.with(|h| {
+            py.detach(|| match h {
+                Handle::Writer(c) => c.payload(id),
+                Handle::Reader(r) => r.payload(id),
+            })
+            .map_err(to_py)
+        })?;
+        Ok(p.map(|p| PyBytes::new(py, &p)))
+    }
+
     /// For each id, whether it is present (one call for a whole batch).
     fn contains_many(&self, py: Python<'_>, ids: Vec<u64>) -> PyResult<Vec<bool>> {
         self.with(|h| {

@@ -653,3 +653,23 @@ fn a_catalog_from_before_dead_tracking_is_scanned_once_and_upgraded() {
     let report = quiverdb::check::verify_collection(&path).unwrap();
     assert!(report.problems.iter().any(|p| p.contains("recorded dead state disagrees")), "{:?}", report.problems);
 }
+
+#[test]
+fn payload_reads_only_the_payload_of_the_current_version() {
+    let dir = TempDir::new("coll-payload");
+    let c = Collection::create(dir.0.join("c"), small_options(TokenStorage::F16, 64), manual_open(Durability::None))
+        .unwrap();
+    c.insert(1, &doc_tokens(1, 0), Some(b"v0")).unwrap();
+    c.flush().unwrap();
+    assert_eq!(c.payload(1).unwrap().as_deref(), Some(&b"v0"[..]));
+    c.upsert(1, &doc_tokens(1, 1), Some(b"v1")).unwrap(); // memtable shadows the segment
+    assert_eq!(c.payload(1).unwrap().as_deref(), Some(&b"v1"[..]));
+    c.delete(1).unwrap();
+    assert_eq!(c.payload(1).unwrap(), None);
+    assert_eq!(c.payload(2).unwrap(), None);
+    c.insert(3, &doc_tokens(3, 0), None).unwrap();
+    c.flush().unwrap();
+    let r = quiverdb::CollectionReader::open(dir.0.join("c")).unwrap();
+    assert_eq!(r.payload(3).unwrap().as_deref(), Some(&b""[..]));
+    assert_eq!(r.payload(1).unwrap(), None);
+}
