@@ -25,6 +25,7 @@ fn doc_tokens<'a>(storage: TokenStorage, f32s: &'a [f32], bits: &'a [u16]) -> Do
         TokenStorage::F32 => DocTokens::F32(f32s),
         TokenStorage::F16 => DocTokens::F16(bits),
         TokenStorage::Bf16 => DocTokens::Bf16(bits),
+        other => panic!("{} is not a plain storage type", other.name()),
     }
 }
 

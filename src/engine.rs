@@ -31,6 +31,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use crate::catalog::{Catalog, Commit};
 use crate::encode::fde::FdeEncoder;
+use crate::encode::codec::TokenCodebook;
 use crate::encode::pq::PqCodebook;
 use crate::error::{Error, Poison, Result};
 use crate::io::storage::Storage;
@@ -57,6 +58,8 @@ pub(crate) struct CommitState {
     pub(crate) next_segment: u64,
     /// The collection codebook and how many documents it was trained on.
     pub(crate) codebook: Option<(Arc<PqCodebook>, u64)>,
+    /// The collection token codebook (trained and replaced together with the PQ codebook).
+    pub(crate) token_codebook: Option<Arc<TokenCodebook>>,
 }
 
 /// A wake-up flag with a condition variable, for the background threads.
@@ -140,6 +143,7 @@ impl Engine {
         let checkpoint = catalog.checkpoint()?;
         let next_segment = catalog.next_segment()?;
         let codebook = catalog.codebook()?.map(|c| (Arc::new(c.codebook), c.trained_docs));
+        let token_codebook = catalog.token_codebook(options.dim as usize)?.map(Arc::new);
         let loaded =
             recovery::load_version(&storage, path, &catalog, &encoder, &Default::default(), SegmentMissing::Corrupt)?
                 .ok_or_else(|| Error::corruption(path, 0, "a segment named by the catalog is missing"))?;
@@ -183,7 +187,7 @@ impl Engine {
             state: RwLock::new(State { version: Arc::new(version), active }),
             flush_lock: Mutex::new(()),
             merge_lock: Mutex::new(()),
-            commit: Mutex::new(CommitState { next_segment, codebook }),
+            commit: Mutex::new(CommitState { next_segment, codebook, token_codebook }),
             poisoned: Poison::default(),
             closed: AtomicBool::new(false),
             flush_wake: Signal::default(),

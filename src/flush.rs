@@ -27,6 +27,7 @@ use crate::encode::tokens::TokenMatrix;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::memtable::{MemDoc, MemView};
+use crate::encode::codec::{auto_centroids, TokenCodebook};
 use crate::recovery::{codebook_key, SEGMENTS_DIR, WAL_DIR};
 use crate::segment::{self, Document, LiveBits, PqSource, SegmentConfig, SegmentReader, SegmentSummary, SegmentWriter};
 use crate::snapshot::{clear_live, LiveSegment, SegmentHandle, Version};
@@ -34,21 +35,57 @@ use crate::wal;
 
 /// A written, not yet committed flush segment: its handle, its manifest record, and the number of
 /// documents its codebook was trained on if it trained one.
-type FlushedSegment = (Arc<SegmentHandle>, SegmentRecord, Option<u64>);
+/// documents its codebook was trained on if it trained one, and its token codebook if it trained one.
+type FlushedSegment = (Arc<SegmentHandle>, SegmentRecord, Option<u64>, Option<Arc<TokenCodebook>>);
 
 /// Documents handed to the segment writer at once (bounds the `f32` copies held in RAM).
 const FLUSH_BATCH: usize = 256;
+
+/// A deterministic sample of about `cap` tokens from documents with `rows[i]` tokens each (every
+/// `stride`-th token overall), and the total token count. `tokens_of(i)` gives document `i`'s
+/// values; it is called only for documents that hold a sampled token.
+pub(crate) fn sample_tokens(
+    rows: &[usize],
+    cap: usize,
+    tokens_of: impl Fn(usize) -> Result<Vec<f32>>,
+) -> Result<(Vec<f32>, usize)> {
+    let total: usize = rows.iter().sum();
+    let stride = total.div_ceil(cap.max(1)).max(1);
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    for (i, &r) in rows.iter().enumerate() {
+        // Global token indices start..start + r; the first multiple of `stride` among them.
+        let first = start.div_ceil(stride) * stride;
+        if first < start + r {
+            let values = tokens_of(i)?;
+            let dim = values.len() / r.max(1);
+            let mut t = first;
+            while t < start + r {
+                let local = t - start;
+                out.extend_from_slice(&values[local * dim..(local + 1) * dim]);
+                t += stride;
+            }
+        }
+        start += r;
+    }
+    Ok((out, total))
+}
 
 impl Engine {
     /// How a new segment of `docs` documents gets its codebook: reuse the collection's, or train
     /// one (none yet, or the collection's was trained on fewer than `pq_settled_docs` documents and
     /// this segment is at least twice as large). Returns the config and whether it trains.
+    /// The token codebook follows the PQ codebook: reused with it, retrained with it (and trained
+    /// on its own when the collection has none yet), from `sample` — a deterministic sample of the
+    /// segment's tokens, called only when training.
     pub(crate) fn segment_config(
         &self,
         segment_id: u64,
         docs: u64,
         codebook: &Option<(Arc<PqCodebook>, u64)>,
-    ) -> (SegmentConfig, bool) {
+        token_codebook: &Option<Arc<TokenCodebook>>,
+        sample: impl FnOnce(usize) -> Result<(Vec<f32>, usize)>,
+    ) -> Result<(SegmentConfig, bool, bool)> {
         let retrain = match codebook {
             None => true,
             Some((_, trained)) => *trained < self.options.pq_settled_docs && docs >= 2 * *trained,
@@ -57,7 +94,21 @@ impl Engine {
             (Some((cb, _)), false) => PqSource::Reuse(cb.clone()),
             _ => PqSource::Train(self.options.pq),
         };
-        (SegmentConfig { segment_id, storage: self.options.storage, pq, graph: Some(self.options.graph) }, retrain)
+        let (tokens, trains_tokens) = match (&self.options.token_codebook, token_codebook) {
+            (None, _) => (None, false),
+            (Some(_), Some(book)) if !retrain => (Some(book.clone()), false),
+            (Some(params), _) => {
+                let (values, total_tokens) = sample(params.max_training_tokens as usize)?;
+                let mut params = *params;
+                params.centroids = Some(params.centroids.unwrap_or(auto_centroids(total_tokens) as u32));
+                let dim = self.options.dim as usize;
+                let bits = self.options.storage.residual_bits();
+                (Some(Arc::new(TokenCodebook::train(&values, dim, bits, &params)?)), true)
+            }
+        };
+        let config =
+            SegmentConfig { segment_id, storage: self.options.storage, pq, graph: Some(self.options.graph), tokens };
+        Ok((config, retrain, trains_tokens))
     }
 
     /// Opens a just-written segment, sharing `shared` as its codebook when it reused it.
@@ -112,15 +163,23 @@ impl Engine {
             return Ok(None);
         }
         let segment_id = self.allocate_segment_id();
-        let codebook = self.commit_lock().codebook.clone();
+        let (codebook, token_codebook) = {
+            let cs = self.commit_lock();
+            (cs.codebook.clone(), cs.token_codebook.clone())
+        };
         let n = frozen.docs.len() as u64;
-        let (config, trains) = self.segment_config(segment_id, n, &codebook);
+        let docs = &frozen.docs;
+        let (config, trains, trains_tokens) = self.segment_config(segment_id, n, &codebook, &token_codebook, |cap| {
+            let rows: Vec<usize> = docs.iter().map(|d| d.tokens.as_doc_tokens().len() / self.options.dim as usize).collect();
+            sample_tokens(&rows, cap, |i| docs[i].tokens.to_f32_vec())
+        })?;
+        let new_token_codebook = if trains_tokens { config.tokens.clone() } else { None };
         let path = self.path.join(SEGMENTS_DIR).join(segment::file_name(segment_id));
         let summary = self.write_memtable_segment(&path, config, &frozen.docs)?;
         let shared = if trains { None } else { codebook.as_ref().map(|(cb, _)| cb) };
         let handle = self.open_new_segment(&summary.path, segment_id, shared)?;
         let record = SegmentRecord { id: segment_id, doc_count: summary.doc_count, file_len: summary.bytes };
-        Ok(Some((handle, record, trains.then_some(n))))
+        Ok(Some((handle, record, trains.then_some(n), new_token_codebook)))
     }
 
     /// Step 3: the commit point.
@@ -138,7 +197,7 @@ impl Engine {
                 cleared.push(old);
             }
             match (doc, &new_segment, ordinal_of.get(&id)) {
-                (Some(_), Some((handle, _, _)), Some(&ordinal)) => {
+                (Some(_), Some((handle, _, _, _)), Some(&ordinal)) => {
                     commit.put_locations.push((id, Location { segment: handle.id, ordinal }))
                 }
                 (None, _, _) if old.is_some() => commit.delete_ids.push(id),
@@ -146,22 +205,28 @@ impl Engine {
             }
         }
         commit.dead = cleared.clone();
-        if let Some((handle, record, trained)) = &new_segment {
+        if let Some((handle, record, trained, tokens)) = &new_segment {
             commit.add_segments.push(*record);
             if let Some(docs) = trained {
                 commit.codebook = Some((&handle.codebook, *docs));
             }
+            commit.token_codebook = tokens.as_deref();
         }
         self.commit_and_install(&cs, commit, |v| {
             let mut segments = clear_live(&v.segments, &cleared);
-            if let Some((handle, _, _)) = &new_segment {
+            if let Some((handle, _, _, _)) = &new_segment {
                 let n = handle.reader.doc_count();
                 segments.push(LiveSegment { handle: handle.clone(), live: Arc::new(LiveBits::all(n)) });
             }
             Version { segments, frozen: None }
         })?;
-        if let Some((handle, _, Some(docs))) = new_segment {
-            cs.codebook = Some((handle.codebook.clone(), docs));
+        if let Some((handle, _, trained, tokens)) = new_segment {
+            if let Some(docs) = trained {
+                cs.codebook = Some((handle.codebook.clone(), docs));
+            }
+            if tokens.is_some() {
+                cs.token_codebook = tokens;
+            }
         }
         Ok(())
     }

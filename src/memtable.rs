@@ -26,17 +26,20 @@ pub enum OwnedTokens {
 }
 
 impl OwnedTokens {
-    /// Converts validated `f32` tokens to `storage` (rounding to nearest for 16-bit types).
+    /// Converts validated `f32` tokens to `storage`'s buffer type (rounding to nearest for 16-bit
+    /// types; residual collections buffer `f16`, see [`TokenStorage::buffer_storage`]).
     pub fn from_f32(values: &[f32], storage: TokenStorage) -> Result<Self> {
+        let storage = storage.buffer_storage();
         Ok(match storage {
             TokenStorage::F32 => OwnedTokens::F32(values.to_vec()),
-            TokenStorage::F16 => OwnedTokens::F16(to_16bit(values, storage)?),
             TokenStorage::Bf16 => OwnedTokens::Bf16(to_16bit(values, storage)?),
+            _ => OwnedTokens::F16(to_16bit(values, TokenStorage::F16)?),
         })
     }
 
     /// Decodes little-endian bytes of `storage` values (a WAL record's token field).
     pub fn from_le_bytes(bytes: &[u8], storage: TokenStorage) -> Result<Self> {
+        let storage = storage.buffer_storage();
         let width = storage.bytes_per_value();
         if !bytes.len().is_multiple_of(width) {
             return Err(Error::InvalidInput(format!("{} token bytes are not whole {width}-byte values", bytes.len())));
@@ -45,7 +48,7 @@ impl OwnedTokens {
             TokenStorage::F32 => OwnedTokens::F32(
                 bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default())).collect(),
             ),
-            TokenStorage::F16 | TokenStorage::Bf16 => {
+            _ => {
                 let bits: Vec<u16> =
                     bytes.chunks_exact(2).map(|c| u16::from_le_bytes(c.try_into().unwrap_or_default())).collect();
                 if storage == TokenStorage::F16 {

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::compaction::TieredPolicy;
+use crate::encode::codec::TokenCodebookParams;
 use crate::encode::fde::FdeParams;
 use crate::encode::pq::PqParams;
 use crate::encode::storage::TokenStorage;
@@ -39,6 +40,15 @@ pub struct CollectionOptions {
     /// Durability of handles that do not choose one in [`OpenOptions::durability`].
     #[serde(default = "default_durability")]
     pub durability: Durability,
+    /// The token codebook (centroid ids for the cheap scoring stage and the inverted lists; the
+    /// residual codecs' centroids). `None`: no codebook, and no cheap stage (not allowed with a
+    /// residual `storage`). Collections created before it existed get the default.
+    #[serde(default = "default_token_codebook")]
+    pub token_codebook: Option<TokenCodebookParams>,
+}
+
+fn default_token_codebook() -> Option<TokenCodebookParams> {
+    Some(TokenCodebookParams::default())
 }
 
 fn default_durability() -> Durability {
@@ -59,6 +69,7 @@ impl CollectionOptions {
             graph: GraphConfig::default(),
             pq_settled_docs: pq.max_training_vectors as u64,
             durability: Durability::Sync,
+            token_codebook: default_token_codebook(),
         }
     }
 
@@ -74,6 +85,17 @@ impl CollectionOptions {
             ));
         }
         self.fde.validate()?;
+        self.storage.check_dim(self.dim as usize)?;
+        match &self.token_codebook {
+            Some(params) => params.validate()?,
+            None if self.storage.residual_bits() > 0 => {
+                return Err(Error::invalid_param(
+                    "token_codebook",
+                    format!("{} storage needs a token codebook", self.storage.name()),
+                ))
+            }
+            None => {}
+        }
         self.pq.validate(self.fde.fde_dim())?;
         self.graph.params.validate()?;
         if self.graph.build_dim == 0 || self.graph.build_dim as usize > crate::limits::MAX_FDE_DIM {

@@ -336,7 +336,7 @@ pub(crate) fn replay_wal(
 ) -> Result<(Memtable, ReplayReport)> {
     let wal_dir = path.join(WAL_DIR);
     let mut active = Memtable::default();
-    let (dim, token_storage) = (options.dim, options.storage);
+    let (dim, token_storage) = (options.dim, options.storage.buffer_storage());
     let report = wal::replay(&wal_dir, checkpoint, recovery, repair, |record| {
         let entry = match record.op {
             RecordOp::Put { id, dim: d, storage: s, tokens, payload } => {

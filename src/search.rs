@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::encode::codec::CentroidTable;
 use crate::encode::fde::FdeEncoder;
 use crate::encode::maxsim::MaxSimQuery;
 use crate::encode::pq::AdcTable;
@@ -30,13 +31,21 @@ pub const MAX_K: usize = 10_000;
 pub struct SearchParams {
     /// Results wanted.
     pub k: usize,
-    /// Candidates reranked by exact MaxSim across the collection, at most [`MAX_RERANK`]: one
-    /// budget, given to the best candidates by PQ-ADC score wherever they are (each segment's beam
-    /// is sized by its share of the collection, at least `k`). `None`: the default,
-    /// [`SearchParams::default_rerank`] for the collection's size, or `k` if larger.
+    /// Stage 1: candidates taken by PQ-ADC over the FDE across the collection, at most
+    /// [`MAX_LIST_SIZE`], each segment its size-proportional share (at least `k`). They go to the
+    /// cheap stage (centroid interaction) in segments with a token codebook. `None`: the default
+    /// ([`SearchParams::stages`]).
+    pub candidates: Option<usize>,
+    /// Stage 3: documents reranked by exact MaxSim across the collection, at most [`MAX_RERANK`]:
+    /// one budget, given to the best candidates by the cheap score wherever they are. `None`: the
+    /// default ([`SearchParams::stages`]), or `k` if larger.
     pub rerank: Option<usize>,
-    /// Graph beam width L, at most [`MAX_LIST_SIZE`]. `None`: the default, [`SearchParams::DEFAULT_LIST_FACTOR`] × the
-    /// segment's rerank depth.
+    /// Stage 1, second source: for each query token, the documents in the inverted lists of its
+    /// `probe` nearest centroids (at most [`MAX_PROBE`]; 0: off) join the candidates. `None`: the
+    /// default ([`SearchParams::stages`]), on for short queries only.
+    pub probe: Option<usize>,
+    /// Graph beam width L, at most [`MAX_LIST_SIZE`]. `None`: the segment's share of the
+    /// candidates (the beam is never narrower than that).
     pub list_size: Option<usize>,
     /// MUVERA query ball carving (§3.2): query tokens whose inner product with a cluster's first
     /// token is at least τ are summed into one before the query FDE is built. `None`: off.
@@ -56,7 +65,51 @@ pub struct SearchParams {
     pub prefetch: bool,
 }
 
+/// Largest [`SearchParams::probe`].
+pub const MAX_PROBE: usize = 1024;
+
+/// The stage sizes a search uses (what [`SearchParams::stages`] resolves the defaults to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Stages {
+    /// FDE candidates across the collection.
+    pub candidates: usize,
+    /// Exact reranks across the collection.
+    pub rerank: usize,
+    /// Centroids probed per query token.
+    pub probe: usize,
+}
+
 impl SearchParams {
+    /// Default FDE candidates with the cheap stage, up to [`SearchParams::LARGE_COLLECTION_DOCS`]
+    /// documents.
+    pub const DEFAULT_CANDIDATES: usize = 1000;
+    /// Default FDE candidates with the cheap stage for larger collections.
+    pub const DEFAULT_CANDIDATES_LARGE: usize = 2000;
+    /// Default exact reranks after the cheap stage.
+    pub const DEFAULT_EXACT: usize = 100;
+    /// Default centroids probed per query token, for queries of at most
+    /// [`SearchParams::SHORT_QUERY_TOKENS`] tokens (longer queries: 0).
+    pub const DEFAULT_PROBE: usize = 4;
+    /// Longest query that probes the inverted lists by default.
+    pub const SHORT_QUERY_TOKENS: usize = 8;
+
+    /// The stage sizes for a collection of `documents` and a query of `query_tokens` tokens, where
+    /// the collection's segments have token codebooks (the cheap stage exists). Collections
+    /// whose segments predate token codebooks rerank the FDE candidates exactly, as before it:
+    /// [`SearchParams::default_rerank`] of them.
+    pub fn stages(&self, documents: usize, query_tokens: usize) -> Stages {
+        let large = documents > Self::LARGE_COLLECTION_DOCS;
+        let candidates = self
+            .candidates
+            .unwrap_or(if large { Self::DEFAULT_CANDIDATES_LARGE } else { Self::DEFAULT_CANDIDATES })
+            .max(self.k);
+        let rerank = self.rerank.unwrap_or(Self::DEFAULT_EXACT).max(self.k);
+        let probe = self
+            .probe
+            .unwrap_or(if query_tokens <= Self::SHORT_QUERY_TOKENS { Self::DEFAULT_PROBE } else { 0 });
+        Stages { candidates, rerank, probe }
+    }
+
     /// Default rerank depth up to [`SearchParams::LARGE_COLLECTION_DOCS`] documents.
     pub const DEFAULT_RERANK: usize = 200;
     /// Default rerank depth for larger collections.
@@ -90,7 +143,9 @@ impl SearchParams {
     pub fn new(k: usize) -> Self {
         SearchParams {
             k,
+            candidates: None,
             rerank: None,
+            probe: None,
             list_size: None,
             ball_carving: None,
             with_payload: false,
@@ -106,6 +161,16 @@ impl SearchParams {
         if let Some(r) = self.rerank {
             if r == 0 || r > MAX_RERANK {
                 return Err(Error::invalid_param("rerank", format!("{r} is outside 1..={MAX_RERANK}")));
+            }
+        }
+        if let Some(c) = self.candidates {
+            if c == 0 || c > MAX_LIST_SIZE {
+                return Err(Error::invalid_param("candidates", format!("{c} is outside 1..={MAX_LIST_SIZE}")));
+            }
+        }
+        if let Some(p) = self.probe {
+            if p > MAX_PROBE {
+                return Err(Error::invalid_param("probe", format!("{p} is outside 0..={MAX_PROBE}")));
             }
         }
         if let Some(l) = self.list_size {
@@ -146,6 +211,14 @@ pub struct SearchProfile {
     pub rerank_us: f64,
     /// Exact MaxSim over memtable documents.
     pub memtable_us: f64,
+    /// The cheap stage: inverted-list probes and centroid interaction.
+    pub cheap_us: f64,
+    /// Candidates from the FDE (PQ-ADC) stage.
+    pub fde_candidates: u64,
+    /// Candidates the inverted lists added beyond the FDE's.
+    pub postings_candidates: u64,
+    /// Documents scored by centroid interaction.
+    pub cheap_scored: u64,
     /// PQ-ADC scores computed.
     pub distance_computations: u64,
     /// Documents scored by exact MaxSim.
@@ -180,15 +253,20 @@ enum Source {
 /// Scored documents of a search: (exact MaxSim, id, where the document is).
 type Ranked = Vec<(f32, u64, Source)>;
 
-/// What one segment's candidate stage produced.
+/// What one segment's candidate and cheap stages produced.
 #[derive(Default)]
 struct SegmentPool {
-    /// Ordinals with their ADC scores, best first.
+    /// Ordinals with their cheap scores (centroid interaction, or PQ-ADC for a segment without a
+    /// token codebook).
     candidates: Vec<Scored>,
-    /// The segment's size-proportional share of the rerank budget.
+    /// The segment's size-proportional share of the exact-rerank budget.
     share: usize,
     us: f64,
+    cheap_us: f64,
     distance_computations: u64,
+    fde_candidates: u64,
+    postings_candidates: u64,
+    cheap_scored: u64,
 }
 
 /// `f(0..n)` in order, on the rayon pool when `parallel` (and there is more than one).
@@ -305,45 +383,101 @@ pub(crate) fn search_snapshot(
         };
         prof.fde_us = t.elapsed().as_secs_f64() * 1e6;
         let total_docs: usize = version.segments.iter().map(|s| s.live.live_count()).sum::<usize>().max(1);
-        let rerank = params.effective_rerank(total_docs);
-        // One ADC table per distinct codebook, shared by the segments that use it.
+        let mut stages = params.stages(total_docs, tokens.rows());
+        if version.segments.iter().all(|s| s.handle.reader.token_codebook().is_none()) {
+            // Segments from before token codebooks: the FDE candidates are reranked exactly.
+            let rerank = params.effective_rerank(total_docs);
+            stages = Stages {
+                candidates: params.candidates.unwrap_or(rerank * SearchParams::DEFAULT_LIST_FACTOR).max(rerank),
+                rerank,
+                probe: 0,
+            };
+        }
+        // One ADC table per distinct codebook and one centroid-interaction table per distinct
+        // token codebook, shared by the segments that use them.
         let t = Instant::now();
         let mut tables: HashMap<u32, AdcTable> = HashMap::new();
+        let mut ci_tables: HashMap<u32, CentroidTable> = HashMap::new();
         for seg in version.segments.iter().filter(|s| s.live.live_count() > 0) {
             if let std::collections::hash_map::Entry::Vacant(slot) = tables.entry(seg.handle.codebook_key) {
                 slot.insert(seg.handle.codebook.adc_table(&fde)?);
             }
+            if let (Some(key), Some(book)) = (seg.handle.reader.token_codebook_key(), seg.handle.reader.token_codebook())
+            {
+                ci_tables.entry(key).or_insert_with(|| book.interaction_table(tokens.as_slice()));
+            }
         }
         prof.adc_table_us += t.elapsed().as_secs_f64() * 1e6;
         // 1. Candidates per segment (independent, so a lone query may search them in parallel:
-        //    `params.parallel`). A segment's beam is DEFAULT_LIST_FACTOR times its size-proportional
-        //    share wide, and it offers every candidate the beam holds.
+        //    `params.parallel`): the segment's size-proportional share of the candidate budget by
+        //    PQ-ADC over the FDE (a beam of width `list_size`, or a flat scan), plus, for short
+        //    queries, the documents in the inverted lists of each query token's nearest centroids;
+        //    all scored by centroid interaction where the segment has a token codebook.
         let candidates_of = |index: usize| -> Result<SegmentPool> {
             let seg = &version.segments[index];
             let live = seg.live.live_count();
             let table = tables.get(&seg.handle.codebook_key);
             let (Some(table), true) = (table, live > 0) else { return Ok(SegmentPool::default()) };
-            // Checked arithmetic in u128 (rerank ≤ MAX_RERANK, live ≤ total_docs, so the share
+            let reader = &seg.handle.reader;
+            // Checked arithmetic in u128 (budgets ≤ MAX_RERANK, live ≤ total_docs, so the share
             // fits a usize), and no segment is asked for more than it holds.
-            let share = (rerank as u128 * live as u128).div_ceil(total_docs as u128);
-            let depth = usize::try_from(share).unwrap_or(rerank).max(params.k).min(live.max(params.k));
-            let list_size = params
-                .list_size
-                .unwrap_or(depth.saturating_mul(SearchParams::DEFAULT_LIST_FACTOR))
-                .max(depth)
-                .min(seg.handle.reader.doc_count().max(1));
-            let ids = seg.handle.reader.doc_ids();
+            let share_of = |budget: usize| -> usize {
+                let share = (budget as u128 * live as u128).div_ceil(total_docs as u128);
+                usize::try_from(share).unwrap_or(budget).max(params.k).min(live.max(params.k))
+            };
+            let depth = share_of(stages.candidates);
+            let list_size = params.list_size.unwrap_or(depth).max(depth).min(reader.doc_count().max(1));
+            let ids = reader.doc_ids();
             let skip = |ord: u32| {
                 let id = ids[ord as usize];
                 !seg.live.is_live(ord) || active.shadows(id) || frozen.is_some_and(|f| f.shadows(id))
             };
             let search = SegmentSearch { k: params.k, candidates: depth, list_size, prefetch: params.prefetch };
-            let (candidates, stats, us) = segment_candidates(&seg.handle.reader, table, search, skip)?;
-            Ok(SegmentPool { candidates, share: depth, us, distance_computations: stats.distance_computations })
+            let (mut fde_candidates, stats, us) = segment_candidates(reader, table, search, &skip)?;
+            fde_candidates.truncate(depth);
+            let mut pool = SegmentPool {
+                share: share_of(stages.rerank),
+                fde_candidates: fde_candidates.len() as u64,
+                us,
+                distance_computations: stats.distance_computations,
+                ..Default::default()
+            };
+            let ci = reader.token_codebook_key().and_then(|key| ci_tables.get(&key));
+            let Some(ci) = ci else {
+                pool.candidates = fde_candidates;
+                return Ok(pool);
+            };
+            let t = Instant::now();
+            let mut ordinals: Vec<u32> = fde_candidates.iter().map(|c| c.doc).collect();
+            if stages.probe > 0 && reader.has_postings() {
+                let n = reader.doc_count() as u32;
+                let before = ordinals.len();
+                for c in ci.top_centroids(stages.probe) {
+                    ordinals.extend(reader.postings(c).iter().copied().filter(|&o| o < n && !skip(o)));
+                }
+                ordinals.sort_unstable();
+                ordinals.dedup();
+                pool.postings_candidates = (ordinals.len() - before.min(ordinals.len())) as u64;
+            }
+            let mut scored = Vec::with_capacity(ordinals.len());
+            let blend: f32 = std::env::var("QV_BLEND").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            for ord in ordinals {
+                let ids = reader.token_centroid_ids(ord as usize).unwrap_or(&[]);
+                let mut s = ci.score(ids).map_err(|e| reader.damaged(e))?;
+                if blend != 0.0 {
+                    s += blend * table.score(reader.pq_code(ord as usize));
+                }
+                scored.push(Scored { doc: ord, score: s });
+            }
+            pool.cheap_scored = scored.len() as u64;
+            pool.candidates = scored;
+            pool.cheap_us = t.elapsed().as_secs_f64() * 1e6;
+            Ok(pool)
         };
         let pools: Vec<SegmentPool> = map_segments(version.segments.len(), params.parallel, candidates_of)?;
-        // 2. One rerank budget across segments, by ADC score: the sum of the shares goes to the best
-        //    candidates wherever they are, so a segment holding more of the answer gets more of it.
+        // 2. One exact-rerank budget across segments, by the cheap score: the sum of the shares goes
+        //    to the best candidates wherever they are, so a segment holding more of the answer gets
+        //    more of it.
         let budget: usize = pools.iter().map(|p| p.share).sum();
         let mut pooled: Vec<(f32, usize, u32)> =
             pools.iter().enumerate().flat_map(|(i, p)| p.candidates.iter().map(move |c| (c.score, i, c.doc))).collect();
@@ -355,7 +489,11 @@ pub(crate) fn search_snapshot(
         }
         for p in &pools {
             prof.candidates_us += p.us;
+            prof.cheap_us += p.cheap_us;
             prof.distance_computations += p.distance_computations;
+            prof.fde_candidates += p.fde_candidates;
+            prof.postings_candidates += p.postings_candidates;
+            prof.cheap_scored += p.cheap_scored;
         }
         // 3. Exact MaxSim over each segment's chosen candidates.
         let rerank_of = |index: usize| -> Result<(Ranked, f64)> {

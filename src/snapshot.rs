@@ -115,7 +115,7 @@ impl Found {
                 let r = &handle.reader;
                 StoredDocument {
                     id,
-                    tokens: r.tokens(*ordinal as usize).to_f32_vec(),
+                    tokens: r.tokens_f32(*ordinal as usize)?,
                     payload: r.payload(*ordinal as usize).to_vec(),
                 }
             }

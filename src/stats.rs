@@ -24,6 +24,10 @@ pub struct SegmentStatsInfo {
     pub has_graph: bool,
     /// PQ code length.
     pub pq_subspaces: u64,
+    /// Token storage type (`f16`, `residual2`, ...).
+    pub storage: String,
+    /// Centroids of its token codebook (0: none, a segment from before token codebooks).
+    pub token_centroids: u64,
 }
 
 /// What `stats()` reports.
@@ -52,6 +56,13 @@ pub struct CollectionStats {
     /// Resident memory this handle needs besides the page cache: PQ codes, offsets and live
     /// bitsets of every segment, distinct codebooks, the memtable.
     pub ram_bytes: u64,
+    /// Token vectors stored in segments.
+    pub token_rows: u64,
+    /// Every segment byte that exists for the tokens: token section, token offsets, centroid
+    /// ids, token codebooks and inverted lists.
+    pub token_bytes: u64,
+    /// `token_bytes / token_rows`.
+    pub bytes_per_token: f64,
 }
 
 /// The parts of a handle's state that `stats` reads. The caller guarantees that `catalog` and
@@ -76,6 +87,8 @@ pub(crate) fn collect(view: &StatsView<'_>) -> Result<CollectionStats> {
     let mut live_in_segments = 0u64;
     let mut ram = 0u64;
     let mut codebooks = HashSet::new();
+    let mut token_books = HashSet::new();
+    let (mut token_rows, mut token_bytes) = (0u64, 0u64);
     for s in &version.segments {
         let r = &s.handle.reader;
         let live = s.live.live_count() as u64;
@@ -85,7 +98,17 @@ pub(crate) fn collect(view: &StatsView<'_>) -> Result<CollectionStats> {
         if codebooks.insert(s.handle.codebook_key) {
             ram += s.handle.codebook.centroids().len() as u64 * 8;
         }
+        token_rows += r.token_rows();
+        token_bytes += r.token_bytes();
+        if let (Some(key), Some(book)) = (r.token_codebook_key(), r.token_codebook()) {
+            if token_books.insert(key) {
+                // Centroids, their transpose and norms, the decode table.
+                ram += (book.centroids().len() as u64 * 2 + book.centroid_count() as u64) * 4 + 8 * 1024;
+            }
+        }
         segments.push(SegmentStatsInfo {
+            storage: r.storage().name().to_string(),
+            token_centroids: r.token_codebook().map_or(0, |b| b.centroid_count() as u64),
             id: s.handle.id,
             doc_count: r.doc_count() as u64,
             live_docs: live,
@@ -125,5 +148,8 @@ pub(crate) fn collect(view: &StatsView<'_>) -> Result<CollectionStats> {
         checkpoint: view.catalog.checkpoint()?,
         last_seq: view.last_seq,
         ram_bytes: ram,
+        token_rows,
+        token_bytes,
+        bytes_per_token: token_bytes as f64 / token_rows.max(1) as f64,
     })
 }

@@ -109,7 +109,7 @@ impl Engine {
                 i + 1 < count,
                 doc.id,
                 self.options.dim,
-                self.options.storage,
+                self.options.storage.buffer_storage(),
                 &doc.tokens.to_le_bytes(),
                 &doc.payload,
             );

@@ -20,6 +20,7 @@
 //!
 //! Keys (one byte of kind, then big-endian ids so iteration is in id order):
 //! `c` options (JSON) · `k` checkpoint (u64) · `n` next segment id (u64) · `p` codebook ·
+//! `t` token codebook (its segment-section bytes) ·
 //! `s`+segment id → segment record · `i`+external id → location · `d`+segment id+ordinal → (empty:
 //! that ordinal is dead) · `D` dead tracking marker (u32 version 1). Layouts in storage-format.md.
 
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
+use crate::encode::codec::TokenCodebook;
 use crate::encode::pq::PqCodebook;
 use crate::error::{Error, Result};
 use crate::options::{CollectionOptions, CONFIG_VERSION};
@@ -35,6 +37,7 @@ const KEY_CONFIG: &[u8] = b"c";
 const KEY_CHECKPOINT: &[u8] = b"k";
 const KEY_NEXT_SEGMENT: &[u8] = b"n";
 const KEY_CODEBOOK: &[u8] = b"p";
+const KEY_TOKEN_CODEBOOK: &[u8] = b"t";
 const PREFIX_SEGMENT: u8 = b's';
 const PREFIX_ID: u8 = b'i';
 const PREFIX_DEAD: u8 = b'd';
@@ -88,6 +91,8 @@ pub struct Commit<'a> {
     pub next_segment: Option<u64>,
     /// A newly trained collection codebook.
     pub codebook: Option<(&'a PqCodebook, u64)>,
+    /// A newly trained collection token codebook.
+    pub token_codebook: Option<&'a TokenCodebook>,
     /// Ordinals of segments that stay (or are added) which hold no live document after this
     /// commit: replaced or deleted versions, copies a merge did not repoint. The dead ordinals of
     /// removed segments are dropped with them.
@@ -288,6 +293,12 @@ impl Catalog {
         self.get_u64(KEY_NEXT_SEGMENT, "the next segment id")
     }
 
+    /// The collection token codebook for `dim`-dimensional tokens, once one was trained.
+    pub fn token_codebook(&self, dim: usize) -> Result<Option<TokenCodebook>> {
+        let Some(v) = self.db.get(KEY_TOKEN_CODEBOOK).map_err(|e| self.rocks_err(e))? else { return Ok(None) };
+        TokenCodebook::from_bytes(&v, dim).map(Some).map_err(|e| self.bad(format!("token codebook record: {e}")))
+    }
+
     /// The collection codebook, once one was trained.
     pub fn codebook(&self) -> Result<Option<StoredCodebook>> {
         let Some(v) = self.db.get(KEY_CODEBOOK).map_err(|e| self.rocks_err(e))? else { return Ok(None) };
@@ -423,6 +434,9 @@ impl Catalog {
         }
         if let Some((codebook, trained)) = commit.codebook {
             batch.put(KEY_CODEBOOK, encode_codebook(codebook, trained));
+        }
+        if let Some(book) = commit.token_codebook {
+            batch.put(KEY_TOKEN_CODEBOOK, book.to_bytes());
         }
         self.write(batch)
     }

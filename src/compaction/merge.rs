@@ -35,6 +35,9 @@ pub struct Merged {
     pub moved: Vec<(u64, Location, u32)>,
 }
 
+/// A document waiting for the writer: id, tokens, payload, centroid ids when they can be kept.
+type Pending<'a> = (u64, Vec<f32>, &'a [u8], Option<&'a [u16]>);
+
 /// Documents handed to the writer at once (bounds the `f32` copies held in RAM).
 const MERGE_BATCH: usize = 256;
 
@@ -53,13 +56,16 @@ pub fn merge(
         return Ok(None);
     }
     let dim = encoder.params().dim as usize;
+    // A document from an input with the output's token codebook keeps its centroid ids (its
+    // residual codes then decode and re-encode to the same values); others are reassigned.
+    let output_key = config.tokens.as_ref().map(|b| crc32fast::hash(&b.to_bytes()));
     let mut writer = SegmentWriter::create_in(storage, path, encoder, config)?;
     let mut moved = Vec::with_capacity(total);
-    let mut pending: Vec<(u64, Vec<f32>, &[u8])> = Vec::with_capacity(MERGE_BATCH);
-    let mut flush_batch = |writer: &mut SegmentWriter, pending: &mut Vec<(u64, Vec<f32>, &[u8])>| -> Result<()> {
+    let mut pending: Vec<Pending<'_>> = Vec::with_capacity(MERGE_BATCH);
+    let mut flush_batch = |writer: &mut SegmentWriter, pending: &mut Vec<Pending<'_>>| -> Result<()> {
         let docs: Vec<Document<'_>> = pending
             .iter()
-            .map(|(id, tokens, payload)| {
+            .map(|(id, tokens, payload, _)| {
                 Ok(Document {
                     id: *id,
                     tokens: TokenMatrix::new(tokens, dim)?,
@@ -67,20 +73,23 @@ pub fn merge(
                 })
             })
             .collect::<Result<_>>()?;
-        writer.add_batch(&docs)?;
+        let ids: Option<Vec<&[u16]>> = pending.iter().map(|p| p.3).collect();
+        writer.add_batch_coded(&docs, ids.as_deref())?;
         progress(docs.len() as u64);
         pending.clear();
         Ok(())
     };
     for input in inputs {
+        let same_book = output_key.is_some() && input.reader.token_codebook_key() == output_key;
         let ids = input.reader.doc_ids();
         for ordinal in input.live.iter_live() {
             let id = ids[ordinal as usize];
             moved.push((id, Location { segment: input.id, ordinal }, moved.len() as u32));
             pending.push((
                 id,
-                input.reader.tokens(ordinal as usize).to_f32_vec(),
+                input.reader.tokens_f32(ordinal as usize)?,
                 input.reader.payload(ordinal as usize),
+                if same_book { input.reader.token_centroid_ids(ordinal as usize) } else { None },
             ));
             if pending.len() == MERGE_BATCH {
                 flush_batch(&mut writer, &mut pending)?;

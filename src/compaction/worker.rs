@@ -78,8 +78,20 @@ impl Engine {
         debug_assert_eq!(inputs.len(), plan.inputs.len());
         let live_total: u64 = inputs.iter().map(|s| s.live.live_count() as u64).sum();
         let segment_id = self.allocate_segment_id();
-        let codebook = self.commit_lock().codebook.clone();
-        let (config, trains) = self.segment_config(segment_id, live_total, &codebook);
+        let (codebook, token_codebook) = {
+            let cs = self.commit_lock();
+            (cs.codebook.clone(), cs.token_codebook.clone())
+        };
+        let (config, trains, trains_tokens) = self
+            .segment_config(segment_id, live_total, &codebook, &token_codebook, |cap| {
+                // Live documents of the inputs, in merge order.
+                let docs: Vec<(&LiveSegment, u32)> =
+                    inputs.iter().flat_map(|s| s.live.iter_live().map(move |o| (*s, o))).collect();
+                let rows: Vec<usize> = docs.iter().map(|(s, o)| s.handle.reader.token_range(*o as usize).count()).collect();
+                crate::flush::sample_tokens(&rows, cap, |i| docs[i].0.handle.reader.tokens_f32(docs[i].1 as usize))
+            })
+            .map_err(|e| self.poison(e))?;
+        let new_token_codebook = if trains_tokens { config.tokens.clone() } else { None };
         let path = self.path.join(SEGMENTS_DIR).join(segment::file_name(segment_id));
         let merge_inputs: Vec<MergeInput<'_>> =
             inputs.iter().map(|s| MergeInput { id: s.handle.id, reader: &s.handle.reader, live: &s.live }).collect();
@@ -119,6 +131,7 @@ impl Engine {
             if trains {
                 commit.codebook = Some((&handle.codebook, live_total));
             }
+            commit.token_codebook = new_token_codebook.as_deref();
             output_live = Some(Arc::new(live));
         }
         self.commit_and_install(&cs, commit, |v| {
@@ -138,6 +151,9 @@ impl Engine {
         })?;
         if let (Some(handle), true) = (&output, trains) {
             cs.codebook = Some((handle.codebook.clone(), live_total));
+        }
+        if output.is_some() && new_token_codebook.is_some() {
+            cs.token_codebook = new_token_codebook;
         }
         Ok(written)
     }

@@ -8,6 +8,7 @@
 //!
 //! [`maxsim_reference`] is the naive scalar definition every kernel is tested against.
 
+use crate::encode::codec::TokenCodebook;
 use crate::encode::simd::{self, Isa, MAXSIM_BLOCK_LANES};
 use crate::encode::storage::TokenStorage;
 use crate::encode::tokens::TokenMatrix;
@@ -22,6 +23,44 @@ pub enum DocTokens<'a> {
     F16(&'a [u16]),
     /// bfloat16 bits.
     Bf16(&'a [u16]),
+    /// Residual-coded tokens, decoded on the fly.
+    Residual(ResidualTokens<'a>),
+}
+
+/// A document's residual-coded tokens: one centroid id per token, the tokens' residual codes
+/// back to back, and the codebook that decodes them.
+#[derive(Clone, Copy, Debug)]
+pub struct ResidualTokens<'a> {
+    /// Centroid ids, one per token.
+    pub ids: &'a [u16],
+    /// Residual codes, `ids.len() × codebook.residual_bytes()` bytes.
+    pub codes: &'a [u8],
+    /// The segment's token codebook.
+    pub codebook: &'a TokenCodebook,
+}
+
+impl ResidualTokens<'_> {
+    /// The decoded values (`ids.len() × dim`) into `out`, replacing its contents. A centroid id
+    /// beyond the codebook (a damaged segment) is an error.
+    pub fn decode_into(&self, out: &mut Vec<f32>) -> Result<()> {
+        let dim = self.codebook.dim();
+        if self.codes.len() != self.ids.len() * self.codebook.residual_bytes() {
+            return Err(Error::InvalidInput(format!(
+                "{} residual bytes for {} tokens of {} bytes",
+                self.codes.len(),
+                self.ids.len(),
+                self.codebook.residual_bytes()
+            )));
+        }
+        out.clear();
+        out.resize(self.ids.len() * dim, 0.0);
+        self.codebook.decode_many(self.ids, self.codes, out)
+    }
+}
+
+thread_local! {
+    /// Decoded residual tokens of the document being scored (reused across documents).
+    static DECODED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl DocTokens<'_> {
@@ -30,6 +69,7 @@ impl DocTokens<'_> {
         match self {
             DocTokens::F32(v) => v.len(),
             DocTokens::F16(v) | DocTokens::Bf16(v) => v.len(),
+            DocTokens::Residual(r) => r.ids.len() * r.codebook.dim(),
         }
     }
 
@@ -38,13 +78,19 @@ impl DocTokens<'_> {
         self.len() == 0
     }
 
-    /// The values as `f32` (a copy; exact for every storage type).
-    pub fn to_f32_vec(&self) -> Vec<f32> {
-        match self {
+    /// The values as `f32` (a copy; exact for the plain types, the decoded values for residual
+    /// codes). Errors only for damaged residual codes.
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+        Ok(match self {
             DocTokens::F32(v) => v.to_vec(),
             DocTokens::F16(bits) => crate::encode::storage::f16_bits_to_f32(bits),
             DocTokens::Bf16(bits) => crate::encode::storage::bf16_bits_to_f32(bits),
-        }
+            DocTokens::Residual(r) => {
+                let mut out = Vec::new();
+                r.decode_into(&mut out)?;
+                out
+            }
+        })
     }
 
     /// The storage type.
@@ -53,6 +99,11 @@ impl DocTokens<'_> {
             DocTokens::F32(_) => TokenStorage::F32,
             DocTokens::F16(_) => TokenStorage::F16,
             DocTokens::Bf16(_) => TokenStorage::Bf16,
+            DocTokens::Residual(r) => match r.codebook.bits() {
+                1 => TokenStorage::Residual1,
+                4 => TokenStorage::Residual4,
+                _ => TokenStorage::Residual2,
+            },
         }
     }
 }
@@ -149,6 +200,13 @@ impl MaxSimQuery {
                 self.dim
             )));
         }
+        if let DocTokens::Residual(r) = doc {
+            return DECODED.with(|cell| {
+                let mut decoded = cell.borrow_mut();
+                r.decode_into(&mut decoded)?;
+                self.score(DocTokens::F32(&decoded))
+            });
+        }
         if let Some(short) = &self.short {
             if !(self.uses_bf16_dot() && matches!(doc, DocTokens::Bf16(_))) {
                 let mut maxes = [f32::NEG_INFINITY; simd::DOC_MAJOR_MAX_QUERY];
@@ -157,6 +215,7 @@ impl MaxSimQuery {
                     DocTokens::F32(v) => simd::DocValues::F32(v),
                     DocTokens::F16(v) => simd::DocValues::F16(v),
                     DocTokens::Bf16(v) => simd::DocValues::Bf16(v),
+                    DocTokens::Residual(_) => return Err(Error::InvalidInput("residual tokens reach the kernel".into())),
                 };
                 simd::max_dots_doc_major(self.isa, short, self.dim, values, maxes);
                 return Ok(maxes.iter().sum());
@@ -180,6 +239,7 @@ impl MaxSimQuery {
                 }
             }
             DocTokens::Bf16(bits) => self.accumulate_converted(bits, simd::bf16_to_f32, &mut maxes),
+            DocTokens::Residual(_) => return Err(Error::InvalidInput("residual tokens reach the kernel".into())),
         }
         let mut total = 0f32;
         for (block, m) in self.blocks.iter().zip(&maxes) {

@@ -1,6 +1,7 @@
 //! Pure math, no I/O: MUVERA fixed dimensional encodings, exact MaxSim, token storage types,
 //! the pinned random generator, and the SIMD kernels they share.
 
+pub mod codec;
 pub mod fde;
 pub mod maxsim;
 pub mod pq;

@@ -67,6 +67,17 @@ impl Isa {
         })
     }
 
+    /// True when this CPU can run `self`'s kernels (no allocation, for per-call checks).
+    pub fn supported(self) -> bool {
+        let rank = |i: Isa| match i {
+            Isa::Portable => 0,
+            Isa::Avx2 => 1,
+            Isa::Avx512 => 2,
+            Isa::Avx512Bf16 => 3,
+        };
+        rank(self) <= rank(Isa::detect())
+    }
+
     /// Every instruction set usable on this CPU, portable first (for tests and benchmarks).
     pub fn available() -> Vec<Isa> {
         match Isa::detect() {
@@ -108,6 +119,115 @@ fn add_rows_into_portable(sums: &mut [f32], dim: usize, rows: &[f32], target: &[
         let t = t as usize;
         add_portable(&mut sums[t * dim..(t + 1) * dim], row);
     }
+}
+
+/// Centroid interaction (PLAID's cheap score): `Σ_{i < rows} max_j table[ids[j] · lanes + i]`,
+/// where `table` holds one row of `lanes` query-token scores per centroid (`lanes` a multiple of
+/// 16, padding lanes ignored). One table row per document token, no dot products.
+pub fn centroid_interaction(table: &[f32], lanes: usize, rows: usize, ids: &[u16]) -> f32 {
+    assert!(lanes.is_multiple_of(16) && rows <= lanes && table.len().is_multiple_of(lanes.max(1)));
+    let k = table.len() / lanes.max(1);
+    assert!(ids.iter().all(|&c| (c as usize) < k), "centroid id beyond the table");
+    if ids.is_empty() {
+        return 0.0;
+    }
+    centroid_interaction_with(Isa::detect(), table, lanes, rows, ids)
+}
+
+/// [`centroid_interaction`] with a chosen instruction set (checked against the detected one),
+/// for tests and benchmarks.
+pub fn centroid_interaction_with(isa: Isa, table: &[f32], lanes: usize, rows: usize, ids: &[u16]) -> f32 {
+    assert!(lanes.is_multiple_of(16) && rows <= lanes && table.len().is_multiple_of(lanes.max(1)));
+    let k = table.len() / lanes.max(1);
+    assert!(ids.iter().all(|&c| (c as usize) < k), "centroid id beyond the table");
+    if ids.is_empty() {
+        return 0.0;
+    }
+    let isa = if isa.supported() { isa } else { Isa::Portable };
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa` is one `Isa::supported` accepts (runtime detection, module docs); every id
+        // indexes a whole table row (asserted above) and `ids` is not empty.
+        Isa::Avx512 | Isa::Avx512Bf16 => unsafe { x86::centroid_interaction_avx512(table, lanes, ids) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, for AVX2.
+        Isa::Avx2 => unsafe { x86::centroid_interaction_avx2(table, lanes, ids) },
+        _ => centroid_interaction_portable(table, lanes, rows, ids),
+    }
+}
+
+/// Decodes residual-coded tokens: `out[t][d] = centroids[ids[t]][d] + weights[code(t, d)]`, where
+/// token `t`'s codes are `dim × bits / 8` bytes at `codes[t × dim × bits / 8..]`, `bits` per
+/// dimension, little-endian within each byte. `weights` holds the `2^bits` decoded values.
+pub fn decode_residuals(bits: u8, weights: &[f32], centroids: &[f32], dim: usize, ids: &[u16], codes: &[u8], out: &mut [f32]) {
+    decode_residuals_with(Isa::detect(), bits, weights, centroids, dim, ids, codes, out)
+}
+
+/// [`decode_residuals`] with a chosen instruction set (checked against the detected one).
+#[allow(clippy::too_many_arguments)]
+pub fn decode_residuals_with(
+    isa: Isa,
+    bits: u8,
+    weights: &[f32],
+    centroids: &[f32],
+    dim: usize,
+    ids: &[u16],
+    codes: &[u8],
+    out: &mut [f32],
+) {
+    let b = bits as usize;
+    assert!(matches!(bits, 1 | 2 | 4) && weights.len() == 1 << b && dim > 0 && (dim * b).is_multiple_of(8));
+    let rb = dim * b / 8;
+    assert!(codes.len() == ids.len() * rb && out.len() == ids.len() * dim && centroids.len().is_multiple_of(dim));
+    let k = centroids.len() / dim;
+    assert!(ids.iter().all(|&c| (c as usize) < k), "centroid id beyond the codebook");
+    let isa = if isa.supported() { isa } else { Isa::Portable };
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512 F detected (`Isa::supported`); every id indexes a whole centroid row,
+        // `codes` and `out` hold exactly `ids.len()` tokens (asserted above), and the kernel reads
+        // 2·bits bytes per 16 dimensions, `dim` being a multiple of 16.
+        Isa::Avx512 | Isa::Avx512Bf16 if dim.is_multiple_of(16) => unsafe {
+            x86::decode_residuals_avx512(b, weights, centroids, dim, ids, codes, out)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 detected (`Isa::supported`); as above with 8 dimensions per step (`dim` a
+        // multiple of 8, bits per 8 dimensions whole bytes).
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 if dim.is_multiple_of(8) => unsafe {
+            x86::decode_residuals_avx2(b, weights, centroids, dim, ids, codes, out)
+        },
+        _ => {
+            let mask = (1u8 << b) - 1;
+            for (t, &id) in ids.iter().enumerate() {
+                let c = &centroids[id as usize * dim..(id as usize + 1) * dim];
+                let tc = &codes[t * rb..(t + 1) * rb];
+                for (d, (o, &cv)) in out[t * dim..(t + 1) * dim].iter_mut().zip(c).enumerate() {
+                    let code = (tc[d * b / 8] >> ((d * b) % 8)) & mask;
+                    *o = cv + weights[code as usize];
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn centroid_interaction_portable(table: &[f32], lanes: usize, rows: usize, ids: &[u16]) -> f32 {
+    let mut total = 0f32;
+    for block in 0..rows.div_ceil(16) {
+        let mut best = [f32::NEG_INFINITY; 16];
+        for &c in ids {
+            let at = c as usize * lanes + block * 16;
+            let Some(row) = table.get(at..at + 16) else { continue };
+            for j in 0..16 {
+                if row[j] > best[j] {
+                    best[j] = row[j];
+                }
+            }
+        }
+        let used = (rows - block * 16).min(16);
+        total += best[..used].iter().sum::<f32>();
+    }
+    total
 }
 
 /// Centroids per PQ subspace (one byte per code).
@@ -784,6 +904,175 @@ fn max_dots_portable(block: &[f32], lanes: usize, dim: usize, doc: &[f32], maxes
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    /// Centroid interaction on 16-lane registers: one running maximum per 16 query lanes, two
+    /// documents tokens in flight (independent accumulators) to hide the `max` latency. Padding
+    /// lanes hold zeros in every row, so their maximum is 0 and the full horizontal sum is exact.
+    ///
+    /// # Safety
+    /// AVX-512 F available; `ids` not empty and every `id · lanes + lanes ≤ table.len()`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn centroid_interaction_avx512(table: &[f32], lanes: usize, ids: &[u16]) -> f32 {
+        let base = table.as_ptr();
+        let mut total = 0f32;
+        for block in (0..lanes).step_by(16) {
+            let mut a = _mm512_set1_ps(f32::NEG_INFINITY);
+            let mut b = a;
+            let mut pairs = ids.chunks_exact(2);
+            for pair in &mut pairs {
+                // SAFETY: both ids index whole rows (caller), `block + 16 ≤ lanes`.
+                unsafe {
+                    a = _mm512_max_ps(a, _mm512_loadu_ps(base.add(pair[0] as usize * lanes + block)));
+                    b = _mm512_max_ps(b, _mm512_loadu_ps(base.add(pair[1] as usize * lanes + block)));
+                }
+            }
+            if let [last] = pairs.remainder() {
+                // SAFETY: as above.
+                a = _mm512_max_ps(a, unsafe { _mm512_loadu_ps(base.add(*last as usize * lanes + block)) });
+            }
+            total += _mm512_reduce_add_ps(_mm512_max_ps(a, b));
+        }
+        total
+    }
+
+    /// Centroid interaction on 8-lane registers (see the AVX-512 version).
+    ///
+    /// # Safety
+    /// AVX2 available; as for the AVX-512 version.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn centroid_interaction_avx2(table: &[f32], lanes: usize, ids: &[u16]) -> f32 {
+        let base = table.as_ptr();
+        let mut total = 0f32;
+        for block in (0..lanes).step_by(16) {
+            let mut a0 = _mm256_set1_ps(f32::NEG_INFINITY);
+            let mut a1 = a0;
+            for &c in ids {
+                // SAFETY: the id indexes a whole row (caller), `block + 16 ≤ lanes`.
+                unsafe {
+                    let p = base.add(c as usize * lanes + block);
+                    a0 = _mm256_max_ps(a0, _mm256_loadu_ps(p));
+                    a1 = _mm256_max_ps(a1, _mm256_loadu_ps(p.add(8)));
+                }
+            }
+            let mut lanes_out = [0f32; 8];
+            // SAFETY: an 8-float store into an 8-float array.
+            unsafe { _mm256_storeu_ps(lanes_out.as_mut_ptr(), _mm256_add_ps(a0, a1)) };
+            total += lanes_out.iter().sum::<f32>();
+        }
+        total
+    }
+
+    /// Residual decoding, 8 dimensions per step (see the AVX-512 version); 4-bit codes index 16
+    /// weights with two 8-entry permutes and a blend on the code's top bit.
+    ///
+    /// # Safety
+    /// AVX2 available; `dim` a multiple of 8; otherwise as for the AVX-512 version.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn decode_residuals_avx2(
+        bits: usize,
+        weights: &[f32],
+        centroids: &[f32],
+        dim: usize,
+        ids: &[u16],
+        codes: &[u8],
+        out: &mut [f32],
+    ) {
+        let mut padded = [0f32; 16];
+        padded[..weights.len()].copy_from_slice(weights);
+        // SAFETY: 8-float loads from a 16-float array.
+        let (w_lo, w_hi) = unsafe { (_mm256_loadu_ps(padded.as_ptr()), _mm256_loadu_ps(padded.as_ptr().add(8))) };
+        let mask = _mm256_set1_epi32((1 << bits) - 1);
+        let shifts = match bits {
+            1 => _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            2 => _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14),
+            _ => _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28),
+        };
+        let rb = dim * bits / 8;
+        let cp = centroids.as_ptr();
+        let codes_p = codes.as_ptr();
+        let op = out.as_mut_ptr();
+        for (t, &id) in ids.iter().enumerate() {
+            for g in 0..dim / 8 {
+                // SAFETY: group `g` of token `t` is `bits` bytes at t·rb + g·bits, inside `codes`;
+                // centroid and output offsets are inside their rows (caller).
+                unsafe {
+                    let at = codes_p.add(t * rb + g * bits);
+                    let raw = match bits {
+                        1 => *at as i32,
+                        2 => std::ptr::read_unaligned(at as *const u16) as i32,
+                        _ => std::ptr::read_unaligned(at as *const u32) as i32,
+                    };
+                    let idx = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(raw), shifts), mask);
+                    let mut v = _mm256_permutevar8x32_ps(w_lo, idx);
+                    if bits == 4 {
+                        let hi = _mm256_permutevar8x32_ps(w_hi, idx);
+                        // Bit 3 of the code moved to the sign bit selects the upper weights.
+                        let select = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
+                        v = _mm256_blendv_ps(v, hi, select);
+                    }
+                    let c = _mm256_loadu_ps(cp.add(id as usize * dim + g * 8));
+                    _mm256_storeu_ps(op.add(t * dim + g * 8), _mm256_add_ps(c, v));
+                }
+            }
+        }
+    }
+
+    /// Residual decoding, 16 dimensions per step: the 16 codes (2·bits bytes) are broadcast,
+    /// shifted into place lane by lane, masked, and looked up in a register of the `2^bits`
+    /// weights (`vpermps`), then added to the centroid.
+    ///
+    /// # Safety
+    /// AVX-512 F available; `dim` a multiple of 16; `codes` holds `ids.len() × dim × bits / 8`
+    /// bytes, `out` `ids.len() × dim` floats, and every id a whole centroid row.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn decode_residuals_avx512(
+        bits: usize,
+        weights: &[f32],
+        centroids: &[f32],
+        dim: usize,
+        ids: &[u16],
+        codes: &[u8],
+        out: &mut [f32],
+    ) {
+        let mut padded = [0f32; 16];
+        padded[..weights.len()].copy_from_slice(weights);
+        // SAFETY: a 16-float load from a 16-float array.
+        let w = unsafe { _mm512_loadu_ps(padded.as_ptr()) };
+        let mask = _mm512_set1_epi32((1 << bits) - 1);
+        let shifts = match bits {
+            1 => _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            2 => _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+            _ => _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28),
+        };
+        let group_bytes = 2 * bits;
+        let rb = dim * bits / 8;
+        let cp = centroids.as_ptr();
+        let codes_p = codes.as_ptr();
+        let op = out.as_mut_ptr();
+        for (t, &id) in ids.iter().enumerate() {
+            for g in 0..dim / 16 {
+                // SAFETY: group `g` of token `t` lies inside `codes` (2·bits bytes at
+                // t·rb + g·2·bits, rb = dim·bits/8); centroid and output offsets are inside their
+                // rows (caller).
+                unsafe {
+                    let at = codes_p.add(t * rb + g * group_bytes);
+                    let raw = match bits {
+                        1 => _mm512_set1_epi32(std::ptr::read_unaligned(at as *const u16) as i32),
+                        2 => _mm512_set1_epi32(std::ptr::read_unaligned(at as *const u32) as i32),
+                        _ => {
+                            let lo = std::ptr::read_unaligned(at as *const u32) as i32;
+                            let hi = std::ptr::read_unaligned(at.add(4) as *const u32) as i32;
+                            _mm512_inserti64x4(_mm512_set1_epi32(lo), _mm256_set1_epi32(hi), 1)
+                        }
+                    };
+                    let idx = _mm512_and_si512(_mm512_srlv_epi32(raw, shifts), mask);
+                    let v = _mm512_permutexvar_ps(idx, w);
+                    let c = _mm512_loadu_ps(cp.add(id as usize * dim + g * 16));
+                    _mm512_storeu_ps(op.add(t * dim + g * 16), _mm512_add_ps(c, v));
+                }
+            }
+        }
+    }
 
     /// Rows per register block of `mat_mul_avx2`: 6 rows × 2 registers = 12 accumulators.
     const MM_ROWS: usize = 6;

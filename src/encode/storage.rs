@@ -1,4 +1,7 @@
-//! How token vectors are stored: `f32`, or a 16-bit type that halves the bytes read per rerank.
+//! How token vectors are stored: `f32`, a 16-bit type that halves the bytes read per rerank, or
+//! a residual codec (a centroid id plus `b` bits per dimension, [`crate::encode::codec`]) that
+//! cuts them to an eighth or less. The WAL and the memtable hold residual collections' tokens as
+//! `f16` ([`TokenStorage::buffer_storage`]); only segments hold the compressed form.
 //!
 //! `f16` (IEEE half: 10 mantissa bits, max 65,504) is more precise than `bf16` (7 mantissa bits,
 //! f32's range) for L2-normalised token vectors, whose values lie in [-1, 1]; `bf16` is offered
@@ -16,15 +19,62 @@ pub enum TokenStorage {
     F16,
     /// bfloat16 (the top 16 bits of an f32), round to nearest even.
     Bf16,
+    /// Centroid id (2 bytes) plus 1 bit per dimension of residual.
+    Residual1,
+    /// Centroid id (2 bytes) plus 2 bits per dimension of residual (PLAID's usual setting).
+    Residual2,
+    /// Centroid id (2 bytes) plus 4 bits per dimension of residual.
+    Residual4,
 }
 
 impl TokenStorage {
-    /// Bytes per stored value.
+    /// Bytes per value in the WAL and the memtable (the [`TokenStorage::buffer_storage`]'s).
     pub fn bytes_per_value(self) -> usize {
-        match self {
+        match self.buffer_storage() {
             TokenStorage::F32 => 4,
-            TokenStorage::F16 | TokenStorage::Bf16 => 2,
+            _ => 2,
         }
+    }
+
+    /// Residual bits per dimension (0 for the plain types).
+    pub fn residual_bits(self) -> u8 {
+        match self {
+            TokenStorage::Residual1 => 1,
+            TokenStorage::Residual2 => 2,
+            TokenStorage::Residual4 => 4,
+            _ => 0,
+        }
+    }
+
+    /// The plain type the WAL and the memtable hold these tokens in: itself, or `f16` for the
+    /// residual codecs.
+    pub fn buffer_storage(self) -> TokenStorage {
+        if self.residual_bits() > 0 {
+            TokenStorage::F16
+        } else {
+            self
+        }
+    }
+
+    /// Bytes one token of `dim` values takes in a segment's token section (the residual codecs'
+    /// 2-byte centroid ids live in the token-codes section and are not counted here).
+    pub fn segment_row_bytes(self, dim: usize) -> usize {
+        match self.residual_bits() {
+            0 => dim * self.bytes_per_value(),
+            bits => dim * bits as usize / 8,
+        }
+    }
+
+    /// Refuses a dimension the type cannot pack (residual codes must fill whole bytes).
+    pub fn check_dim(self, dim: usize) -> Result<()> {
+        let bits = self.residual_bits() as usize;
+        if bits > 0 && !(dim * bits).is_multiple_of(8) {
+            return Err(Error::invalid_param(
+                "storage",
+                format!("{} cannot pack {dim}-dimensional tokens into whole bytes", self.name()),
+            ));
+        }
+        Ok(())
     }
 
     /// The on-disk code of this type (see storage-format.md).
@@ -33,36 +83,47 @@ impl TokenStorage {
             TokenStorage::F32 => 0,
             TokenStorage::F16 => 1,
             TokenStorage::Bf16 => 2,
+            TokenStorage::Residual1 => 3,
+            TokenStorage::Residual2 => 4,
+            TokenStorage::Residual4 => 5,
         }
     }
+
+    /// Every type, in code order.
+    pub const ALL: [TokenStorage; 6] = [
+        TokenStorage::F32,
+        TokenStorage::F16,
+        TokenStorage::Bf16,
+        TokenStorage::Residual1,
+        TokenStorage::Residual2,
+        TokenStorage::Residual4,
+    ];
 
     /// The type with on-disk code `code`, if any.
     pub fn from_code(code: u8) -> Option<Self> {
-        match code {
-            0 => Some(TokenStorage::F32),
-            1 => Some(TokenStorage::F16),
-            2 => Some(TokenStorage::Bf16),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|s| s.code() == code)
     }
 
-    /// A short lowercase name (`f32`, `f16`, `bf16`), as the CLI spells it.
+    /// A short lowercase name (`f32`, `f16`, `bf16`, `residual2`), as the CLI spells it.
     pub fn name(self) -> &'static str {
         match self {
             TokenStorage::F32 => "f32",
             TokenStorage::F16 => "f16",
             TokenStorage::Bf16 => "bf16",
+            TokenStorage::Residual1 => "residual1",
+            TokenStorage::Residual2 => "residual2",
+            TokenStorage::Residual4 => "residual4",
         }
     }
 
     /// Parses a name as [`TokenStorage::name`] prints it.
     pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "f32" => Ok(TokenStorage::F32),
-            "f16" => Ok(TokenStorage::F16),
-            "bf16" => Ok(TokenStorage::Bf16),
-            other => Err(Error::invalid_param("storage", format!("`{other}` is not one of f32, f16, bf16"))),
-        }
+        Self::ALL.into_iter().find(|s| s.name() == name).ok_or_else(|| {
+            Error::invalid_param(
+                "storage",
+                format!("`{name}` is not one of f32, f16, bf16, residual1, residual2, residual4"),
+            )
+        })
     }
 }
 
@@ -75,7 +136,9 @@ pub fn to_16bit(values: &[f32], storage: TokenStorage) -> Result<Vec<u16>> {
     // `half`'s slice conversions use the CPU's conversion instructions when available (F16C for
     // f16), 10× faster than converting value by value; overflow shows as an infinite result.
     let (exp_mask, name) = match storage {
-        TokenStorage::F32 => return Err(Error::invalid_param("storage", "f32 tokens are stored as they are")),
+        TokenStorage::F32 | TokenStorage::Residual1 | TokenStorage::Residual2 | TokenStorage::Residual4 => {
+            return Err(Error::invalid_param("storage", "only f16 and bf16 are 16-bit values"))
+        }
         TokenStorage::F16 => {
             half::slice::HalfBitsSliceExt::reinterpret_cast_mut::<half::f16>(&mut out[..])
                 .convert_from_f32_slice(values);
@@ -119,7 +182,7 @@ pub fn from_16bit(bits: &[u16], storage: TokenStorage) -> Result<Vec<f32>> {
     match storage {
         TokenStorage::F16 => crate::encode::simd::f16_to_f32(bits, &mut out),
         TokenStorage::Bf16 => crate::encode::simd::bf16_to_f32(bits, &mut out),
-        TokenStorage::F32 => return Err(Error::invalid_param("storage", "f32 tokens are not stored as 16-bit values")),
+        _ => return Err(Error::invalid_param("storage", "only f16 and bf16 are 16-bit values")),
     }
     Ok(out)
 }
@@ -130,12 +193,16 @@ mod tests {
 
     #[test]
     fn codes_and_names_round_trip() {
-        for s in [TokenStorage::F32, TokenStorage::F16, TokenStorage::Bf16] {
+        for s in TokenStorage::ALL {
             assert_eq!(TokenStorage::from_code(s.code()), Some(s));
             assert_eq!(TokenStorage::from_name(s.name()).unwrap(), s);
         }
         assert_eq!(TokenStorage::from_code(9), None);
         assert!(TokenStorage::from_name("f8").is_err());
+        assert_eq!(TokenStorage::Residual2.buffer_storage(), TokenStorage::F16);
+        assert_eq!(TokenStorage::Residual2.segment_row_bytes(128), 32);
+        assert_eq!(TokenStorage::Residual4.segment_row_bytes(128), 64);
+        assert!(TokenStorage::Residual1.check_dim(12).is_err() && TokenStorage::Residual2.check_dim(12).is_ok());
     }
 
     #[test]

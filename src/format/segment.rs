@@ -9,9 +9,10 @@ pub const HEADER_MAGIC: [u8; 8] = *b"QVDBSEG\0";
 /// Last 8 bytes of every segment file.
 pub const TAIL_MAGIC: [u8; 8] = *b"QVDBEND\0";
 /// The segment format version this build writes.
-pub const FORMAT_VERSION: u32 = 2;
-/// The versions this build reads: 1 (no graph section) and 2 (optional graph section).
-pub const READABLE_VERSIONS: [u32; 2] = [1, 2];
+pub const FORMAT_VERSION: u32 = 3;
+/// The versions this build reads: 1 (no graph section), 2 (optional graph section) and 3
+/// (optional token codebook, token codes and centroid postings; residual token storage).
+pub const READABLE_VERSIONS: [u32; 3] = [1, 2, 3];
 /// Header length.
 pub const HEADER_LEN: usize = 64;
 /// One section table entry.
@@ -76,6 +77,14 @@ pub enum SectionKind {
     PqCodes = 8,
     /// The Vamana graph (version 2, optional): a 32-byte header and `doc_count × R` u32 slots.
     Graph = 9,
+    /// The token codebook (version 3, optional; required by residual storage): a 16-byte header,
+    /// the centroids and the residual buckets ([`crate::encode::codec::TokenCodebook::to_bytes`]).
+    TokenCentroids = 10,
+    /// Centroid id of every stored token, `token_rows × u16` (version 3, with `TokenCentroids`).
+    TokenCodes = 11,
+    /// Inverted lists from centroid to documents (version 3, optional, with `TokenCentroids`):
+    /// `u32 k`, `u32 0`, `(k + 1) × u32` offsets, then ascending `u32` ordinals per centroid.
+    CentroidPostings = 12,
 }
 
 impl SectionKind {
@@ -92,7 +101,8 @@ impl SectionKind {
     ];
 
     /// Kinds a segment may have at most once (format version 2 on).
-    pub const OPTIONAL: [SectionKind; 1] = [SectionKind::Graph];
+    pub const OPTIONAL: [SectionKind; 4] =
+        [SectionKind::Graph, SectionKind::TokenCentroids, SectionKind::TokenCodes, SectionKind::CentroidPostings];
 
     /// The kind with on-disk code `code`.
     pub fn from_code(code: u32) -> Option<Self> {
@@ -111,6 +121,9 @@ impl SectionKind {
             SectionKind::PqCodebook => "pq_codebook",
             SectionKind::PqCodes => "pq_codes",
             SectionKind::Graph => "graph",
+            SectionKind::TokenCentroids => "token_centroids",
+            SectionKind::TokenCodes => "token_codes",
+            SectionKind::CentroidPostings => "centroid_postings",
         }
     }
 }
@@ -298,7 +311,7 @@ mod tests {
         let mut old = h;
         old.version = 1;
         assert_eq!(decode_header(&encode_header(&old)).unwrap().version, 1);
-        old.version = 3;
+        old.version = 4;
         assert!(decode_header(&encode_header(&old)).is_err());
         let t = Tail { table_offset: 9000, section_count: 8, table_crc: 1, file_len: 9288 };
         assert_eq!(decode_tail(&encode_tail(&t)).unwrap(), t);

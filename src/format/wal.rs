@@ -220,7 +220,9 @@ fn decode_put(p: &[u8]) -> Result<RecordOp, (u64, String)> {
     let id = u64::from_le_bytes(p[0..8].try_into().unwrap_or_default());
     let rows = u32::from_le_bytes(p[8..12].try_into().unwrap_or_default()) as usize;
     let dim = u32::from_le_bytes(p[12..16].try_into().unwrap_or_default());
-    let storage = TokenStorage::from_code(p[16]).ok_or((16, format!("unknown storage code {}", p[16])))?;
+    let storage = TokenStorage::from_code(p[16])
+        .filter(|s| s.residual_bits() == 0)
+        .ok_or((16, format!("unknown WAL storage code {}", p[16])))?;
     if p[17..20] != [0; 3] {
         return Err((17, "reserved put bytes are not zero".into()));
     }

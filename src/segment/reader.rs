@@ -13,7 +13,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::encode::fde::FdeParams;
-use crate::encode::maxsim::DocTokens;
+use crate::encode::codec::TokenCodebook;
+use crate::encode::maxsim::{DocTokens, ResidualTokens};
 use crate::encode::pq::PqCodebook;
 use crate::encode::simd::PQ_CENTROIDS;
 use crate::encode::storage::TokenStorage;
@@ -55,6 +56,8 @@ struct Inner {
     fde_fingerprint: u64,
     sections: BTreeMap<SectionKind, SectionEntry>,
     graph: Option<GraphHeader>,
+    /// The token codebook (format 3 segments that have one).
+    token_codebook: Option<Arc<TokenCodebook>>,
     /// Pages already prefetched (`ReadOnlyMap::will_need_once`).
     prefetched: Vec<std::sync::atomic::AtomicU64>,
 }
@@ -148,9 +151,26 @@ impl SegmentReader {
         if header.version < 2 && sections.contains_key(&SectionKind::Graph) {
             return Err(corrupt(path, tail.table_offset, "a format-1 segment cannot have a graph section"));
         }
+        let has = |k: SectionKind| sections.contains_key(&k);
+        let token_sections = [SectionKind::TokenCentroids, SectionKind::TokenCodes, SectionKind::CentroidPostings];
+        if header.version < 3 && token_sections.iter().any(|&k| has(k)) {
+            return Err(corrupt(path, tail.table_offset, "a segment before format 3 cannot have token codebook sections"));
+        }
+        if has(SectionKind::TokenCentroids) != has(SectionKind::TokenCodes)
+            || (has(SectionKind::CentroidPostings) && !has(SectionKind::TokenCentroids))
+        {
+            return Err(corrupt(
+                path,
+                tail.table_offset,
+                "token codes, token centroids and centroid postings must come together (postings optional)",
+            ));
+        }
 
         let storage = TokenStorage::from_code(header.storage)
             .ok_or_else(|| corrupt(path, 44, format!("unknown token storage code {}", header.storage)))?;
+        if storage.residual_bits() > 0 && !has(SectionKind::TokenCentroids) {
+            return Err(corrupt(path, 44, format!("{} tokens without a token codebook section", storage.name())));
+        }
         let fde_entry = sections[&SectionKind::FdeParams];
         let fde_bytes = &bytes[fde_entry.offset as usize..(fde_entry.offset + fde_entry.length) as usize];
         check_crc(path, &fde_entry, fde_bytes)?;
@@ -191,10 +211,37 @@ impl SegmentReader {
         expect(SectionKind::DocIds, mul(n, 8))?;
         expect(SectionKind::TokenOffsets, mul(n + 1, 8))?;
         expect(SectionKind::PayloadOffsets, mul(n + 1, 8))?;
-        expect(
-            SectionKind::Tokens,
-            mul(header.token_rows, dim).and_then(|v| mul(v, storage.bytes_per_value() as u64)),
-        )?;
+        if storage.check_dim(dim as usize).is_err() {
+            return Err(corrupt(path, 44, format!("{} cannot hold {dim}-dimensional tokens", storage.name())));
+        }
+        expect(SectionKind::Tokens, mul(header.token_rows, storage.segment_row_bytes(dim as usize) as u64))?;
+        let token_codebook = match sections.get(&SectionKind::TokenCentroids) {
+            None => None,
+            Some(e) => {
+                let b = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+                check_crc(path, e, b)?;
+                let book = TokenCodebook::from_bytes(b, dim as usize)
+                    .map_err(|what| corrupt(path, e.offset, format!("section token_centroids: {what}")))?;
+                if book.bits() != storage.residual_bits() {
+                    return Err(corrupt(
+                        path,
+                        e.offset,
+                        format!(
+                            "section token_centroids has {}-bit residuals, the header's storage is {}",
+                            book.bits(),
+                            storage.name()
+                        ),
+                    ));
+                }
+                expect(SectionKind::TokenCodes, mul(header.token_rows, 2))?;
+                Some(Arc::new(book))
+            }
+        };
+        if let (Some(e), Some(book)) = (sections.get(&SectionKind::CentroidPostings), &token_codebook) {
+            let b = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+            check_postings_frame(b, book.centroid_count(), n)
+                .map_err(|what| corrupt(path, e.offset, format!("section centroid_postings: {what}")))?;
+        }
         expect(SectionKind::PqCodebook, mul(fde_dim, PQ_CENTROIDS as u64 * 4))?;
         expect(SectionKind::PqCodes, mul(n, m))?;
 
@@ -215,6 +262,7 @@ impl SegmentReader {
                 fde_fingerprint,
                 sections,
                 graph,
+                token_codebook,
             }),
         };
         reader.check_offsets(SectionKind::TokenOffsets, header.token_rows)?;
@@ -338,14 +386,99 @@ impl SegmentReader {
     #[allow(clippy::expect_used)]
     pub fn tokens(&self, ordinal: usize) -> DocTokens<'_> {
         let rows = self.token_range(ordinal);
-        let width = self.dim() as u64 * self.storage().bytes_per_value() as u64;
+        let width = self.storage().segment_row_bytes(self.dim()) as u64;
         let all = self.section_bytes(SectionKind::Tokens);
         let bytes = &all[(rows.start * width) as usize..(rows.end * width) as usize];
         match self.storage() {
             TokenStorage::F32 => DocTokens::F32(cast_slice(bytes).expect("page-aligned token section")),
             TokenStorage::F16 => DocTokens::F16(cast_slice(bytes).expect("page-aligned token section")),
             TokenStorage::Bf16 => DocTokens::Bf16(cast_slice(bytes).expect("page-aligned token section")),
+            TokenStorage::Residual1 | TokenStorage::Residual2 | TokenStorage::Residual4 => {
+                DocTokens::Residual(ResidualTokens {
+                    ids: self.token_centroid_ids(ordinal).expect("open checked residual segments have codes"),
+                    codes: bytes,
+                    codebook: self.inner.token_codebook.as_deref().expect("open checked the codebook"),
+                })
+            }
         }
+    }
+
+    /// The tokens of document `ordinal` as `f32` (decoded for residual storage); damaged
+    /// residual codes are a [`Error::Corruption`] naming the file and section.
+    pub fn tokens_f32(&self, ordinal: usize) -> Result<Vec<f32>> {
+        self.tokens(ordinal).to_f32_vec().map_err(|e| self.damaged(e))
+    }
+
+    /// Turns an error met while decoding or scoring this segment's tokens (a centroid id beyond
+    /// the codebook) into the corruption it is, naming the file and the token-codes section.
+    pub fn damaged(&self, e: Error) -> Error {
+        match e {
+            Error::InvalidInput(what) => {
+                let at = self.inner.sections.get(&SectionKind::TokenCodes).map_or(0, |s| s.offset);
+                corrupt(self.path(), at, format!("section token_codes: {what}"))
+            }
+            other => other,
+        }
+    }
+
+    /// Bytes of every section that exists for the tokens: the token section and offsets, centroid
+    /// ids, the token codebook and the inverted lists.
+    pub fn token_bytes(&self) -> u64 {
+        [
+            SectionKind::Tokens,
+            SectionKind::TokenOffsets,
+            SectionKind::TokenCodes,
+            SectionKind::TokenCentroids,
+            SectionKind::CentroidPostings,
+        ]
+        .iter()
+        .filter_map(|k| self.inner.sections.get(k))
+        .map(|e| e.length)
+        .sum()
+    }
+
+    /// The token codebook, if the segment has one (format 3).
+    pub fn token_codebook(&self) -> Option<&Arc<TokenCodebook>> {
+        self.inner.token_codebook.as_ref()
+    }
+
+    /// The key under which segments share a token codebook (its section's CRC), if any.
+    pub fn token_codebook_key(&self) -> Option<u32> {
+        self.inner.sections.get(&SectionKind::TokenCentroids).map(|e| e.crc)
+    }
+
+    /// The centroid id of every token of document `ordinal`, if the segment stores them.
+    // The section is 64-byte aligned and `open` checked it holds `token_rows` u16s.
+    #[allow(clippy::expect_used)]
+    pub fn token_centroid_ids(&self, ordinal: usize) -> Option<&[u16]> {
+        self.inner.sections.get(&SectionKind::TokenCodes)?;
+        let all: &[u16] = cast_slice(self.section_bytes(SectionKind::TokenCodes)).expect("aligned u16 section");
+        let rows = self.token_range(ordinal);
+        Some(&all[rows.start as usize..rows.end as usize])
+    }
+
+    /// True when the segment has inverted lists from centroid to documents.
+    pub fn has_postings(&self) -> bool {
+        self.inner.sections.contains_key(&SectionKind::CentroidPostings)
+    }
+
+    /// The documents (ascending ordinals) holding a token assigned to `centroid`; empty without
+    /// postings or for an id beyond the codebook. Ordinals are checked against the document count
+    /// by the caller (`verify` checks them all).
+    // `open` checked the frame: header, `k + 1` monotone offsets ending at the ordinal count.
+    #[allow(clippy::expect_used)]
+    pub fn postings(&self, centroid: u16) -> &[u32] {
+        if !self.has_postings() {
+            return &[];
+        }
+        let words: &[u32] = cast_slice(self.section_bytes(SectionKind::CentroidPostings)).expect("aligned postings");
+        let k = words[0] as usize;
+        let c = centroid as usize;
+        if c >= k {
+            return &[];
+        }
+        let (offsets, ordinals) = words[2..].split_at(k + 1);
+        &ordinals[offsets[c] as usize..offsets[c + 1] as usize]
     }
 
     /// Payload of document `ordinal` (empty when it was stored without one).
@@ -377,7 +510,7 @@ impl SegmentReader {
     /// Starts reading the stored tokens of `ordinals` (before an exact rerank over them).
     pub fn prefetch_tokens(&self, ordinals: impl IntoIterator<Item = u32>) {
         let e = &self.inner.sections[&SectionKind::Tokens];
-        let width = self.dim() as u64 * self.storage().bytes_per_value() as u64;
+        let width = self.storage().segment_row_bytes(self.dim()) as u64;
         let n = self.doc_count();
         for o in ordinals {
             if (o as usize) < n {
@@ -461,6 +594,32 @@ impl SegmentReader {
         if let Some(graph) = self.graph() {
             graph.validate_all()?;
         }
+        if let (Some(e), Some(book)) = (self.inner.sections.get(&SectionKind::TokenCodes), self.token_codebook()) {
+            let k = book.centroid_count();
+            let ids: &[u16] = cast_slice(self.section_bytes(SectionKind::TokenCodes))
+                .ok_or_else(|| corrupt(self.path(), e.offset, "token codes are not aligned u16s"))?;
+            if let Some(i) = ids.iter().position(|&c| c as usize >= k) {
+                return Err(corrupt(
+                    self.path(),
+                    e.offset + 2 * i as u64,
+                    format!("section token_codes: centroid id {} of token {i} is beyond {k} centroids", ids[i]),
+                ));
+            }
+        }
+        if let Some(e) = self.inner.sections.get(&SectionKind::CentroidPostings) {
+            let n = self.doc_count() as u32;
+            let k = self.token_codebook().map_or(0, |b| b.centroid_count());
+            for c in 0..k {
+                let list = self.postings(c as u16);
+                if list.iter().any(|&o| o >= n) || list.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(corrupt(
+                        self.path(),
+                        e.offset,
+                        format!("section centroid_postings: list {c} is not ascending ordinals below {n}"),
+                    ));
+                }
+            }
+        }
         let bytes = self.inner.map.bytes();
         let table_offset = (bytes.len() - TAIL_LEN) as u64 - self.inner.sections.len() as u64 * ENTRY_LEN as u64;
         let mut gap_start = HEADER_LEN as u64;
@@ -476,6 +635,29 @@ impl SegmentReader {
         }
         Ok(())
     }
+}
+
+/// Checks the postings section's frame (the lists' ordinals are checked by `verify`).
+fn check_postings_frame(bytes: &[u8], k: usize, doc_count: u64) -> std::result::Result<(), String> {
+    let words: Vec<u32> =
+        bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    if !bytes.len().is_multiple_of(4) || words.len() < 2 {
+        return Err(format!("{} bytes is not a postings header and whole u32s", bytes.len()));
+    }
+    if words[0] as usize != k || words[1] != 0 {
+        return Err(format!("header ({}, {}) does not match {k} centroids", words[0], words[1]));
+    }
+    let Some(offsets) = words.get(2..k + 3) else {
+        return Err(format!("{} bytes cannot hold {} offsets", bytes.len(), k + 1));
+    };
+    let count = (words.len() - k - 3) as u64;
+    if offsets[0] != 0 || offsets[k] as u64 != count || offsets.windows(2).any(|w| w[1] < w[0]) {
+        return Err(format!("offsets do not run monotonically from 0 to the {count} ordinals"));
+    }
+    if count > doc_count.saturating_mul(k as u64) {
+        return Err(format!("{count} ordinals for {doc_count} documents"));
+    }
+    Ok(())
 }
 
 fn check_crc(path: &Path, entry: &SectionEntry, bytes: &[u8]) -> Result<()> {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use crate::encode::codec::TokenCodebook;
 use crate::encode::fde::{CountSketch, FdeEncoder};
 use crate::encode::pq::{PqCodebook, PqParams};
 use crate::encode::rng::SplitMix64;
@@ -88,6 +89,10 @@ pub struct SegmentConfig {
     pub pq: PqSource,
     /// Graph construction (`None`: never build one).
     pub graph: Option<GraphConfig>,
+    /// The token codebook: every token gets a centroid id (token-codes section) and the segment
+    /// gets inverted lists; residual storage encodes against it. Required by residual storage;
+    /// `None` for the plain types writes a segment without the cheap scoring stage.
+    pub tokens: Option<Arc<TokenCodebook>>,
 }
 
 /// A published segment.
@@ -131,6 +136,12 @@ pub struct SegmentWriter {
     build_sketch: Option<CountSketch>,
     /// Graph build vectors of every document so far, when a graph is configured.
     build_vectors: Vec<f32>,
+    /// Centroid id of every token so far (with a token codebook).
+    token_ids: Vec<u16>,
+    /// Each document's distinct centroids, ascending, back to back (for the postings).
+    doc_centroids: Vec<u16>,
+    /// `doc_centroids` offsets, `doc_count + 1`.
+    doc_centroid_offsets: Vec<u64>,
     reservoir_rng: SplitMix64,
     finished: bool,
     /// Set by the first failed write: the file no longer matches the writer's state, so every
@@ -177,6 +188,27 @@ impl SegmentWriter {
         if let PqSource::Train(params) = &config.pq {
             params.validate(encoder.fde_dim())?;
         }
+        let dim = encoder.params().dim as usize;
+        config.storage.check_dim(dim)?;
+        match &config.tokens {
+            Some(book) if book.dim() != dim => {
+                return Err(Error::InvalidInput(format!(
+                    "token codebook of dimension {} for {dim}-dimensional tokens",
+                    book.dim()
+                )))
+            }
+            Some(book) if book.bits() != config.storage.residual_bits() => {
+                return Err(Error::InvalidInput(format!(
+                    "a token codebook with {}-bit residuals cannot write {} tokens",
+                    book.bits(),
+                    config.storage.name()
+                )))
+            }
+            None if config.storage.residual_bits() > 0 => {
+                return Err(Error::InvalidInput(format!("{} storage needs a token codebook", config.storage.name())))
+            }
+            _ => {}
+        }
         let mut build_sketch = None;
         if let Some(graph) = &config.graph {
             graph.params.validate()?;
@@ -212,6 +244,9 @@ impl SegmentWriter {
             reservoir: Vec::new(),
             build_sketch,
             build_vectors: Vec::new(),
+            token_ids: Vec::new(),
+            doc_centroids: Vec::new(),
+            doc_centroid_offsets: vec![0],
             finished: false,
             failed: false,
         };
@@ -272,6 +307,13 @@ impl SegmentWriter {
     /// Adds documents in order (their ordinals are their positions). Token conversion and FDE/PQ
     /// encoding run in parallel; token bytes are appended to the file.
     pub fn add_batch(&mut self, docs: &[Document<'_>]) -> Result<()> {
+        self.add_batch_coded(docs, None)
+    }
+
+    /// [`SegmentWriter::add_batch`] with each document's centroid ids already known (a merge
+    /// copying from a segment with the same token codebook): they are kept instead of recomputed,
+    /// so residual codes decoded and re-encoded against the same centroid come back unchanged.
+    pub fn add_batch_coded(&mut self, docs: &[Document<'_>], centroid_ids: Option<&[&[u16]]>) -> Result<()> {
         self.check_usable()?;
         let dim = self.encoder.params().dim as usize;
         if self.doc_count() + docs.len() as u64 > MAX_DOCS_PER_SEGMENT {
@@ -304,16 +346,29 @@ impl SegmentWriter {
         };
         let want_build_vectors = codebook.is_some() && self.config.graph.is_some();
         let build_sketch = &self.build_sketch;
+        let tokens_arc = self.config.tokens.clone();
+        let tokens_book = tokens_arc.as_deref();
+        if let Some(given) = centroid_ids {
+            if given.len() != docs.len() || given.iter().zip(docs).any(|(g, d)| g.len() != d.tokens.rows()) {
+                return Err(Error::InvalidInput("one centroid id per token of every document".into()));
+            }
+            let k = tokens_book.map_or(0, |b| b.centroid_count());
+            if given.iter().flat_map(|g| g.iter()).any(|&c| c as usize >= k) {
+                return Err(Error::InvalidInput(format!("a given centroid id is beyond the {k} centroids")));
+            }
+        }
         // (stored bytes, FDE of the stored values if needed, PQ code and graph build vector if the
-        // codebook is known)
-        type Encoded = (Vec<u8>, Option<Vec<f32>>, Vec<u8>, Vec<f32>);
+        // codebook is known, centroid ids)
+        type Encoded = (Vec<u8>, Option<Vec<f32>>, Vec<u8>, Vec<f32>, Vec<u16>);
         let encoded: Vec<Encoded> = docs
             .par_iter()
             .zip(&slots)
-            .map(|(doc, slot)| {
-                let (bytes, stored) = store_tokens(doc.tokens.as_slice(), storage)?;
+            .enumerate()
+            .map(|(i, (doc, slot))| {
+                let given = centroid_ids.map(|g| g[i]);
+                let (bytes, stored, ids) = store_tokens(doc.tokens.as_slice(), storage, tokens_book, given)?;
                 if codebook.is_none() && slot.is_none() {
-                    return Ok((bytes, None, Vec::new(), Vec::new()));
+                    return Ok((bytes, None, Vec::new(), Vec::new(), ids));
                 }
                 let values = stored.as_deref().unwrap_or(doc.tokens.as_slice());
                 let fde = encoder.encode_document(&TokenMatrix::new(values, dim)?)?;
@@ -323,11 +378,19 @@ impl SegmentWriter {
                     cb.encode(&fde, &mut code)?;
                 }
                 let build = if want_build_vectors { build_vector(&fde, build_sketch.as_ref()) } else { Vec::new() };
-                Ok((bytes, Some(fde), code, build))
+                Ok((bytes, Some(fde), code, build, ids))
             })
             .collect::<Result<_>>()?;
-        for ((doc, (bytes, fde, code, build)), slot) in docs.iter().zip(encoded).zip(slots) {
+        for ((doc, (bytes, fde, code, build, ids)), slot) in docs.iter().zip(encoded).zip(slots) {
             self.build_vectors.extend_from_slice(&build);
+            if tokens_book.is_some() {
+                let mut distinct = ids.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                self.doc_centroids.extend_from_slice(&distinct);
+                self.doc_centroid_offsets.push(self.doc_centroids.len() as u64);
+                self.token_ids.extend_from_slice(&ids);
+            }
             self.tokens_crc.update(&bytes);
             self.write_raw(&bytes)?;
             self.token_offsets.push(self.token_offsets.last().copied().unwrap_or(0) + doc.tokens.rows() as u64);
@@ -402,6 +465,13 @@ impl SegmentWriter {
         self.write_section(SectionKind::PqCodebook, &centroids, SECTION_ALIGN)?;
         let codes = std::mem::take(&mut self.codes);
         self.write_section(SectionKind::PqCodes, &codes, SECTION_ALIGN)?;
+        if let Some(book) = self.config.tokens.clone() {
+            self.write_section(SectionKind::TokenCentroids, &book.to_bytes(), SECTION_ALIGN)?;
+            let ids: Vec<u8> = std::mem::take(&mut self.token_ids).iter().flat_map(|v| v.to_le_bytes()).collect();
+            self.write_section(SectionKind::TokenCodes, &ids, SECTION_ALIGN)?;
+            let postings = self.postings_section(book.centroid_count());
+            self.write_section(SectionKind::CentroidPostings, &postings, SECTION_ALIGN)?;
+        }
         if let Some(graph) = self.config.graph.filter(|g| n as u64 >= g.min_docs) {
             let vectors = std::mem::take(&mut self.build_vectors);
             let build_dim = vectors.len() / n;
@@ -450,6 +520,34 @@ impl SegmentWriter {
         })
     }
 
+    /// The centroid postings section (storage-format.md): per centroid, the ascending ordinals of
+    /// the documents with a token assigned to it (a counting sort of the per-document sets).
+    fn postings_section(&mut self, k: usize) -> Vec<u8> {
+        let mut counts = vec![0u32; k + 1];
+        for &c in &self.doc_centroids {
+            counts[c as usize + 1] += 1;
+        }
+        for c in 0..k {
+            counts[c + 1] += counts[c];
+        }
+        let mut ordinals = vec![0u32; self.doc_centroids.len()];
+        let mut next = counts.clone();
+        for (doc, w) in self.doc_centroid_offsets.windows(2).enumerate() {
+            for &c in &self.doc_centroids[w[0] as usize..w[1] as usize] {
+                ordinals[next[c as usize] as usize] = doc as u32;
+                next[c as usize] += 1;
+            }
+        }
+        self.doc_centroids = Vec::new();
+        let mut out = Vec::with_capacity(8 + 4 * (counts.len() + ordinals.len()));
+        out.extend_from_slice(&(k as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        for v in counts.iter().chain(&ordinals) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
     fn take_file(&mut self) -> Result<Arc<dyn WritableFile>> {
         let out = self.out.take().ok_or_else(|| {
             Error::io(&self.tmp_path, std::io::Error::other("the segment writer was already finished"))
@@ -465,7 +563,7 @@ impl SegmentWriter {
         self.out()?.flush().map_err(|e| Error::io(&path, e))?;
         let file = self.file.clone();
         let dim = self.encoder.params().dim as usize;
-        let bpv = self.config.storage.bytes_per_value() as u64;
+        let bpv = self.config.storage.segment_row_bytes(dim) as u64;
         let n = self.ids.len();
         let m = codebook.subspaces();
         let mut codes = vec![0u8; n * m];
@@ -477,9 +575,11 @@ impl SegmentWriter {
             let end = (start + BATCH).min(n);
             let first = self.token_offsets[start];
             let last = self.token_offsets[end];
-            let mut bytes = vec![0u8; ((last - first) * dim as u64 * bpv) as usize];
-            file.read_at(&mut bytes, self.tokens_start + first * dim as u64 * bpv).map_err(|e| Error::io(&path, e))?;
+            let mut bytes = vec![0u8; ((last - first) * bpv) as usize];
+            file.read_at(&mut bytes, self.tokens_start + first * bpv).map_err(|e| Error::io(&path, e))?;
             let storage = self.config.storage;
+            let tokens_book = self.config.tokens.as_deref();
+            let token_ids = &self.token_ids;
             let offsets = &self.token_offsets;
             let encoder = &self.encoder;
             let sketch = self.build_sketch.as_ref();
@@ -488,9 +588,10 @@ impl SegmentWriter {
                 .enumerate()
                 .map(|(i, code)| {
                     let doc = start + i;
-                    let lo = ((offsets[doc] - first) * dim as u64 * bpv) as usize;
-                    let hi = ((offsets[doc + 1] - first) * dim as u64 * bpv) as usize;
-                    let values = load_tokens(&bytes[lo..hi], storage);
+                    let lo = ((offsets[doc] - first) * bpv) as usize;
+                    let hi = ((offsets[doc + 1] - first) * bpv) as usize;
+                    let ids = token_ids.get(offsets[doc] as usize..offsets[doc + 1] as usize).unwrap_or(&[]);
+                    let values = load_tokens(&bytes[lo..hi], storage, tokens_book, ids)?;
                     let fde = encoder.encode_document(&TokenMatrix::new(&values, dim)?)?;
                     codebook.encode(&fde, code)?;
                     Ok(if want_build_vectors { build_vector(&fde, sketch) } else { Vec::new() })
@@ -530,25 +631,57 @@ fn build_vector(fde: &[f32], sketch: Option<&CountSketch>) -> Vec<f32> {
     }
 }
 
-/// Token values as stored: the little-endian bytes, and (for 16-bit types) the values they
-/// round-trip to, so FDEs are computed from exactly what the segment holds.
-fn store_tokens(values: &[f32], storage: TokenStorage) -> Result<(Vec<u8>, Option<Vec<f32>>)> {
+/// Token values as stored: the little-endian bytes, the values they decode to (for every type
+/// but `f32`), so FDEs are computed from exactly what the segment holds, and the tokens' centroid
+/// ids when there is a token codebook (`given`, or the nearest centroids: of the stored values for
+/// the plain types, of the original values for the residual codecs).
+fn store_tokens(
+    values: &[f32],
+    storage: TokenStorage,
+    book: Option<&TokenCodebook>,
+    given: Option<&[u16]>,
+) -> Result<(Vec<u8>, Option<Vec<f32>>, Vec<u16>)> {
+    let ids_of = |v: &[f32]| -> Vec<u16> {
+        match (book, given) {
+            (_, Some(g)) => g.to_vec(),
+            (Some(b), None) => {
+                let mut ids = vec![0u16; v.len() / b.dim()];
+                b.assign(v, &mut ids);
+                ids
+            }
+            (None, None) => Vec::new(),
+        }
+    };
     match storage {
-        TokenStorage::F32 => Ok((values.iter().flat_map(|v| v.to_le_bytes()).collect(), None)),
+        TokenStorage::F32 => Ok((values.iter().flat_map(|v| v.to_le_bytes()).collect(), None, ids_of(values))),
         TokenStorage::F16 | TokenStorage::Bf16 => {
             let bits = to_16bit(values, storage)?;
             let bytes = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
-            Ok((bytes, Some(from_16bit(&bits, storage)?)))
+            let stored = from_16bit(&bits, storage)?;
+            let ids = ids_of(&stored);
+            Ok((bytes, Some(stored), ids))
+        }
+        TokenStorage::Residual1 | TokenStorage::Residual2 | TokenStorage::Residual4 => {
+            let book = book.ok_or_else(|| Error::InvalidInput("residual storage needs a token codebook".into()))?;
+            let ids = ids_of(values);
+            let rb = book.residual_bytes();
+            let mut bytes = vec![0u8; ids.len() * rb];
+            for ((token, &id), out) in values.chunks_exact(book.dim()).zip(&ids).zip(bytes.chunks_exact_mut(rb)) {
+                book.encode_residual(token, id, out);
+            }
+            let mut decoded = vec![0f32; values.len()];
+            book.decode_many(&ids, &bytes, &mut decoded)?;
+            Ok((bytes, Some(decoded), ids))
         }
     }
 }
 
-fn load_tokens(bytes: &[u8], storage: TokenStorage) -> Vec<f32> {
-    match storage {
+fn load_tokens(bytes: &[u8], storage: TokenStorage, book: Option<&TokenCodebook>, ids: &[u16]) -> Result<Vec<f32>> {
+    Ok(match storage {
         TokenStorage::F32 => {
             bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default())).collect()
         }
-        _ => {
+        TokenStorage::F16 | TokenStorage::Bf16 => {
             let bits: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
             if storage == TokenStorage::Bf16 {
                 crate::encode::storage::bf16_bits_to_f32(&bits)
@@ -556,5 +689,11 @@ fn load_tokens(bytes: &[u8], storage: TokenStorage) -> Vec<f32> {
                 crate::encode::storage::f16_bits_to_f32(&bits)
             }
         }
-    }
+        _ => {
+            let book = book.ok_or_else(|| Error::InvalidInput("residual storage needs a token codebook".into()))?;
+            let mut out = vec![0f32; ids.len() * book.dim()];
+            book.decode_many(ids, bytes, &mut out)?;
+            out
+        }
+    })
 }

@@ -38,7 +38,7 @@ fn write_current(path: &Path) {
         build_dim: 4,
         min_docs: 1,
     };
-    let config = SegmentConfig { segment_id: 1, storage: TokenStorage::F16, pq, graph: Some(graph) };
+    let config = SegmentConfig { segment_id: 1, storage: TokenStorage::F16, pq, graph: Some(graph), tokens: None };
     let mut w = SegmentWriter::create(path, encoder, config).unwrap();
     w.add_batch(&[
         Document { id: 10, tokens: TokenMatrix::new(&A, 4).unwrap(), payload: Some(b"{\"t\":1}") },
@@ -54,7 +54,7 @@ fn check_two_docs(reader: &SegmentReader) {
     assert_eq!(reader.payload(0), b"{\"t\":1}");
     assert_eq!(reader.payload(1), b"");
     assert!(matches!(reader.tokens(1), DocTokens::F16(_)), "f16 storage");
-    assert_eq!(reader.tokens(1).to_f32_vec(), B);
+    assert_eq!(reader.tokens(1).to_f32_vec().unwrap(), B);
 }
 
 #[test]

@@ -52,7 +52,7 @@ fn random_docs(seed: u64, n: usize) -> Docs {
 
 fn write(path: &Path, docs: &Docs, storage: TokenStorage, pq: PqSource, batch: usize) -> quiverdb::Result<()> {
     let mut w =
-        SegmentWriter::create(path, small_encoder(), SegmentConfig { segment_id: 9, storage, pq, graph: None })?;
+        SegmentWriter::create(path, small_encoder(), SegmentConfig { segment_id: 9, storage, pq, graph: None, tokens: None })?;
     let all: Vec<Document> = (0..docs.ids.len())
         .map(|i| Document {
             id: docs.ids[i],
@@ -86,7 +86,7 @@ fn check_round_trip(path: &Path, docs: &Docs, storage: TokenStorage) -> PqCodebo
     let enc = small_encoder();
     for i in 0..docs.ids.len() {
         let want = stored(&docs.tokens[i], storage);
-        assert_eq!(reader.tokens(i).to_f32_vec(), want, "tokens of {i}");
+        assert_eq!(reader.tokens(i).to_f32_vec().unwrap(), want, "tokens of {i}");
         assert_eq!(reader.payload(i), docs.payloads[i].as_deref().unwrap_or(&[]));
         let fde = enc.encode_document(&TokenMatrix::new(&want, DIM).unwrap()).unwrap();
         let mut code = vec![0u8; codebook.subspaces()];
@@ -122,14 +122,14 @@ fn writer_refuses_bad_input_and_leaves_no_file() {
     let empty = SegmentWriter::create(
         &path,
         small_encoder(),
-        SegmentConfig { segment_id: 1, storage: TokenStorage::F32, pq: PqSource::Train(pq_params()), graph: None },
+        SegmentConfig { segment_id: 1, storage: TokenStorage::F32, pq: PqSource::Train(pq_params()), graph: None, tokens: None },
     )
     .unwrap();
     assert!(matches!(empty.finish(), Err(Error::InvalidInput(_))));
     let mut w = SegmentWriter::create(
         &path,
         small_encoder(),
-        SegmentConfig { segment_id: 1, storage: TokenStorage::F16, pq: PqSource::Train(pq_params()), graph: None },
+        SegmentConfig { segment_id: 1, storage: TokenStorage::F16, pq: PqSource::Train(pq_params()), graph: None, tokens: None },
     )
     .unwrap();
     let wrong_dim = [0.5f32; 12];
@@ -146,7 +146,7 @@ fn writer_refuses_bad_input_and_leaves_no_file() {
     assert!(SegmentWriter::create(
         &path,
         small_encoder(),
-        SegmentConfig { segment_id: 1, storage: TokenStorage::F32, pq: PqSource::Reuse(Arc::new(other)), graph: None }
+        SegmentConfig { segment_id: 1, storage: TokenStorage::F32, pq: PqSource::Reuse(Arc::new(other)), graph: None, tokens: None }
     )
     .is_err());
 }
@@ -244,7 +244,7 @@ fn foreign_versions_offsets_past_eof_and_empty_files_are_refused() {
     magic[0] = b'X';
     expect_corruption(open_and_verify(&bad, &magic), "magic");
     let mut version = bytes.clone();
-    version[8] = 3;
+    version[8] = 9;
     let err = open_and_verify(&bad, &version).unwrap_err().to_string();
     assert!(err.contains("version") || err.contains("checksum"), "{err}");
     expect_corruption(open_and_verify(&bad, b""), "empty file");
@@ -306,7 +306,7 @@ fn segment_search_matches_exact_maxsim_with_and_without_graph() {
     for (name, graph) in [("flat", None), ("graph", Some(GraphConfig { min_docs: 100, ..GraphConfig::default() }))] {
         let path = tmp.0.join(format!("{name}.qseg"));
         let pq = PqSource::Train(PqParams::for_dim(encoder.fde_dim()));
-        let config = SegmentConfig { segment_id: 1, storage: TokenStorage::F32, pq, graph };
+        let config = SegmentConfig { segment_id: 1, storage: TokenStorage::F32, pq, graph, tokens: None };
         let mut w = SegmentWriter::create(&path, encoder.clone(), config).unwrap();
         w.add_batch(&docs).unwrap();
         w.finish().unwrap();
@@ -380,6 +380,7 @@ fn graph_section_damage_is_corruption_never_a_panic() {
             storage: TokenStorage::F32,
             pq: PqSource::Train(pq_params()),
             graph: Some(graph),
+            tokens: None,
         },
     )
     .unwrap();
@@ -444,7 +445,7 @@ fn a_failed_write_poisons_the_writer() {
     let mut w = SegmentWriter::create(
         &path,
         small_encoder(),
-        SegmentConfig { segment_id: 3, storage: TokenStorage::F32, pq: PqSource::Train(pq_params()), graph: None },
+        SegmentConfig { segment_id: 3, storage: TokenStorage::F32, pq: PqSource::Train(pq_params()), graph: None, tokens: None },
     )
     .unwrap();
     // 2 MiB of tokens: more than the writer's 1 MiB buffer, so a write reaches /dev/full.

@@ -82,6 +82,9 @@ pub struct Args {
     /// Token storage when building (f32, f16, bf16).
     #[arg(long, default_value = "f16")]
     storage: String,
+    /// Token codebook centroids when building (a multiple of 16; default: automatic).
+    #[arg(long)]
+    token_centroids: Option<u32>,
     /// Documents per flushed segment when building.
     #[arg(long, default_value_t = 262_144)]
     segment_docs: usize,
@@ -152,13 +155,15 @@ fn load(args: &Args) -> Result<Workload, String> {
 
 #[derive(Clone, Debug)]
 struct Setting {
+    candidates: Option<usize>,
+    probe: Option<usize>,
     rerank: Option<usize>,
     list: Option<usize>,
     carve: Option<f32>,
 }
 
 fn parse_sweep(spec: &str) -> Result<Vec<Setting>, String> {
-    let mut settings = vec![Setting { rerank: None, list: None, carve: None }];
+    let mut settings = vec![Setting { candidates: None, probe: None, rerank: None, list: None, carve: None }];
     if spec.trim() == "default" {
         return Ok(settings);
     }
@@ -171,6 +176,8 @@ fn parse_sweep(spec: &str) -> Result<Vec<Setting>, String> {
                 let num = || v.parse::<usize>().map_err(|_| format!("`{v}` is not a count in `{part}`"));
                 match key.trim() {
                     "rerank" => s.rerank = Some(num()?),
+                    "candidates" => s.candidates = Some(num()?),
+                    "probe" => s.probe = Some(num()?),
                     "list" => s.list = Some(num()?),
                     "carve" => {
                         s.carve = if v == "off" {
@@ -179,7 +186,7 @@ fn parse_sweep(spec: &str) -> Result<Vec<Setting>, String> {
                             Some(v.parse::<f32>().map_err(|_| format!("`{v}` is not a threshold in `{part}`"))?)
                         }
                     }
-                    other => return Err(format!("unknown sweep key `{other}` (rerank, list, carve)")),
+                    other => return Err(format!("unknown sweep key `{other}` (candidates, probe, rerank, list, carve)")),
                 }
                 next.push(s);
             }
@@ -205,6 +212,9 @@ fn build(args: &Args, work: &Workload, path: &Path) -> Result<(Collection, f64),
     let docs = work.docs.as_ref().ok_or("no documents to build from")?;
     let mut options = CollectionOptions::new(docs.dim() as u32);
     options.storage = TokenStorage::from_name(&args.storage).map_err(|e| e.to_string())?;
+    if let (Some(k), Some(book)) = (args.token_centroids, options.token_codebook.as_mut()) {
+        book.centroids = Some(k);
+    }
     let t = Instant::now();
     let c = Collection::create(path, options, open).map_err(|e| e.to_string())?;
     let ids: Vec<usize> = (0..docs.len()).collect();
@@ -244,7 +254,10 @@ pub fn run(args: Args) -> Result<(), String> {
 fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path) -> Result<(), String> {
     let (collection, build_s) = build(args, work, path)?;
     let index_bytes = tree_bytes(path);
-    let collection_ram = collection.stats().map_err(|e| e.to_string())?.ram_bytes;
+    let stats = collection.stats().map_err(|e| e.to_string())?;
+    let collection_ram = stats.ram_bytes;
+    let bytes_per_token = stats.bytes_per_token;
+    let storage_name = stats.segments.first().map_or("-".to_string(), |s| s.storage.clone());
     let queries = &work.queries;
     let nq = queries.len();
     let depth = args.k.max(100);
@@ -332,6 +345,8 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
     let mut cold_settings: Vec<(SearchParams, serde_json::Value, f64)> = Vec::new();
     for s in settings {
         let params = SearchParams {
+            candidates: s.candidates,
+            probe: s.probe,
             rerank: s.rerank,
             list_size: s.list,
             ball_carving: s.carve,
@@ -348,7 +363,7 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
                 collection.search(queries.get(q).as_slice(), &params).map_err(|e| e.to_string())?;
             }
         }
-        let mut sums = [0f64; 7];
+        let mut sums = [0f64; 11];
         for q in 0..nq {
             let t = Instant::now();
             let (hits, p) =
@@ -362,6 +377,10 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
                 p.memtable_us,
                 p.reranked as f64,
                 p.distance_computations as f64,
+                p.cheap_us,
+                p.fde_candidates as f64,
+                p.postings_candidates as f64,
+                p.cheap_scored as f64,
             ]) {
                 *acc += v;
             }
@@ -381,15 +400,26 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
         let profile = json!({
             "fde": round(sums[0] / n), "adc_table": round(sums[1] / n), "candidates": round(sums[2] / n),
             "rerank": round(sums[3] / n), "memtable": round(sums[4] / n), "reranked_docs": round(sums[5] / n),
-            "adc_distances": round(sums[6] / n),
+            "adc_distances": round(sums[6] / n), "cheap": round(sums[7] / n),
         });
+        let counts = json!({
+            "fde_candidates": round(sums[8] / n), "postings_candidates": round(sums[9] / n),
+            "cheap_scored": round(sums[10] / n), "exact_reranked": round(sums[5] / n),
+        });
+        let stages = params.stages(work.n_docs, args.query_tokens);
         let params_json = json!({
             "k": args.k,
-            "rerank": params.effective_rerank(work.n_docs),
+            "candidates": params.candidates.map_or("auto".to_string(), |c| c.to_string()),
+            "probe": params.probe.map_or(format!("auto ({} for ≤{}-token queries)", SearchParams::DEFAULT_PROBE, SearchParams::SHORT_QUERY_TOKENS), |p| p.to_string()),
+            "rerank": params.rerank.unwrap_or(stages.rerank),
             "list_size": params.list_size.map_or("auto".to_string(), |l| l.to_string()),
             "ball_carving": params.ball_carving,
         });
-        println!("{}", line(params_json.clone(), &ranked, &lat, qps, profile));
+        let mut out = line(params_json.clone(), &ranked, &lat, qps, profile);
+        out["stage_counts"] = counts;
+        out["bytes_per_token"] = round(bytes_per_token).into();
+        out["storage"] = storage_name.clone().into();
+        println!("{out}");
         cold_settings.push((params, params_json, percentile(&lat, 50.0)));
     }
     if args.cold {

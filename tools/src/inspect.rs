@@ -33,7 +33,7 @@ fn stats(values: &[f64]) -> Value {
 }
 
 fn token_norms(tokens: DocTokens<'_>, dim: usize) -> Vec<f64> {
-    tokens.to_f32_vec().chunks(dim).map(|t| t.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt()).collect()
+    tokens.to_f32_vec().unwrap_or_default().chunks(dim).map(|t| t.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt()).collect()
 }
 
 pub fn run(args: Args) -> Result<(), String> {
@@ -86,6 +86,30 @@ pub fn run(args: Args) -> Result<(), String> {
                "build_list": h.build_list, "alpha": h.alpha, "mean_degree": mean,
                "degree_histogram": histogram, "error": bad})
     });
+    let token_codebook = segment.token_codebook().map(|b| {
+        let mut used = vec![false; b.centroid_count()];
+        let mut list_lengths = Vec::new();
+        for c in 0..b.centroid_count() {
+            list_lengths.push(segment.postings(c as u16).len() as f64);
+        }
+        for i in 0..n {
+            for &c in segment.token_centroid_ids(i).unwrap_or(&[]) {
+                if let Some(u) = used.get_mut(c as usize) {
+                    *u = true;
+                }
+            }
+        }
+        json!({"centroids": b.centroid_count(), "residual_bits": b.bits(),
+               "residual_bytes_per_token": b.residual_bytes(),
+               "centroids_used": used.iter().filter(|u| **u).count(),
+               "postings": segment.has_postings(), "postings_list_length": stats(&list_lengths)})
+    });
+    // Every byte that exists for the tokens: the token section, offsets, centroid ids, the token
+    // codebook and the inverted lists, over the stored token count.
+    let token_section_kinds = ["tokens", "token_offsets", "token_codes", "token_centroids", "centroid_postings"];
+    let token_bytes: u64 =
+        segment.sections().iter().filter(|s| token_section_kinds.contains(&s.kind.name())).map(|s| s.length).sum();
+    let token_bytes_per_token = token_bytes as f64 / segment.token_rows().max(1) as f64;
     let sections: Vec<Value> = segment
         .sections()
         .iter()
@@ -107,6 +131,8 @@ pub fn run(args: Args) -> Result<(), String> {
                "codes_bytes_per_doc": m, "distinct_codes_per_subspace": stats(&distinct),
                "centroid_norms": stats(&centroid_norms)},
         "graph": graph,
+        "token_codebook": token_codebook,
+        "token_bytes_per_token": token_bytes_per_token,
         "tokens_per_doc": stats(&tokens_per_doc),
         "sections": sections,
         "verify": match &verified { Ok(()) => json!("ok"), Err(e) => json!(e.to_string()) },

@@ -1,0 +1,615 @@
+//! The token codebook: k-means centroids over token vectors, one centroid id per stored token,
+//! and, for the residual codecs, each token's residual `x − c(x)` quantised to `b` bits per
+//! dimension (ColBERTv2's compression, which PLAID builds on).
+//!
+//! Three uses share it:
+//! - **Residual storage** (`residual1/2/4`): a token is stored as its residual codes, with its
+//!   centroid id in the segment's token-codes section; decoding is `c + w[code]` per dimension,
+//!   where the `2^b` bucket weights are quantiles of the training residuals (shared by every
+//!   dimension). Decoding goes through a per-byte table (`256 × 8/b` values), so one lookup yields
+//!   `8/b` dimensions.
+//! - **The cheap scoring stage** (centroid interaction, PLAID): with a per-query table
+//!   `T[c][i] = ⟨q_i, C_c⟩`, a document scores `Σ_i max_j T[c(d_j)][i]`, one table row per
+//!   document token, no dot products. Every codec stores centroid ids, so every codec has it.
+//! - **Inverted lists** from centroid to documents, the second candidate source for short queries.
+//!
+//! Training is deterministic for a given sample and seed (Lloyd's k-means from sampled points,
+//! emptied clusters re-seeded with the worst-served point).
+
+use crate::encode::rng::SplitMix64;
+use crate::encode::simd::{self, Rounding, MAT_MUL_COL_BLOCK};
+use crate::error::{Error, Result};
+
+/// Largest centroid count (ids are `u16`).
+pub const MAX_TOKEN_CENTROIDS: usize = 1 << 16;
+/// Smallest centroid count (the assignment kernel works on blocks of 16 centroids).
+pub const MIN_TOKEN_CENTROIDS: usize = MAT_MUL_COL_BLOCK;
+/// Length of the serialised codebook's fixed header.
+pub const CODEBOOK_HEADER_LEN: usize = 16;
+/// Residual values kept for the bucket quantiles (a strided subsample beyond this).
+const MAX_QUANTILE_VALUES: usize = 1 << 20;
+/// Tokens assigned per matrix product (bounds the dot-product scratch to `rows × k` floats).
+const ASSIGN_ROWS: usize = 64;
+
+/// How a token codebook is trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenCodebookParams {
+    /// Centroids, a multiple of 16 in `16..=65536`; `None`: [`auto_centroids`] of the token count.
+    pub centroids: Option<u32>,
+    /// Lloyd iterations (stops early when no assignment changes).
+    pub iterations: u32,
+    /// Tokens sampled for training.
+    pub max_training_tokens: u32,
+    /// Sampling and initialisation seed.
+    pub seed: u64,
+}
+
+impl Default for TokenCodebookParams {
+    /// Automatic centroid count, 8 iterations over at most 65,536 sampled tokens.
+    fn default() -> Self {
+        TokenCodebookParams { centroids: None, iterations: 8, max_training_tokens: 65_536, seed: 0x7c0d_ebee }
+    }
+}
+
+impl TokenCodebookParams {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(k) = self.centroids {
+            let k = k as usize;
+            if !(MIN_TOKEN_CENTROIDS..=MAX_TOKEN_CENTROIDS).contains(&k) || !k.is_multiple_of(MAT_MUL_COL_BLOCK) {
+                return Err(Error::invalid_param(
+                    "token_codebook.centroids",
+                    format!("{k} is not a multiple of 16 in {MIN_TOKEN_CENTROIDS}..={MAX_TOKEN_CENTROIDS}"),
+                ));
+            }
+        }
+        if self.iterations == 0 || self.iterations > 100 {
+            return Err(Error::invalid_param("token_codebook.iterations", format!("{} is outside 1..=100", self.iterations)));
+        }
+        if self.max_training_tokens < MIN_TOKEN_CENTROIDS as u32 || self.max_training_tokens > 4_000_000 {
+            return Err(Error::invalid_param(
+                "token_codebook.max_training_tokens",
+                format!("{} is outside 16..=4000000", self.max_training_tokens),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The centroid count used when none is set: the power of two nearest below `2·√tokens`, within
+/// `16..=4096` (PLAID uses `16·√tokens` for first-stage retrieval; here the centroids only order
+/// candidates for an exact rerank, and assignment cost grows with the count).
+pub fn auto_centroids(tokens: usize) -> usize {
+    let target = 2.0 * (tokens.max(1) as f64).sqrt();
+    let pow = (target.log2().floor() as i32).clamp(4, 12);
+    1usize << pow
+}
+
+/// Centroids plus (for `bits > 0`) residual bucket cutoffs and weights. Immutable once built.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenCodebook {
+    dim: usize,
+    k: usize,
+    bits: u8,
+    /// `k × dim`, row-major.
+    centroids: Vec<f32>,
+    /// `½‖c‖²` per centroid.
+    half_norms: Vec<f32>,
+    /// `2^bits − 1` ascending cutoffs: a residual value's code is the number of cutoffs below it.
+    cutoffs: Vec<f32>,
+    /// `2^bits` decoded values, one per code.
+    weights: Vec<f32>,
+    /// `256 × (8 / bits)` decoded values per residual byte.
+    byte_table: Vec<f32>,
+}
+
+impl TokenCodebook {
+    /// Trains on `tokens` (`n × dim`, finite): k-means centroids, then residual buckets of `bits`
+    /// (0: centroids only; 1, 2 or 4: a residual codec). Fewer tokens than centroids is allowed
+    /// (centroids repeat); constant vectors give zero residuals.
+    pub fn train(tokens: &[f32], dim: usize, bits: u8, params: &TokenCodebookParams) -> Result<Self> {
+        params.validate()?;
+        check_bits(dim, bits)?;
+        if dim == 0 || !tokens.len().is_multiple_of(dim) || tokens.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "token codebook training needs at least one {dim}-dimensional token ({} values given)",
+                tokens.len()
+            )));
+        }
+        if tokens.iter().any(|v| !v.is_finite()) {
+            return Err(Error::InvalidInput("token codebook training data holds a non-finite value".into()));
+        }
+        let n = tokens.len() / dim;
+        let k = params.centroids.map_or_else(|| auto_centroids(n), |k| k as usize);
+        let mut rng = SplitMix64::new(params.seed);
+        let picked = sample_indices(n, params.max_training_tokens as usize, &mut rng);
+        let mut sample = Vec::with_capacity(picked.len() * dim);
+        for &i in &picked {
+            sample.extend_from_slice(&tokens[i * dim..(i + 1) * dim]);
+        }
+        let init = sample_indices(picked.len(), k, &mut rng);
+        let mut centroids = vec![0f32; k * dim];
+        for c in 0..k {
+            let p = init[c % init.len()];
+            centroids[c * dim..(c + 1) * dim].copy_from_slice(&sample[p * dim..(p + 1) * dim]);
+        }
+        let m = picked.len();
+        let mut assign = vec![0u16; m];
+        let mut dist = vec![0f32; m];
+        let mut previous = vec![u16::MAX; m];
+        for _ in 0..params.iterations {
+            let book = Self::from_parts(dim, 0, centroids.clone(), Vec::new(), Vec::new())?;
+            book.assign_with_distance(&sample, &mut assign, &mut dist);
+            if assign == previous {
+                break;
+            }
+            previous.copy_from_slice(&assign);
+            let mut sums = vec![0f64; k * dim];
+            let mut counts = vec![0u32; k];
+            for (p, &a) in assign.iter().enumerate() {
+                counts[a as usize] += 1;
+                let row = &sample[p * dim..(p + 1) * dim];
+                for (s, &v) in sums[a as usize * dim..(a as usize + 1) * dim].iter_mut().zip(row) {
+                    *s += v as f64;
+                }
+            }
+            for c in 0..k {
+                if counts[c] > 0 {
+                    for d in 0..dim {
+                        centroids[c * dim + d] = (sums[c * dim + d] / counts[c] as f64) as f32;
+                    }
+                } else if m > k {
+                    let (far, _) =
+                        dist.iter().enumerate().fold((0, -1f32), |b, (i, &d)| if d > b.1 { (i, d) } else { b });
+                    centroids[c * dim..(c + 1) * dim].copy_from_slice(&sample[far * dim..(far + 1) * dim]);
+                    dist[far] = 0.0;
+                }
+            }
+        }
+        let book = Self::from_parts(dim, 0, centroids.clone(), Vec::new(), Vec::new())?;
+        if bits == 0 {
+            return Ok(book);
+        }
+        book.assign_with_distance(&sample, &mut assign, &mut dist);
+        let total = m * dim;
+        let stride = total.div_ceil(MAX_QUANTILE_VALUES).max(1);
+        let mut residuals: Vec<f32> = (0..total)
+            .step_by(stride)
+            .map(|i| sample[i] - centroids[assign[i / dim] as usize * dim + i % dim])
+            .collect();
+        residuals.sort_by(f32::total_cmp);
+        let levels = 1usize << bits;
+        let quantile = |q: f64| residuals[((q * residuals.len() as f64) as usize).min(residuals.len() - 1)];
+        let cutoffs: Vec<f32> = (1..levels).map(|j| quantile(j as f64 / levels as f64)).collect();
+        let weights: Vec<f32> = (0..levels).map(|j| quantile((j as f64 + 0.5) / levels as f64)).collect();
+        Self::from_parts(dim, bits, centroids, cutoffs, weights)
+    }
+
+    /// A codebook from its parts, checked (the shape every constructor and the decoder share).
+    pub fn from_parts(dim: usize, bits: u8, centroids: Vec<f32>, cutoffs: Vec<f32>, weights: Vec<f32>) -> Result<Self> {
+        check_bits(dim, bits)?;
+        if dim == 0 || centroids.is_empty() || !centroids.len().is_multiple_of(dim) {
+            return Err(Error::InvalidInput("token codebook: centroids are not whole rows".into()));
+        }
+        let k = centroids.len() / dim;
+        if !(MIN_TOKEN_CENTROIDS..=MAX_TOKEN_CENTROIDS).contains(&k) || !k.is_multiple_of(MAT_MUL_COL_BLOCK) {
+            return Err(Error::InvalidInput(format!("token codebook: {k} centroids (a multiple of 16 up to 65536)")));
+        }
+        let levels = if bits == 0 { 0 } else { 1usize << bits };
+        if cutoffs.len() != levels.saturating_sub(1) || weights.len() != levels {
+            return Err(Error::InvalidInput(format!(
+                "token codebook: {} cutoffs and {} weights for {bits}-bit residuals",
+                cutoffs.len(),
+                weights.len()
+            )));
+        }
+        if centroids.iter().chain(&cutoffs).chain(&weights).any(|v| !v.is_finite()) {
+            return Err(Error::InvalidInput("token codebook: a non-finite value".into()));
+        }
+        if cutoffs.windows(2).any(|w| w[0] > w[1]) {
+            return Err(Error::InvalidInput("token codebook: residual cutoffs are not ascending".into()));
+        }
+        let half_norms: Vec<f32> =
+            centroids.chunks_exact(dim).map(|row| 0.5 * row.iter().map(|v| v * v).sum::<f32>()).collect();
+        let mut byte_table = Vec::new();
+        if bits > 0 {
+            let per = 8 / bits as usize;
+            let mask = (1u32 << bits) - 1;
+            byte_table.reserve(256 * per);
+            for byte in 0..256u32 {
+                for j in 0..per {
+                    byte_table.push(weights[((byte >> (j as u32 * bits as u32)) & mask) as usize]);
+                }
+            }
+        }
+        Ok(TokenCodebook { dim, k, bits, centroids, half_norms, cutoffs, weights, byte_table })
+    }
+
+    /// Token dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Number of centroids.
+    pub fn centroid_count(&self) -> usize {
+        self.k
+    }
+
+    /// Residual bits per dimension (0: centroids only).
+    pub fn bits(&self) -> u8 {
+        self.bits
+    }
+
+    /// The centroids, `k × dim` row-major.
+    pub fn centroids(&self) -> &[f32] {
+        &self.centroids
+    }
+
+    /// Bytes of one token's residual codes (`dim × bits / 8`).
+    pub fn residual_bytes(&self) -> usize {
+        self.dim * self.bits as usize / 8
+    }
+
+    /// The nearest centroid (squared L2; first on ties) of every `dim`-wide row of `tokens`.
+    pub fn assign(&self, tokens: &[f32], ids: &mut [u16]) {
+        let mut dist = vec![0f32; ids.len()];
+        self.assign_with_distance(tokens, ids, &mut dist);
+    }
+
+    /// [`TokenCodebook::assign`], also giving `‖x‖²/2 − max(⟨x, c⟩ − ‖c‖²/2)`, half the squared
+    /// distance to the chosen centroid.
+    fn assign_with_distance(&self, tokens: &[f32], ids: &mut [u16], dist: &mut [f32]) {
+        let dim = self.dim;
+        let rows = tokens.len() / dim;
+        assert!(ids.len() == rows && dist.len() == rows, "one id per token");
+        // centroids (k × dim) · tokensᵀ (dim × ASSIGN_ROWS): the token block stays in L1 while
+        // the centroids stream through once per block.
+        let mut tokens_t = vec![0f32; dim * ASSIGN_ROWS];
+        let mut dots = vec![0f32; self.k * ASSIGN_ROWS];
+        for start in (0..rows).step_by(ASSIGN_ROWS) {
+            let end = (start + ASSIGN_ROWS).min(rows);
+            let chunk = &tokens[start * dim..end * dim];
+            tokens_t.fill(0.0);
+            for (r, x) in chunk.chunks_exact(dim).enumerate() {
+                for (d, &v) in x.iter().enumerate() {
+                    tokens_t[d * ASSIGN_ROWS + r] = v;
+                }
+            }
+            simd::mat_mul(&self.centroids, dim, &tokens_t, ASSIGN_ROWS, &mut dots, Rounding::Fused);
+            let mut best = [f32::NEG_INFINITY; ASSIGN_ROWS];
+            let mut best_c = [0u16; ASSIGN_ROWS];
+            for (c, (row, &h)) in dots.chunks_exact(ASSIGN_ROWS).zip(&self.half_norms).enumerate() {
+                for r in 0..ASSIGN_ROWS {
+                    let s = row[r] - h;
+                    if s > best[r] {
+                        best[r] = s;
+                        best_c[r] = c as u16;
+                    }
+                }
+            }
+            for (r, x) in chunk.chunks_exact(dim).enumerate() {
+                ids[start + r] = best_c[r];
+                dist[start + r] = (0.5 * x.iter().map(|v| v * v).sum::<f32>() - best[r]).max(0.0);
+            }
+        }
+    }
+
+    /// The residual codes of `token` against centroid `id` into `out` (`residual_bytes()` long).
+    pub fn encode_residual(&self, token: &[f32], id: u16, out: &mut [u8]) {
+        let bits = self.bits as usize;
+        assert!(bits > 0 && token.len() == self.dim && out.len() == self.residual_bytes());
+        out.fill(0);
+        let c = &self.centroids[id as usize * self.dim..(id as usize + 1) * self.dim];
+        for (d, (&x, &cv)) in token.iter().zip(c).enumerate() {
+            let r = x - cv;
+            let code = self.cutoffs.iter().take_while(|&&t| t < r).count() as u8;
+            out[d * bits / 8] |= code << ((d * bits) % 8);
+        }
+    }
+
+    /// Decodes one token (`id`, its residual codes) into `out` (`dim` long). With `bits == 0` the
+    /// token is its centroid.
+    pub fn decode(&self, id: u16, codes: &[u8], out: &mut [f32]) -> Result<()> {
+        let dim = self.dim;
+        let c = self.centroids.get(id as usize * dim..(id as usize + 1) * dim).ok_or_else(|| {
+            Error::InvalidInput(format!("centroid id {id} is beyond the codebook's {} centroids", self.k))
+        })?;
+        assert!(out.len() == dim && codes.len() == self.residual_bytes());
+        if self.bits == 0 {
+            out.copy_from_slice(c);
+            return Ok(());
+        }
+        let per = 8 / self.bits as usize;
+        for ((o, cv), &byte) in out.chunks_exact_mut(per).zip(c.chunks_exact(per)).zip(codes) {
+            let w = &self.byte_table[byte as usize * per..(byte as usize + 1) * per];
+            for j in 0..per {
+                o[j] = cv[j] + w[j];
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes `ids.len()` tokens whose residual codes are consecutive in `codes`. A centroid id
+    /// beyond the codebook is an error.
+    pub fn decode_many(&self, ids: &[u16], codes: &[u8], out: &mut [f32]) -> Result<()> {
+        let rb = self.residual_bytes();
+        assert!(codes.len() == ids.len() * rb && out.len() == ids.len() * self.dim);
+        if let Some(&bad) = ids.iter().find(|&&c| c as usize >= self.k) {
+            return Err(Error::InvalidInput(format!("centroid id {bad} is beyond the codebook's {} centroids", self.k)));
+        }
+        if self.bits == 0 {
+            for (i, &id) in ids.iter().enumerate() {
+                let c = &self.centroids[id as usize * self.dim..(id as usize + 1) * self.dim];
+                out[i * self.dim..(i + 1) * self.dim].copy_from_slice(c);
+            }
+            return Ok(());
+        }
+        simd::decode_residuals(self.bits, &self.weights, &self.centroids, self.dim, ids, codes, out);
+        Ok(())
+    }
+
+    /// The serialised codebook (storage-format.md, "Token centroids").
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(CODEBOOK_HEADER_LEN + 4 * (self.centroids.len() + 2 * self.weights.len()));
+        out.extend_from_slice(&(self.k as u32).to_le_bytes());
+        out.extend_from_slice(&(self.dim as u32).to_le_bytes());
+        out.push(self.bits);
+        out.extend_from_slice(&[0u8; 7]);
+        for v in self.centroids.iter().chain(&self.cutoffs).chain(&self.weights) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// Parses [`TokenCodebook::to_bytes`] output, checking every field; `dim` is the segment's.
+    pub fn from_bytes(bytes: &[u8], dim: usize) -> std::result::Result<Self, String> {
+        if bytes.len() < CODEBOOK_HEADER_LEN {
+            return Err(format!("{} bytes is shorter than the codebook header", bytes.len()));
+        }
+        let k = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        let stored_dim = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+        let bits = bytes[8];
+        if bytes[9..CODEBOOK_HEADER_LEN].iter().any(|&b| b != 0) {
+            return Err("reserved codebook bytes are not zero".into());
+        }
+        if stored_dim != dim {
+            return Err(format!("codebook of {stored_dim}-dimensional centroids in a {dim}-dimensional segment"));
+        }
+        if !(MIN_TOKEN_CENTROIDS..=MAX_TOKEN_CENTROIDS).contains(&k) {
+            return Err(format!("{k} centroids is outside {MIN_TOKEN_CENTROIDS}..={MAX_TOKEN_CENTROIDS}"));
+        }
+        if !matches!(bits, 0 | 1 | 2 | 4) {
+            return Err(format!("{bits}-bit residuals (0, 1, 2 or 4)"));
+        }
+        let levels = if bits == 0 { 0 } else { 1usize << bits };
+        let values = k * dim + levels.saturating_sub(1) + levels;
+        if bytes.len() != CODEBOOK_HEADER_LEN + 4 * values {
+            return Err(format!(
+                "codebook of {} bytes, expected {} for {k} × {dim} centroids and {bits}-bit residuals",
+                bytes.len(),
+                CODEBOOK_HEADER_LEN + 4 * values
+            ));
+        }
+        let floats: Vec<f32> = bytes[CODEBOOK_HEADER_LEN..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let (centroids, rest) = floats.split_at(k * dim);
+        let (cutoffs, weights) = rest.split_at(levels.saturating_sub(1));
+        Self::from_parts(dim, bits, centroids.to_vec(), cutoffs.to_vec(), weights.to_vec()).map_err(|e| e.to_string())
+    }
+
+    /// The centroid-interaction table of `query` (`rows × dim`).
+    pub fn interaction_table(&self, query: &[f32]) -> CentroidTable {
+        let dim = self.dim;
+        let rows = query.len() / dim;
+        let lanes = rows.div_ceil(MAT_MUL_COL_BLOCK).max(1) * MAT_MUL_COL_BLOCK;
+        let mut query_t = vec![0f32; dim * lanes];
+        for (i, row) in query.chunks_exact(dim).enumerate() {
+            for (d, &v) in row.iter().enumerate() {
+                query_t[d * lanes + i] = v;
+            }
+        }
+        let mut table = vec![0f32; self.k * lanes];
+        simd::mat_mul(&self.centroids, dim, &query_t, lanes, &mut table, Rounding::Fused);
+        CentroidTable { rows, lanes, k: self.k, table }
+    }
+}
+
+fn check_bits(dim: usize, bits: u8) -> Result<()> {
+    if !matches!(bits, 0 | 1 | 2 | 4) {
+        return Err(Error::invalid_param("storage", format!("{bits}-bit residuals are not offered (1, 2 or 4)")));
+    }
+    if bits > 0 && !(dim * bits as usize).is_multiple_of(8) {
+        return Err(Error::invalid_param(
+            "storage",
+            format!("{dim}-dimensional tokens do not pack into whole bytes at {bits} bits per dimension"),
+        ));
+    }
+    Ok(())
+}
+
+/// `k` distinct indices of `0..n` (all of them when `n ≤ k`), sorted, by a partial Fisher–Yates.
+fn sample_indices(n: usize, k: usize, rng: &mut SplitMix64) -> Vec<usize> {
+    if n <= k {
+        return (0..n).collect();
+    }
+    let mut all: Vec<usize> = (0..n).collect();
+    for i in 0..k {
+        let j = i + rng.below((n - i) as u64) as usize;
+        all.swap(i, j);
+    }
+    all.truncate(k);
+    all.sort_unstable();
+    all
+}
+
+/// A query's centroid-interaction table: `T[c][i] = ⟨q_i, C_c⟩`, query lanes padded to 16.
+#[derive(Clone, Debug)]
+pub struct CentroidTable {
+    rows: usize,
+    lanes: usize,
+    k: usize,
+    table: Vec<f32>,
+}
+
+impl CentroidTable {
+    /// Query tokens.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// `⟨q_i, C_c⟩` for every query token `i`, the centroids the segment may hold.
+    pub fn centroid_count(&self) -> usize {
+        self.k
+    }
+
+    /// The query token's best centroids: the `n` highest `⟨q_i, C_c⟩`, for every `i`, as one
+    /// deduplicated list.
+    pub fn top_centroids(&self, n: usize) -> Vec<u16> {
+        let mut out = Vec::new();
+        let n = n.min(self.k);
+        let mut scores: Vec<(f32, u16)> = Vec::with_capacity(self.k);
+        for i in 0..self.rows {
+            scores.clear();
+            scores.extend((0..self.k).map(|c| (self.table[c * self.lanes + i], c as u16)));
+            if n < self.k {
+                scores.select_nth_unstable_by(n - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            }
+            out.extend(scores[..n].iter().map(|s| s.1));
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Centroid interaction: `Σ_i max_j T[ids[j]][i]` (0 for an empty document). An id beyond the
+    /// table is an error (a damaged token-codes section), never a wrong score.
+    pub fn score(&self, ids: &[u16]) -> Result<f32> {
+        if ids.is_empty() {
+            return Ok(0.0);
+        }
+        if let Some(&bad) = ids.iter().find(|&&c| c as usize >= self.k) {
+            return Err(Error::InvalidInput(format!("centroid id {bad} is beyond the codebook's {} centroids", self.k)));
+        }
+        Ok(simd::centroid_interaction_with(simd::Isa::detect(), &self.table, self.lanes, self.rows, ids))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut rng = SplitMix64::new(seed);
+        let mut v: Vec<f32> = (0..n * dim).map(|_| rng.normal() as f32).collect();
+        for row in v.chunks_exact_mut(dim) {
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            row.iter_mut().for_each(|x| *x /= norm);
+        }
+        v
+    }
+
+    #[test]
+    fn training_is_deterministic_and_assigns_nearest() {
+        let dim = 16;
+        let x = data(2000, dim, 1);
+        let p = TokenCodebookParams { centroids: Some(32), ..Default::default() };
+        let a = TokenCodebook::train(&x, dim, 2, &p).unwrap();
+        let b = TokenCodebook::train(&x, dim, 2, &p).unwrap();
+        assert_eq!(a, b);
+        let mut ids = vec![0u16; 2000];
+        a.assign(&x, &mut ids);
+        for (i, row) in x.chunks_exact(dim).enumerate().take(200) {
+            let d = |c: usize| -> f32 {
+                row.iter().zip(&a.centroids()[c * dim..(c + 1) * dim]).map(|(p, q)| (p - q) * (p - q)).sum()
+            };
+            let best = (0..32).map(d).fold(f32::INFINITY, f32::min);
+            assert!(d(ids[i] as usize) <= best + 1e-4, "token {i} not at its nearest centroid");
+        }
+    }
+
+    #[test]
+    fn residuals_reduce_error_as_bits_grow() {
+        let dim = 32;
+        let x = data(3000, dim, 2);
+        let mut errors = Vec::new();
+        for bits in [0u8, 1, 2, 4] {
+            let p = TokenCodebookParams { centroids: Some(64), ..Default::default() };
+            let book = TokenCodebook::train(&x, dim, bits, &p).unwrap();
+            let mut ids = vec![0u16; 3000];
+            book.assign(&x, &mut ids);
+            let mut codes = vec![0u8; book.residual_bytes()];
+            let mut out = vec![0f32; dim];
+            let mut err = 0f64;
+            for (row, &id) in x.chunks_exact(dim).zip(&ids) {
+                if bits > 0 {
+                    book.encode_residual(row, id, &mut codes);
+                }
+                book.decode(id, &codes, &mut out).unwrap();
+                err += row.iter().zip(&out).map(|(a, b)| ((a - b) * (a - b)) as f64).sum::<f64>();
+            }
+            errors.push(err);
+        }
+        assert!(errors.windows(2).all(|w| w[1] < w[0]), "error must fall with more bits: {errors:?}");
+    }
+
+    #[test]
+    fn serialisation_round_trips_and_rejects_damage() {
+        let dim = 8;
+        let x = data(500, dim, 3);
+        let book = TokenCodebook::train(&x, dim, 4, &TokenCodebookParams::default()).unwrap();
+        let bytes = book.to_bytes();
+        assert_eq!(TokenCodebook::from_bytes(&bytes, dim).unwrap(), book);
+        assert!(TokenCodebook::from_bytes(&bytes, dim + 1).is_err());
+        assert!(TokenCodebook::from_bytes(&bytes[..bytes.len() - 4], dim).is_err());
+        let mut bad = bytes.clone();
+        bad[8] = 3;
+        assert!(TokenCodebook::from_bytes(&bad, dim).is_err());
+        let mut nan = bytes.clone();
+        nan[CODEBOOK_HEADER_LEN..CODEBOOK_HEADER_LEN + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(TokenCodebook::from_bytes(&nan, dim).is_err());
+    }
+
+    #[test]
+    fn tiny_and_constant_training_sets_work() {
+        let dim = 8;
+        let one = vec![0.5f32; dim];
+        let book = TokenCodebook::train(&one, dim, 2, &TokenCodebookParams::default()).unwrap();
+        assert_eq!(book.centroid_count(), 16);
+        let constant = vec![0.25f32; dim * 100];
+        let book = TokenCodebook::train(&constant, dim, 2, &TokenCodebookParams::default()).unwrap();
+        let mut out = vec![0f32; dim];
+        let mut codes = vec![0u8; book.residual_bytes()];
+        book.encode_residual(&constant[..dim], 0, &mut codes);
+        book.decode(0, &codes, &mut out).unwrap();
+        assert!(out.iter().all(|v| (v - 0.25).abs() < 1e-6));
+        assert!(TokenCodebook::train(&[], dim, 2, &TokenCodebookParams::default()).is_err());
+        assert!(TokenCodebook::train(&[f32::NAN; 8], dim, 2, &TokenCodebookParams::default()).is_err());
+        assert!(TokenCodebook::train(&constant, 3, 2, &TokenCodebookParams::default()).is_err(), "3 × 2 bits");
+    }
+
+    #[test]
+    fn centroid_interaction_matches_definition() {
+        let dim = 16;
+        let x = data(800, dim, 4);
+        let book = TokenCodebook::train(&x, dim, 0, &TokenCodebookParams { centroids: Some(48), ..Default::default() })
+            .unwrap();
+        let q = data(19, dim, 5);
+        let table = book.interaction_table(&q);
+        let ids: Vec<u16> = vec![3, 17, 47, 3, 0];
+        let expect: f32 = q
+            .chunks_exact(dim)
+            .map(|qi| {
+                ids.iter()
+                    .map(|&c| qi.iter().zip(&book.centroids()[c as usize * dim..]).map(|(a, b)| a * b).sum::<f32>())
+                    .fold(f32::NEG_INFINITY, f32::max)
+            })
+            .sum();
+        assert!((table.score(&ids).unwrap() - expect).abs() < 1e-4);
+        assert!(table.score(&[48]).is_err());
+        assert_eq!(table.score(&[]).unwrap(), 0.0);
+        let top = table.top_centroids(2);
+        assert!(!top.is_empty() && top.len() <= 38 && top.windows(2).all(|w| w[0] < w[1]));
+    }
+}
