@@ -51,7 +51,10 @@ fn main() {
     if on("assign") {
         let s = timed(1, || book.assign(&all, &mut ids));
         let gflops = 2.0 * tokens as f64 * k as f64 * dim as f64 / s / 1e9;
-        println!("{}", serde_json::json!({"bench": "assign", "tokens": tokens, "k": k, "tokens_per_s": tokens as f64 / s, "gflop_s": gflops}));
+        println!(
+            "{}",
+            serde_json::json!({"bench": "assign", "tokens": tokens, "k": k, "tokens_per_s": tokens as f64 / s, "gflop_s": gflops})
+        );
     }
     book.assign(&all, &mut ids);
     let doc = corpus.docs.get(0);
@@ -62,22 +65,33 @@ fn main() {
         let q: Vec<f32> = q.iter().cycle().take(q_tokens * dim).copied().collect();
         if on("table") {
             let s = timed(200, || book.interaction_table(&q));
-            println!("{}", serde_json::json!({"bench": "interaction_table", "query_tokens": q_tokens, "k": k, "us": s * 1e6}));
+            println!(
+                "{}",
+                serde_json::json!({"bench": "interaction_table", "query_tokens": q_tokens, "k": k, "us": s * 1e6})
+            );
         }
         let table = book.interaction_table(&q);
         if on("interaction") {
             let s = timed(20_000, || table.score(doc_ids).unwrap());
-            println!("{}", serde_json::json!({"bench": "centroid_interaction", "query_tokens": q_tokens, "doc_tokens": rows, "us_per_doc": s * 1e6, "ns_per_token": s * 1e9 / rows as f64}));
+            println!(
+                "{}",
+                serde_json::json!({"bench": "centroid_interaction", "query_tokens": q_tokens, "doc_tokens": rows, "us_per_doc": s * 1e6, "ns_per_token": s * 1e9 / rows as f64})
+            );
         }
     }
     let mut codes = vec![0u8; rows * book.residual_bytes()];
-    for ((t, &id), c) in doc.as_slice().chunks_exact(dim).zip(doc_ids).zip(codes.chunks_exact_mut(book.residual_bytes())) {
+    for ((t, &id), c) in
+        doc.as_slice().chunks_exact(dim).zip(doc_ids).zip(codes.chunks_exact_mut(book.residual_bytes()))
+    {
         book.encode_residual(t, id, c);
     }
     let mut out = vec![0f32; rows * dim];
     if on("decode") {
         let s = timed(20_000, || book.decode_many(doc_ids, &codes, &mut out).unwrap());
-        println!("{}", serde_json::json!({"bench": "decode_residual2", "doc_tokens": rows, "us_per_doc": s * 1e6, "ns_per_token": s * 1e9 / rows as f64}));
+        println!(
+            "{}",
+            serde_json::json!({"bench": "decode_residual2", "doc_tokens": rows, "us_per_doc": s * 1e6, "ns_per_token": s * 1e9 / rows as f64})
+        );
     }
     if on("score") {
         let q = corpus.queries.get(0);
@@ -86,6 +100,9 @@ fn main() {
         let f16 = timed(20_000, || prepared.score(DocTokens::F16(&bits)).unwrap());
         let residual = ResidualTokens { ids: doc_ids, codes: &codes, codebook: &book };
         let r2 = timed(20_000, || prepared.score(DocTokens::Residual(residual)).unwrap());
-        println!("{}", serde_json::json!({"bench": "maxsim", "query_tokens": q.rows(), "doc_tokens": rows, "f16_us": f16 * 1e6, "residual2_us": r2 * 1e6}));
+        println!(
+            "{}",
+            serde_json::json!({"bench": "maxsim", "query_tokens": q.rows(), "doc_tokens": rows, "f16_us": f16 * 1e6, "residual2_us": r2 * 1e6})
+        );
     }
 }

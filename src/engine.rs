@@ -30,8 +30,8 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use crate::catalog::{Catalog, Commit};
-use crate::encode::fde::FdeEncoder;
 use crate::encode::codec::TokenCodebook;
+use crate::encode::fde::FdeEncoder;
 use crate::encode::pq::PqCodebook;
 use crate::error::{Error, Poison, Result};
 use crate::io::storage::Storage;

@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::catalog::{Commit, Location, SegmentRecord};
+use crate::encode::codec::{auto_centroids, TokenCodebook};
 use crate::encode::pq::PqCodebook;
 use crate::encode::tokens::TokenMatrix;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::memtable::{MemDoc, MemView};
-use crate::encode::codec::{auto_centroids, TokenCodebook};
 use crate::recovery::{codebook_key, SEGMENTS_DIR, WAL_DIR};
 use crate::segment::{self, Document, LiveBits, PqSource, SegmentConfig, SegmentReader, SegmentSummary, SegmentWriter};
 use crate::snapshot::{clear_live, LiveSegment, SegmentHandle, Version};
@@ -169,10 +169,12 @@ impl Engine {
         };
         let n = frozen.docs.len() as u64;
         let docs = &frozen.docs;
-        let (config, trains, trains_tokens) = self.segment_config(segment_id, n, &codebook, &token_codebook, |cap| {
-            let rows: Vec<usize> = docs.iter().map(|d| d.tokens.as_doc_tokens().len() / self.options.dim as usize).collect();
-            sample_tokens(&rows, cap, |i| docs[i].tokens.to_f32_vec())
-        })?;
+        let (config, trains, trains_tokens) =
+            self.segment_config(segment_id, n, &codebook, &token_codebook, |cap| {
+                let rows: Vec<usize> =
+                    docs.iter().map(|d| d.tokens.as_doc_tokens().len() / self.options.dim as usize).collect();
+                sample_tokens(&rows, cap, |i| docs[i].tokens.to_f32_vec())
+            })?;
         let new_token_codebook = if trains_tokens { config.tokens.clone() } else { None };
         let path = self.path.join(SEGMENTS_DIR).join(segment::file_name(segment_id));
         let summary = self.write_memtable_segment(&path, config, &frozen.docs)?;

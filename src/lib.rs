@@ -24,6 +24,7 @@
 
 // The public API: the handles, their options and results, the error type.
 pub use collection::{Collection, CompactionReport, NewDocument};
+pub use encode::codec::TokenCodebookParams;
 pub use encode::fde::{FdeEncoder, FdeParams, Projection};
 pub use encode::maxsim::{DocTokens, MaxSimQuery};
 pub use encode::storage::TokenStorage;
@@ -31,7 +32,6 @@ pub use encode::tokens::TokenMatrix;
 pub use error::{Error, Result};
 pub use options::{CollectionOptions, Durability, OpenOptions};
 pub use reader::CollectionReader;
-pub use encode::codec::TokenCodebookParams;
 pub use search::{Hit, SearchParams, SearchProfile, Stages};
 pub use snapshot::StoredDocument;
 pub use stats::{CollectionStats, SegmentStatsInfo};

@@ -87,7 +87,8 @@ impl Engine {
                 // Live documents of the inputs, in merge order.
                 let docs: Vec<(&LiveSegment, u32)> =
                     inputs.iter().flat_map(|s| s.live.iter_live().map(move |o| (*s, o))).collect();
-                let rows: Vec<usize> = docs.iter().map(|(s, o)| s.handle.reader.token_range(*o as usize).count()).collect();
+                let rows: Vec<usize> =
+                    docs.iter().map(|(s, o)| s.handle.reader.token_range(*o as usize).count()).collect();
                 crate::flush::sample_tokens(&rows, cap, |i| docs[i].0.handle.reader.tokens_f32(docs[i].1 as usize))
             })
             .map_err(|e| self.poison(e))?;

@@ -64,7 +64,10 @@ impl TokenCodebookParams {
             }
         }
         if self.iterations == 0 || self.iterations > 100 {
-            return Err(Error::invalid_param("token_codebook.iterations", format!("{} is outside 1..=100", self.iterations)));
+            return Err(Error::invalid_param(
+                "token_codebook.iterations",
+                format!("{} is outside 1..=100", self.iterations),
+            ));
         }
         if self.max_training_tokens < MIN_TOKEN_CENTROIDS as u32 || self.max_training_tokens > 4_000_000 {
             return Err(Error::invalid_param(
@@ -76,14 +79,19 @@ impl TokenCodebookParams {
     }
 }
 
-/// The centroid count used when none is set: the power of two nearest below `2·√tokens`, within
-/// `16..=4096` (PLAID uses `16·√tokens` for first-stage retrieval; here the centroids only order
-/// candidates for an exact rerank, and assignment cost grows with the count).
+/// The centroid count used when none is set: PLAID's rule, the power of two at or below
+/// `16·√tokens`, within `16..=4096`. Measured (`quiver bench`, recall@10 after the cheap stage
+/// and an exact rerank of 100): nfcorpus-mini 0.84 / 0.92 / 0.97 and scifact-mini cut to 1-token
+/// queries 0.96 / 0.98 / 0.99 with 1,024 / 2,048 / 4,096 centroids; the cap bounds the
+/// assignment cost (one dot product per centroid per stored token).
 pub fn auto_centroids(tokens: usize) -> usize {
-    let target = 2.0 * (tokens.max(1) as f64).sqrt();
+    let target = 16.0 * (tokens.max(1) as f64).sqrt();
     let pow = (target.log2().floor() as i32).clamp(4, 12);
     1usize << pow
 }
+
+/// Tokens per parallel assignment task.
+const ASSIGN_TASK: usize = 1024;
 
 /// Centroids plus (for `bits > 0`) residual bucket cutoffs and weights. Immutable once built.
 #[derive(Clone, Debug, PartialEq)]
@@ -139,7 +147,7 @@ impl TokenCodebook {
         let mut previous = vec![u16::MAX; m];
         for _ in 0..params.iterations {
             let book = Self::from_parts(dim, 0, centroids.clone(), Vec::new(), Vec::new())?;
-            book.assign_with_distance(&sample, &mut assign, &mut dist);
+            book.assign_parallel(&sample, &mut assign, &mut dist);
             if assign == previous {
                 break;
             }
@@ -170,7 +178,7 @@ impl TokenCodebook {
         if bits == 0 {
             return Ok(book);
         }
-        book.assign_with_distance(&sample, &mut assign, &mut dist);
+        book.assign_parallel(&sample, &mut assign, &mut dist);
         let total = m * dim;
         let stride = total.div_ceil(MAX_QUANTILE_VALUES).max(1);
         let mut residuals: Vec<f32> = (0..total)
@@ -256,6 +264,17 @@ impl TokenCodebook {
         self.assign_with_distance(tokens, ids, &mut dist);
     }
 
+    /// [`TokenCodebook::assign_with_distance`] in parallel tasks on the current rayon pool.
+    fn assign_parallel(&self, tokens: &[f32], ids: &mut [u16], dist: &mut [f32]) {
+        use rayon::prelude::*;
+        let dim = self.dim;
+        tokens
+            .par_chunks(ASSIGN_TASK * dim)
+            .zip(ids.par_chunks_mut(ASSIGN_TASK))
+            .zip(dist.par_chunks_mut(ASSIGN_TASK))
+            .for_each(|((t, i), d)| self.assign_with_distance(t, i, d));
+    }
+
     /// [`TokenCodebook::assign`], also giving `‖x‖²/2 − max(⟨x, c⟩ − ‖c‖²/2)`, half the squared
     /// distance to the chosen centroid.
     fn assign_with_distance(&self, tokens: &[f32], ids: &mut [u16], dist: &mut [f32]) {
@@ -335,7 +354,10 @@ impl TokenCodebook {
         let rb = self.residual_bytes();
         assert!(codes.len() == ids.len() * rb && out.len() == ids.len() * self.dim);
         if let Some(&bad) = ids.iter().find(|&&c| c as usize >= self.k) {
-            return Err(Error::InvalidInput(format!("centroid id {bad} is beyond the codebook's {} centroids", self.k)));
+            return Err(Error::InvalidInput(format!(
+                "centroid id {bad} is beyond the codebook's {} centroids",
+                self.k
+            )));
         }
         if self.bits == 0 {
             for (i, &id) in ids.iter().enumerate() {
@@ -411,7 +433,17 @@ impl TokenCodebook {
             }
         }
         let mut table = vec![0f32; self.k * lanes];
-        simd::mat_mul(&self.centroids, dim, &query_t, lanes, &mut table, Rounding::Fused);
+        if rows * 4 <= lanes {
+            // Mostly padding (a 1-4 token query): one dot product per centroid and real token
+            // instead of a 16-column matrix product.
+            for (c, centroid) in self.centroids.chunks_exact(dim).enumerate() {
+                for (i, q) in query.chunks_exact(dim).enumerate() {
+                    table[c * lanes + i] = simd::dot(centroid, q);
+                }
+            }
+        } else {
+            simd::mat_mul(&self.centroids, dim, &query_t, lanes, &mut table, Rounding::Fused);
+        }
         CentroidTable { rows, lanes, k: self.k, table }
     }
 }
@@ -467,16 +499,26 @@ impl CentroidTable {
     /// The query token's best centroids: the `n` highest `⟨q_i, C_c⟩`, for every `i`, as one
     /// deduplicated list.
     pub fn top_centroids(&self, n: usize) -> Vec<u16> {
-        let mut out = Vec::new();
         let n = n.min(self.k);
-        let mut scores: Vec<(f32, u16)> = Vec::with_capacity(self.k);
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(n * self.rows);
+        // Per query token, the best `n` kept sorted in a small list (n ≤ MAX_PROBE, usually ≤ 8):
+        // one comparison per centroid against the current n-th best.
+        let mut best: Vec<(f32, u16)> = Vec::with_capacity(n + 1);
         for i in 0..self.rows {
-            scores.clear();
-            scores.extend((0..self.k).map(|c| (self.table[c * self.lanes + i], c as u16)));
-            if n < self.k {
-                scores.select_nth_unstable_by(n - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            best.clear();
+            for c in 0..self.k {
+                let s = self.table[c * self.lanes + i];
+                if best.len() == n && s <= best[n - 1].0 {
+                    continue;
+                }
+                let at = best.iter().position(|b| s > b.0).unwrap_or(best.len());
+                best.insert(at, (s, c as u16));
+                best.truncate(n);
             }
-            out.extend(scores[..n].iter().map(|s| s.1));
+            out.extend(best.iter().map(|b| b.1));
         }
         out.sort_unstable();
         out.dedup();
@@ -490,7 +532,10 @@ impl CentroidTable {
             return Ok(0.0);
         }
         if let Some(&bad) = ids.iter().find(|&&c| c as usize >= self.k) {
-            return Err(Error::InvalidInput(format!("centroid id {bad} is beyond the codebook's {} centroids", self.k)));
+            return Err(Error::InvalidInput(format!(
+                "centroid id {bad} is beyond the codebook's {} centroids",
+                self.k
+            )));
         }
         Ok(simd::centroid_interaction_with(simd::Isa::detect(), &self.table, self.lanes, self.rows, ids))
     }

@@ -215,7 +215,9 @@ impl MaxSimQuery {
                     DocTokens::F32(v) => simd::DocValues::F32(v),
                     DocTokens::F16(v) => simd::DocValues::F16(v),
                     DocTokens::Bf16(v) => simd::DocValues::Bf16(v),
-                    DocTokens::Residual(_) => return Err(Error::InvalidInput("residual tokens reach the kernel".into())),
+                    DocTokens::Residual(_) => {
+                        return Err(Error::InvalidInput("residual tokens reach the kernel".into()))
+                    }
                 };
                 simd::max_dots_doc_major(self.isa, short, self.dim, values, maxes);
                 return Ok(maxes.iter().sum());

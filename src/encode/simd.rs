@@ -159,7 +159,15 @@ pub fn centroid_interaction_with(isa: Isa, table: &[f32], lanes: usize, rows: us
 /// Decodes residual-coded tokens: `out[t][d] = centroids[ids[t]][d] + weights[code(t, d)]`, where
 /// token `t`'s codes are `dim × bits / 8` bytes at `codes[t × dim × bits / 8..]`, `bits` per
 /// dimension, little-endian within each byte. `weights` holds the `2^bits` decoded values.
-pub fn decode_residuals(bits: u8, weights: &[f32], centroids: &[f32], dim: usize, ids: &[u16], codes: &[u8], out: &mut [f32]) {
+pub fn decode_residuals(
+    bits: u8,
+    weights: &[f32],
+    centroids: &[f32],
+    dim: usize,
+    ids: &[u16],
+    codes: &[u8],
+    out: &mut [f32],
+) {
     decode_residuals_with(Isa::detect(), bits, weights, centroids, dim, ids, codes, out)
 }
 

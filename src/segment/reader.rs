@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::encode::fde::FdeParams;
 use crate::encode::codec::TokenCodebook;
+use crate::encode::fde::FdeParams;
 use crate::encode::maxsim::{DocTokens, ResidualTokens};
 use crate::encode::pq::PqCodebook;
 use crate::encode::simd::PQ_CENTROIDS;
@@ -154,7 +154,11 @@ impl SegmentReader {
         let has = |k: SectionKind| sections.contains_key(&k);
         let token_sections = [SectionKind::TokenCentroids, SectionKind::TokenCodes, SectionKind::CentroidPostings];
         if header.version < 3 && token_sections.iter().any(|&k| has(k)) {
-            return Err(corrupt(path, tail.table_offset, "a segment before format 3 cannot have token codebook sections"));
+            return Err(corrupt(
+                path,
+                tail.table_offset,
+                "a segment before format 3 cannot have token codebook sections",
+            ));
         }
         if has(SectionKind::TokenCentroids) != has(SectionKind::TokenCodes)
             || (has(SectionKind::CentroidPostings) && !has(SectionKind::TokenCentroids))
@@ -639,8 +643,7 @@ impl SegmentReader {
 
 /// Checks the postings section's frame (the lists' ordinals are checked by `verify`).
 fn check_postings_frame(bytes: &[u8], k: usize, doc_count: u64) -> std::result::Result<(), String> {
-    let words: Vec<u32> =
-        bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let words: Vec<u32> = bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     if !bytes.len().is_multiple_of(4) || words.len() < 2 {
         return Err(format!("{} bytes is not a postings header and whole u32s", bytes.len()));
     }

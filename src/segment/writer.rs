@@ -631,6 +631,9 @@ fn build_vector(fde: &[f32], sketch: Option<&CountSketch>) -> Vec<f32> {
     }
 }
 
+/// Stored bytes, decoded values (all types but `f32`), centroid ids (with a token codebook).
+type StoredTokens = (Vec<u8>, Option<Vec<f32>>, Vec<u16>);
+
 /// Token values as stored: the little-endian bytes, the values they decode to (for every type
 /// but `f32`), so FDEs are computed from exactly what the segment holds, and the tokens' centroid
 /// ids when there is a token codebook (`given`, or the nearest centroids: of the stored values for
@@ -640,7 +643,7 @@ fn store_tokens(
     storage: TokenStorage,
     book: Option<&TokenCodebook>,
     given: Option<&[u16]>,
-) -> Result<(Vec<u8>, Option<Vec<f32>>, Vec<u16>)> {
+) -> Result<StoredTokens> {
     let ids_of = |v: &[f32]| -> Vec<u16> {
         match (book, given) {
             (_, Some(g)) => g.to_vec(),

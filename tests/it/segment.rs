@@ -51,8 +51,11 @@ fn random_docs(seed: u64, n: usize) -> Docs {
 }
 
 fn write(path: &Path, docs: &Docs, storage: TokenStorage, pq: PqSource, batch: usize) -> quiverdb::Result<()> {
-    let mut w =
-        SegmentWriter::create(path, small_encoder(), SegmentConfig { segment_id: 9, storage, pq, graph: None, tokens: None })?;
+    let mut w = SegmentWriter::create(
+        path,
+        small_encoder(),
+        SegmentConfig { segment_id: 9, storage, pq, graph: None, tokens: None },
+    )?;
     let all: Vec<Document> = (0..docs.ids.len())
         .map(|i| Document {
             id: docs.ids[i],
@@ -122,14 +125,26 @@ fn writer_refuses_bad_input_and_leaves_no_file() {
     let empty = SegmentWriter::create(
         &path,
         small_encoder(),
-        SegmentConfig { segment_id: 1, storage: TokenStorage::F32, pq: PqSource::Train(pq_params()), graph: None, tokens: None },
+        SegmentConfig {
+            segment_id: 1,
+            storage: TokenStorage::F32,
+            pq: PqSource::Train(pq_params()),
+            graph: None,
+            tokens: None,
+        },
     )
     .unwrap();
     assert!(matches!(empty.finish(), Err(Error::InvalidInput(_))));
     let mut w = SegmentWriter::create(
         &path,
         small_encoder(),
-        SegmentConfig { segment_id: 1, storage: TokenStorage::F16, pq: PqSource::Train(pq_params()), graph: None, tokens: None },
+        SegmentConfig {
+            segment_id: 1,
+            storage: TokenStorage::F16,
+            pq: PqSource::Train(pq_params()),
+            graph: None,
+            tokens: None,
+        },
     )
     .unwrap();
     let wrong_dim = [0.5f32; 12];
@@ -146,7 +161,13 @@ fn writer_refuses_bad_input_and_leaves_no_file() {
     assert!(SegmentWriter::create(
         &path,
         small_encoder(),
-        SegmentConfig { segment_id: 1, storage: TokenStorage::F32, pq: PqSource::Reuse(Arc::new(other)), graph: None, tokens: None }
+        SegmentConfig {
+            segment_id: 1,
+            storage: TokenStorage::F32,
+            pq: PqSource::Reuse(Arc::new(other)),
+            graph: None,
+            tokens: None
+        }
     )
     .is_err());
 }
@@ -445,7 +466,13 @@ fn a_failed_write_poisons_the_writer() {
     let mut w = SegmentWriter::create(
         &path,
         small_encoder(),
-        SegmentConfig { segment_id: 3, storage: TokenStorage::F32, pq: PqSource::Train(pq_params()), graph: None, tokens: None },
+        SegmentConfig {
+            segment_id: 3,
+            storage: TokenStorage::F32,
+            pq: PqSource::Train(pq_params()),
+            graph: None,
+            tokens: None,
+        },
     )
     .unwrap();
     // 2 MiB of tokens: more than the writer's 1 MiB buffer, so a write reaches /dev/full.

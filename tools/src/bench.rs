@@ -186,7 +186,9 @@ fn parse_sweep(spec: &str) -> Result<Vec<Setting>, String> {
                             Some(v.parse::<f32>().map_err(|_| format!("`{v}` is not a threshold in `{part}`"))?)
                         }
                     }
-                    other => return Err(format!("unknown sweep key `{other}` (candidates, probe, rerank, list, carve)")),
+                    other => {
+                        return Err(format!("unknown sweep key `{other}` (candidates, probe, rerank, list, carve)"))
+                    }
                 }
                 next.push(s);
             }
@@ -410,7 +412,7 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
         let params_json = json!({
             "k": args.k,
             "candidates": params.candidates.map_or("auto".to_string(), |c| c.to_string()),
-            "probe": params.probe.map_or(format!("auto ({} for ≤{}-token queries)", SearchParams::DEFAULT_PROBE, SearchParams::SHORT_QUERY_TOKENS), |p| p.to_string()),
+            "probe": params.probe.map_or("auto".to_string(), |p| p.to_string()),
             "rerank": params.rerank.unwrap_or(stages.rerank),
             "list_size": params.list_size.map_or("auto".to_string(), |l| l.to_string()),
             "ball_carving": params.ball_carving,

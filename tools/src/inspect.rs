@@ -33,7 +33,12 @@ fn stats(values: &[f64]) -> Value {
 }
 
 fn token_norms(tokens: DocTokens<'_>, dim: usize) -> Vec<f64> {
-    tokens.to_f32_vec().unwrap_or_default().chunks(dim).map(|t| t.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt()).collect()
+    tokens
+        .to_f32_vec()
+        .unwrap_or_default()
+        .chunks(dim)
+        .map(|t| t.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt())
+        .collect()
 }
 
 pub fn run(args: Args) -> Result<(), String> {
