@@ -468,14 +468,9 @@ pub(crate) fn search_snapshot(
                 pool.postings_candidates = (ordinals.len() - before.min(ordinals.len())) as u64;
             }
             let mut scored = Vec::with_capacity(ordinals.len());
-            let blend: f32 = std::env::var("QV_BLEND").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
             for ord in ordinals {
                 let ids = reader.token_centroid_ids(ord as usize).unwrap_or(&[]);
-                let mut s = ci.score(ids).map_err(|e| reader.damaged(e))?;
-                if blend != 0.0 {
-                    s += blend * table.score(reader.pq_code(ord as usize));
-                }
-                scored.push(Scored { doc: ord, score: s });
+                scored.push(Scored { doc: ord, score: ci.score(ids).map_err(|e| reader.damaged(e))? });
             }
             pool.cheap_scored = scored.len() as u64;
             pool.candidates = scored;
