@@ -156,19 +156,20 @@ pub fn centroid_interaction_with(isa: Isa, table: &[f32], lanes: usize, rows: us
     }
 }
 
-/// Decodes residual-coded tokens: `out[t][d] = centroids[ids[t]][d] + weights[code(t, d)]`, where
-/// token `t`'s codes are `dim × bits / 8` bytes at `codes[t × dim × bits / 8..]`, `bits` per
-/// dimension, little-endian within each byte. `weights` holds the `2^bits` decoded values.
+/// Decodes residual-coded tokens: `out[t][d] = centroids[ids[t]][d] + w_d[code(t, d)]`. Token
+/// `t`'s codes are `dim × bits / 8` bytes at `codes[t × dim × bits / 8..]`, `bits` per dimension,
+/// little-endian within each byte; `table` holds, per byte position `p` and byte value `v`, the
+/// `8 / bits` decoded residuals of the dimensions that byte codes (`[p][v][j]`).
 pub fn decode_residuals(
     bits: u8,
-    weights: &[f32],
+    table: &[f32],
     centroids: &[f32],
     dim: usize,
     ids: &[u16],
     codes: &[u8],
     out: &mut [f32],
 ) {
-    decode_residuals_with(Isa::detect(), bits, weights, centroids, dim, ids, codes, out)
+    decode_residuals_with(Isa::detect(), bits, table, centroids, dim, ids, codes, out)
 }
 
 /// [`decode_residuals`] with a chosen instruction set (checked against the detected one).
@@ -176,7 +177,7 @@ pub fn decode_residuals(
 pub fn decode_residuals_with(
     isa: Isa,
     bits: u8,
-    weights: &[f32],
+    table: &[f32],
     centroids: &[f32],
     dim: usize,
     ids: &[u16],
@@ -184,34 +185,32 @@ pub fn decode_residuals_with(
     out: &mut [f32],
 ) {
     let b = bits as usize;
-    assert!(matches!(bits, 1 | 2 | 4) && weights.len() == 1 << b && dim > 0 && (dim * b).is_multiple_of(8));
+    assert!(matches!(bits, 1 | 2 | 4) && dim > 0 && (dim * b).is_multiple_of(8));
     let rb = dim * b / 8;
+    let per = 8 / b;
+    assert!(table.len() == rb * 256 * per, "one table row per byte position and value");
     assert!(codes.len() == ids.len() * rb && out.len() == ids.len() * dim && centroids.len().is_multiple_of(dim));
     let k = centroids.len() / dim;
     assert!(ids.iter().all(|&c| (c as usize) < k), "centroid id beyond the codebook");
     let isa = if isa.supported() { isa } else { Isa::Portable };
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX-512 F detected (`Isa::supported`); every id indexes a whole centroid row,
-        // `codes` and `out` hold exactly `ids.len()` tokens (asserted above), and the kernel reads
-        // 2·bits bytes per 16 dimensions, `dim` being a multiple of 16.
-        Isa::Avx512 | Isa::Avx512Bf16 if dim.is_multiple_of(16) => unsafe {
-            x86::decode_residuals_avx512(b, weights, centroids, dim, ids, codes, out)
-        },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX2 detected (`Isa::supported`); as above with 8 dimensions per step (`dim` a
-        // multiple of 8, bits per 8 dimensions whole bytes).
+        // SAFETY: AVX2 detected (`Isa::supported`); every id indexes a whole centroid row, `codes`
+        // and `out` hold exactly `ids.len()` tokens and `table` one row per byte position and value
+        // (asserted above); `dim` is a multiple of 8, so each 8-dimension group is whole bytes.
         Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 if dim.is_multiple_of(8) => unsafe {
-            x86::decode_residuals_avx2(b, weights, centroids, dim, ids, codes, out)
+            x86::decode_residuals_avx2(b, table, centroids, dim, ids, codes, out)
         },
         _ => {
-            let mask = (1u8 << b) - 1;
             for (t, &id) in ids.iter().enumerate() {
                 let c = &centroids[id as usize * dim..(id as usize + 1) * dim];
                 let tc = &codes[t * rb..(t + 1) * rb];
-                for (d, (o, &cv)) in out[t * dim..(t + 1) * dim].iter_mut().zip(c).enumerate() {
-                    let code = (tc[d * b / 8] >> ((d * b) % 8)) & mask;
-                    *o = cv + weights[code as usize];
+                let o = &mut out[t * dim..(t + 1) * dim];
+                for (pos, &byte) in tc.iter().enumerate() {
+                    let w = &table[(pos * 256 + byte as usize) * per..][..per];
+                    for j in 0..per {
+                        o[pos * per + j] = c[pos * per + j] + w[j];
+                    }
                 }
             }
         }
@@ -970,113 +969,50 @@ mod x86 {
         total
     }
 
-    /// Residual decoding, 8 dimensions per step (see the AVX-512 version); 4-bit codes index 16
-    /// weights with two 8-entry permutes and a blend on the code's top bit.
+    /// Residual decoding, 8 dimensions per step: the group's code bytes (1, 2 or 4) each select
+    /// a row of `8 / bits` decoded residuals from the byte-position table; the rows are gathered
+    /// into one register by plain loads and added to the centroid.
     ///
     /// # Safety
-    /// AVX2 available; `dim` a multiple of 8; otherwise as for the AVX-512 version.
+    /// AVX2 available; `dim` a multiple of 8; `codes` holds `ids.len() × dim × bits / 8` bytes,
+    /// `out` `ids.len() × dim` floats, `table` `dim × bits / 8 × 256 × 8 / bits` floats, and every
+    /// id a whole centroid row.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn decode_residuals_avx2(
         bits: usize,
-        weights: &[f32],
+        table: &[f32],
         centroids: &[f32],
         dim: usize,
         ids: &[u16],
         codes: &[u8],
         out: &mut [f32],
     ) {
-        let mut padded = [0f32; 16];
-        padded[..weights.len()].copy_from_slice(weights);
-        // SAFETY: 8-float loads from a 16-float array.
-        let (w_lo, w_hi) = unsafe { (_mm256_loadu_ps(padded.as_ptr()), _mm256_loadu_ps(padded.as_ptr().add(8))) };
-        let mask = _mm256_set1_epi32((1 << bits) - 1);
-        let shifts = match bits {
-            1 => _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-            2 => _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14),
-            _ => _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28),
-        };
         let rb = dim * bits / 8;
+        let per = 8 / bits;
         let cp = centroids.as_ptr();
+        let tp = table.as_ptr();
         let codes_p = codes.as_ptr();
         let op = out.as_mut_ptr();
         for (t, &id) in ids.iter().enumerate() {
             for g in 0..dim / 8 {
-                // SAFETY: group `g` of token `t` is `bits` bytes at t·rb + g·bits, inside `codes`;
-                // centroid and output offsets are inside their rows (caller).
+                // SAFETY: group `g` of token `t` is `bits` bytes at byte positions g·bits.. of the
+                // token's `rb` bytes; each table row read is `per` floats at (pos·256 + byte)·per,
+                // inside the table; centroid and output offsets are inside their rows (caller).
                 unsafe {
-                    let at = codes_p.add(t * rb + g * bits);
-                    let raw = match bits {
-                        1 => *at as i32,
-                        2 => std::ptr::read_unaligned(at as *const u16) as i32,
-                        _ => std::ptr::read_unaligned(at as *const u32) as i32,
-                    };
-                    let idx = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(raw), shifts), mask);
-                    let mut v = _mm256_permutevar8x32_ps(w_lo, idx);
-                    if bits == 4 {
-                        let hi = _mm256_permutevar8x32_ps(w_hi, idx);
-                        // Bit 3 of the code moved to the sign bit selects the upper weights.
-                        let select = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
-                        v = _mm256_blendv_ps(v, hi, select);
-                    }
-                    let c = _mm256_loadu_ps(cp.add(id as usize * dim + g * 8));
-                    _mm256_storeu_ps(op.add(t * dim + g * 8), _mm256_add_ps(c, v));
-                }
-            }
-        }
-    }
-
-    /// Residual decoding, 16 dimensions per step: the 16 codes (2·bits bytes) are broadcast,
-    /// shifted into place lane by lane, masked, and looked up in a register of the `2^bits`
-    /// weights (`vpermps`), then added to the centroid.
-    ///
-    /// # Safety
-    /// AVX-512 F available; `dim` a multiple of 16; `codes` holds `ids.len() × dim × bits / 8`
-    /// bytes, `out` `ids.len() × dim` floats, and every id a whole centroid row.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn decode_residuals_avx512(
-        bits: usize,
-        weights: &[f32],
-        centroids: &[f32],
-        dim: usize,
-        ids: &[u16],
-        codes: &[u8],
-        out: &mut [f32],
-    ) {
-        let mut padded = [0f32; 16];
-        padded[..weights.len()].copy_from_slice(weights);
-        // SAFETY: a 16-float load from a 16-float array.
-        let w = unsafe { _mm512_loadu_ps(padded.as_ptr()) };
-        let mask = _mm512_set1_epi32((1 << bits) - 1);
-        let shifts = match bits {
-            1 => _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            2 => _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
-            _ => _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28),
-        };
-        let group_bytes = 2 * bits;
-        let rb = dim * bits / 8;
-        let cp = centroids.as_ptr();
-        let codes_p = codes.as_ptr();
-        let op = out.as_mut_ptr();
-        for (t, &id) in ids.iter().enumerate() {
-            for g in 0..dim / 16 {
-                // SAFETY: group `g` of token `t` lies inside `codes` (2·bits bytes at
-                // t·rb + g·2·bits, rb = dim·bits/8); centroid and output offsets are inside their
-                // rows (caller).
-                unsafe {
-                    let at = codes_p.add(t * rb + g * group_bytes);
-                    let raw = match bits {
-                        1 => _mm512_set1_epi32(std::ptr::read_unaligned(at as *const u16) as i32),
-                        2 => _mm512_set1_epi32(std::ptr::read_unaligned(at as *const u32) as i32),
+                    let pos = g * bits;
+                    let at = codes_p.add(t * rb + pos);
+                    let row = |i: usize| tp.add(((pos + i) * 256 + *at.add(i) as usize) * per);
+                    let v = match bits {
+                        1 => _mm256_loadu_ps(row(0)),
+                        2 => _mm256_set_m128(_mm_loadu_ps(row(1)), _mm_loadu_ps(row(0))),
                         _ => {
-                            let lo = std::ptr::read_unaligned(at as *const u32) as i32;
-                            let hi = std::ptr::read_unaligned(at.add(4) as *const u32) as i32;
-                            _mm512_inserti64x4(_mm512_set1_epi32(lo), _mm256_set1_epi32(hi), 1)
+                            let lo = _mm_loadh_pd(_mm_load_sd(row(0) as *const f64), row(1) as *const f64);
+                            let hi = _mm_loadh_pd(_mm_load_sd(row(2) as *const f64), row(3) as *const f64);
+                            _mm256_set_m128(_mm_castpd_ps(hi), _mm_castpd_ps(lo))
                         }
                     };
-                    let idx = _mm512_and_si512(_mm512_srlv_epi32(raw, shifts), mask);
-                    let v = _mm512_permutexvar_ps(idx, w);
-                    let c = _mm512_loadu_ps(cp.add(id as usize * dim + g * 16));
-                    _mm512_storeu_ps(op.add(t * dim + g * 16), _mm512_add_ps(c, v));
+                    let c = _mm256_loadu_ps(cp.add(id as usize * dim + g * 8));
+                    _mm256_storeu_ps(op.add(t * dim + g * 8), _mm256_add_ps(c, v));
                 }
             }
         }
