@@ -13,6 +13,18 @@ fuzz_target!(|data: &[u8]| {
         let _ = reader.pq_codebook();
         for i in 0..reader.doc_count() {
             let _ = (reader.tokens(i), reader.payload(i), reader.pq_code(i), reader.doc_ids()[i]);
+            let _ = reader.tokens_f32(i);
+            let _ = reader.token_centroid_ids(i);
+        }
+        if let Some(book) = reader.token_codebook() {
+            let table = book.interaction_table(&vec![0.5f32; reader.dim() * 3]);
+            for c in 0..book.centroid_count().min(64) {
+                for &o in reader.postings(c as u16).iter().take(16) {
+                    if let Some(ids) = reader.token_centroid_ids(o as usize % reader.doc_count()) {
+                        let _ = table.score(ids);
+                    }
+                }
+            }
         }
     }
 });

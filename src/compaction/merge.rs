@@ -1,7 +1,9 @@
 //! The merge: copies the live documents of input segments, in input order, into one new segment.
 //!
 //! Tokens are read from the inputs' memory maps and rewritten as stored (16-bit values convert to
-//! `f32` and back exactly), payloads are copied, and FDEs, PQ codes and the graph are recomputed:
+//! `f32` and back exactly; residual codes and centroid ids from an input with the output's token
+//! codebook are copied as they are, others are decoded and encoded again), payloads are copied,
+//! and FDEs, PQ codes and the graph are recomputed:
 //! codes cannot simply be copied because inputs may carry different codebooks (the collection
 //! retrains while it is young), and the graph must be rebuilt over the merged set anyway.
 //! Nothing here touches the catalog; the caller commits the result (crash reasoning in
@@ -12,10 +14,11 @@ use std::sync::Arc;
 
 use crate::catalog::Location;
 use crate::encode::fde::FdeEncoder;
+use crate::encode::maxsim::DocTokens;
 use crate::encode::tokens::TokenMatrix;
 use crate::error::Result;
 use crate::io::storage::Storage;
-use crate::segment::{Document, LiveBits, SegmentConfig, SegmentReader, SegmentSummary, SegmentWriter};
+use crate::segment::{CodedTokens, Document, LiveBits, SegmentConfig, SegmentReader, SegmentSummary, SegmentWriter};
 
 /// One input: a segment and which of its ordinals are live.
 pub struct MergeInput<'a> {
@@ -35,8 +38,8 @@ pub struct Merged {
     pub moved: Vec<(u64, Location, u32)>,
 }
 
-/// A document waiting for the writer: id, tokens, payload, centroid ids when they can be kept.
-type Pending<'a> = (u64, Vec<f32>, &'a [u8], Option<&'a [u16]>);
+/// A document waiting for the writer: id, tokens, payload, its codes when they can be kept.
+type Pending<'a> = (u64, Vec<f32>, &'a [u8], Option<CodedTokens<'a>>);
 
 /// Documents handed to the writer at once (bounds the `f32` copies held in RAM).
 const MERGE_BATCH: usize = 256;
@@ -73,7 +76,7 @@ pub fn merge(
                 })
             })
             .collect::<Result<_>>()?;
-        let ids: Option<Vec<&[u16]>> = pending.iter().map(|p| p.3).collect();
+        let ids: Option<Vec<CodedTokens<'_>>> = pending.iter().map(|p| p.3).collect();
         writer.add_batch_coded(&docs, ids.as_deref())?;
         progress(docs.len() as u64);
         pending.clear();
@@ -89,7 +92,7 @@ pub fn merge(
                 id,
                 input.reader.tokens_f32(ordinal as usize)?,
                 input.reader.payload(ordinal as usize),
-                if same_book { input.reader.token_centroid_ids(ordinal as usize) } else { None },
+                if same_book { coded(input.reader, ordinal as usize) } else { None },
             ));
             if pending.len() == MERGE_BATCH {
                 flush_batch(&mut writer, &mut pending)?;
@@ -101,4 +104,13 @@ pub fn merge(
     }
     let summary = writer.finish()?;
     Ok(Some(Merged { summary, moved }))
+}
+
+/// The stored codes of document `ordinal` (centroid ids, and residual bytes for residual storage).
+fn coded(reader: &SegmentReader, ordinal: usize) -> Option<CodedTokens<'_>> {
+    let ids = reader.token_centroid_ids(ordinal)?;
+    match reader.tokens(ordinal) {
+        DocTokens::Residual(r) => Some(CodedTokens { ids: r.ids, residuals: r.codes }),
+        _ => Some(CodedTokens { ids, residuals: &[] }),
+    }
 }

@@ -8,7 +8,7 @@ mod writer;
 
 pub use live::LiveBits;
 pub use reader::{SectionInfo, SegmentReader};
-pub use writer::{Document, GraphConfig, PqSource, SegmentConfig, SegmentSummary, SegmentWriter};
+pub use writer::{CodedTokens, Document, GraphConfig, PqSource, SegmentConfig, SegmentSummary, SegmentWriter};
 
 /// File name of segment `id` inside a collection directory: `seg-<16 hex digits>.qseg`.
 pub fn file_name(id: u64) -> String {

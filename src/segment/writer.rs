@@ -310,10 +310,10 @@ impl SegmentWriter {
         self.add_batch_coded(docs, None)
     }
 
-    /// [`SegmentWriter::add_batch`] with each document's centroid ids already known (a merge
-    /// copying from a segment with the same token codebook): they are kept instead of recomputed,
-    /// so residual codes decoded and re-encoded against the same centroid come back unchanged.
-    pub fn add_batch_coded(&mut self, docs: &[Document<'_>], centroid_ids: Option<&[&[u16]]>) -> Result<()> {
+    /// [`SegmentWriter::add_batch`] with each document's codes already known (a merge copying
+    /// from a segment with the same token codebook): the centroid ids, and for residual storage
+    /// the residual bytes, are kept instead of recomputed, so the stored values are unchanged.
+    pub fn add_batch_coded(&mut self, docs: &[Document<'_>], coded: Option<&[CodedTokens<'_>]>) -> Result<()> {
         self.check_usable()?;
         let dim = self.encoder.params().dim as usize;
         if self.doc_count() + docs.len() as u64 > MAX_DOCS_PER_SEGMENT {
@@ -348,12 +348,20 @@ impl SegmentWriter {
         let build_sketch = &self.build_sketch;
         let tokens_arc = self.config.tokens.clone();
         let tokens_book = tokens_arc.as_deref();
-        if let Some(given) = centroid_ids {
-            if given.len() != docs.len() || given.iter().zip(docs).any(|(g, d)| g.len() != d.tokens.rows()) {
-                return Err(Error::InvalidInput("one centroid id per token of every document".into()));
+        if let Some(given) = coded {
+            let rb = tokens_book.map_or(0, |b| b.residual_bytes());
+            let shapes_ok = given.len() == docs.len()
+                && given
+                    .iter()
+                    .zip(docs)
+                    .all(|(g, d)| g.ids.len() == d.tokens.rows() && g.residuals.len() == d.tokens.rows() * rb);
+            if !shapes_ok {
+                return Err(Error::InvalidInput(
+                    "one centroid id (and residual code) per token of every document".into(),
+                ));
             }
             let k = tokens_book.map_or(0, |b| b.centroid_count());
-            if given.iter().flat_map(|g| g.iter()).any(|&c| c as usize >= k) {
+            if given.iter().flat_map(|g| g.ids.iter()).any(|&c| c as usize >= k) {
                 return Err(Error::InvalidInput(format!("a given centroid id is beyond the {k} centroids")));
             }
         }
@@ -365,7 +373,7 @@ impl SegmentWriter {
             .zip(&slots)
             .enumerate()
             .map(|(i, (doc, slot))| {
-                let given = centroid_ids.map(|g| g[i]);
+                let given = coded.map(|g| g[i]);
                 let (bytes, stored, ids) = store_tokens(doc.tokens.as_slice(), storage, tokens_book, given)?;
                 if codebook.is_none() && slot.is_none() {
                     return Ok((bytes, None, Vec::new(), Vec::new(), ids));
@@ -631,6 +639,15 @@ fn build_vector(fde: &[f32], sketch: Option<&CountSketch>) -> Vec<f32> {
     }
 }
 
+/// A document's codes as a segment with the same token codebook stores them.
+#[derive(Clone, Copy, Debug)]
+pub struct CodedTokens<'a> {
+    /// Centroid id of every token.
+    pub ids: &'a [u16],
+    /// Residual codes of every token (empty for the plain storage types).
+    pub residuals: &'a [u8],
+}
+
 /// Stored bytes, decoded values (all types but `f32`), centroid ids (with a token codebook).
 type StoredTokens = (Vec<u8>, Option<Vec<f32>>, Vec<u16>);
 
@@ -642,11 +659,11 @@ fn store_tokens(
     values: &[f32],
     storage: TokenStorage,
     book: Option<&TokenCodebook>,
-    given: Option<&[u16]>,
+    given: Option<CodedTokens<'_>>,
 ) -> Result<StoredTokens> {
     let ids_of = |v: &[f32]| -> Vec<u16> {
         match (book, given) {
-            (_, Some(g)) => g.to_vec(),
+            (_, Some(g)) => g.ids.to_vec(),
             (Some(b), None) => {
                 let mut ids = vec![0u16; v.len() / b.dim()];
                 b.assign(v, &mut ids);
@@ -668,10 +685,17 @@ fn store_tokens(
             let book = book.ok_or_else(|| Error::InvalidInput("residual storage needs a token codebook".into()))?;
             let ids = ids_of(values);
             let rb = book.residual_bytes();
-            let mut bytes = vec![0u8; ids.len() * rb];
-            for ((token, &id), out) in values.chunks_exact(book.dim()).zip(&ids).zip(bytes.chunks_exact_mut(rb)) {
-                book.encode_residual(token, id, out);
-            }
+            let bytes = match given {
+                Some(g) => g.residuals.to_vec(),
+                None => {
+                    let mut bytes = vec![0u8; ids.len() * rb];
+                    for ((token, &id), out) in values.chunks_exact(book.dim()).zip(&ids).zip(bytes.chunks_exact_mut(rb))
+                    {
+                        book.encode_residual(token, id, out);
+                    }
+                    bytes
+                }
+            };
             let mut decoded = vec![0f32; values.len()];
             book.decode_many(&ids, &bytes, &mut decoded)?;
             Ok((bytes, Some(decoded), ids))

@@ -81,3 +81,66 @@ fn format_v2_segment_still_reads() {
     quiverdb::graph::Neighbors::neighbors_into(&graph, 0, &mut neighbors).unwrap();
     assert_eq!(neighbors, vec![1]);
 }
+
+/// Format 3: the same two documents stored as residual2 with a token codebook, centroid ids and
+/// inverted lists.
+fn write_v3(path: &Path) {
+    let params = FdeParams {
+        dim: 4,
+        k_sim: 1,
+        projection: Projection::CountSketch { d_proj: 2 },
+        r_reps: 1,
+        fill_empty: true,
+        final_dim: None,
+        seed: 1,
+    };
+    let encoder = Arc::new(FdeEncoder::new(params).unwrap());
+    let pq = PqSource::Train(PqParams { subspaces: 2, iterations: 2, max_training_vectors: 8, seed: 1 });
+    let training: Vec<f32> = A.iter().chain(&B).copied().collect();
+    let book = quiverdb::encode::codec::TokenCodebook::train(
+        &training,
+        4,
+        2,
+        &quiverdb::TokenCodebookParams { centroids: Some(16), ..Default::default() },
+    )
+    .unwrap();
+    let config = SegmentConfig {
+        segment_id: 1,
+        storage: TokenStorage::Residual2,
+        pq,
+        graph: None,
+        tokens: Some(Arc::new(book)),
+    };
+    let mut w = SegmentWriter::create(path, encoder, config).unwrap();
+    w.add_batch(&[
+        Document { id: 10, tokens: TokenMatrix::new(&A, 4).unwrap(), payload: Some(b"{\"t\":1}") },
+        Document { id: 11, tokens: TokenMatrix::new(&B, 4).unwrap(), payload: None },
+    ])
+    .unwrap();
+    w.finish().unwrap();
+}
+
+#[test]
+fn format_v3_residual_segment_still_reads() {
+    let path = compat("v3/two_docs_residual2.qseg");
+    if std::env::var_os("QUIVERDB_WRITE_FIXTURES").is_some() && FORMAT_VERSION == 3 {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let _ = std::fs::remove_file(&path);
+        write_v3(&path);
+    }
+    let reader = SegmentReader::open(&path).expect("the v3 fixture opens with this build");
+    reader.verify().unwrap();
+    assert_eq!(reader.format_version(), 3);
+    assert_eq!(reader.storage(), TokenStorage::Residual2);
+    assert_eq!(reader.doc_ids(), &[10, 11]);
+    assert_eq!(reader.payload(0), b"{\"t\":1}");
+    let book = reader.token_codebook().expect("a token codebook");
+    assert_eq!((book.centroid_count(), book.bits()), (16, 2));
+    assert!(matches!(reader.tokens(1), DocTokens::Residual(_)));
+    // B is one of the training points and gets its own centroid: it decodes to itself.
+    let b = reader.tokens_f32(1).unwrap();
+    assert!(b.iter().zip(&B).all(|(x, y)| (x - y).abs() < 1e-6), "{b:?}");
+    assert_eq!(reader.token_centroid_ids(0).unwrap().len(), 2);
+    let listed: usize = (0..16u16).map(|c| reader.postings(c).len()).sum();
+    assert!((2..=3).contains(&listed), "each document in the lists of its distinct centroids");
+}

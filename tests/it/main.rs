@@ -1,5 +1,6 @@
 //! The one integration-test binary (redb/Qdrant style): each module a kind of test.
 
+mod codec;
 mod collection;
 mod common;
 mod decoders;

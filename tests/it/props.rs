@@ -160,3 +160,110 @@ fn fde_inner_product_tracks_maxsim() {
     eprintln!("correlation {r}");
     assert!(r > 0.9, "correlation {r}");
 }
+
+mod codec {
+    use proptest::prelude::*;
+    use quiverdb::encode::codec::{TokenCodebook, TokenCodebookParams};
+    use quiverdb::encode::rng::SplitMix64;
+    use quiverdb::encode::simd::{self, Isa};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Residual codes decode every dimension into its own bucket: the decoded residual lies
+        /// between the training residual range's extremes, the codebook survives serialisation,
+        /// and every decode kernel this CPU has equals the portable one bit for bit.
+        #[test]
+        fn residual_codes_round_trip_and_kernels_agree(seed in any::<u64>(), n in 1usize..300, dim8 in 1usize..10, bits in prop::sample::select(vec![1u8, 2, 4]), unit in any::<bool>()) {
+            let dim = dim8 * 8;
+            let mut rng = SplitMix64::new(seed);
+            let mut x: Vec<f32> = (0..n * dim).map(|_| rng.normal() as f32).collect();
+            if unit {
+                for row in x.chunks_exact_mut(dim) {
+                    let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-6);
+                    row.iter_mut().for_each(|v| *v /= norm);
+                }
+            }
+            let params = TokenCodebookParams { centroids: Some(16), iterations: 3, ..Default::default() };
+            let book = TokenCodebook::train(&x, dim, bits, &params).unwrap();
+            prop_assert_eq!(book.unit_norm(), unit);
+            prop_assert_eq!(TokenCodebook::from_bytes(&book.to_bytes(), dim).unwrap(), book.clone());
+            let mut ids = vec![0u16; n];
+            book.assign(&x, &mut ids);
+            let rb = book.residual_bytes();
+            let mut codes = vec![0u8; n * rb];
+            for ((t, &id), c) in x.chunks_exact(dim).zip(&ids).zip(codes.chunks_exact_mut(rb)) {
+                book.encode_residual(t, id, c);
+            }
+            let mut out = vec![0f32; n * dim];
+            book.decode_many(&ids, &codes, &mut out).unwrap();
+            prop_assert!(out.iter().all(|v| v.is_finite()));
+            if unit {
+                for row in out.chunks_exact(dim) {
+                    let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    prop_assert!(norm == 0.0 || (norm - 1.0).abs() < 1e-4, "decoded norm {}", norm);
+                }
+            }
+            // The single-token decoder agrees with the batch decoder.
+            let mut one = vec![0f32; dim];
+            book.decode(ids[0], &codes[..rb], &mut one).unwrap();
+            prop_assert_eq!(&one[..], &out[..dim]);
+            // Per-kernel agreement on the raw decode (no renormalisation): byte table from a
+            // codebook without the unit flag.
+            let raw = TokenCodebook::from_bytes(&{ let mut b = book.to_bytes(); b[9] = 0; b }, dim).unwrap();
+            let mut want = vec![0f32; n * dim];
+            raw.decode_many(&ids, &codes, &mut want).unwrap();
+            let table = raw_table(&raw);
+            for isa in Isa::available() {
+                let mut got = vec![0f32; n * dim];
+                simd::decode_residuals_with(isa, bits, &table, raw.centroids(), dim, &ids, &codes, &mut got);
+                prop_assert_eq!(&got, &want, "decode kernel {}", isa.name());
+            }
+        }
+
+        /// Centroid interaction equals its definition for every kernel this CPU has.
+        #[test]
+        fn centroid_interaction_kernels_equal_definition(seed in any::<u64>(), k16 in 1usize..6, rows in 1usize..40, n in 1usize..60) {
+            let mut rng = SplitMix64::new(seed);
+            let k = k16 * 16;
+            let lanes = rows.div_ceil(16) * 16;
+            let mut table = vec![0f32; k * lanes];
+            for c in 0..k {
+                for i in 0..rows {
+                    table[c * lanes + i] = rng.normal() as f32;
+                }
+            }
+            let ids: Vec<u16> = (0..n).map(|_| rng.below(k as u64) as u16).collect();
+            let want: f32 = (0..rows)
+                .map(|i| ids.iter().map(|&c| table[c as usize * lanes + i]).fold(f32::NEG_INFINITY, f32::max))
+                .sum();
+            for isa in Isa::available() {
+                let got = simd::centroid_interaction_with(isa, &table, lanes, rows, &ids);
+                prop_assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{} {} vs {}", isa.name(), got, want);
+            }
+        }
+    }
+
+    /// The per-byte-position decode table of `book`, rebuilt from its serialised weights (the
+    /// layout `simd::decode_residuals` documents), so kernels can be called directly.
+    fn raw_table(book: &TokenCodebook) -> Vec<f32> {
+        let dim = book.dim();
+        let bits = book.bits() as usize;
+        let levels = 1usize << bits;
+        let bytes = book.to_bytes();
+        let floats: Vec<f32> =
+            bytes[16..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let weights = &floats[book.centroids().len() + dim * (levels - 1)..];
+        let per = 8 / bits;
+        let mut table = Vec::new();
+        for pos in 0..dim / per {
+            for byte in 0..256usize {
+                for j in 0..per {
+                    let d = pos * per + j;
+                    table.push(weights[d * levels + ((byte >> (j * bits)) & (levels - 1))]);
+                }
+            }
+        }
+        table
+    }
+}
