@@ -207,3 +207,52 @@ pub fn collection_ops(dir: &Path, data: &[u8]) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
+
+/// Arbitrary bytes as a token-codebook section (a segment's `token_centroids`, the catalog's `t`
+/// record) followed by centroid ids and residual codes: parsing returns a codebook or an error; a
+/// parsed codebook round-trips through its bytes, and decoding and scoring arbitrary ids give
+/// values (finite for in-range ids) or errors, never a panic.
+///
+/// Layout of `data`: byte 0 picks the dimension (1 + b % 64), bytes 1..3 the section length (u16
+/// LE), then the section, then u16 ids and the ids' residual codes.
+pub fn token_codebook_bytes(data: &[u8]) -> Result<(), String> {
+    use crate::encode::codec::TokenCodebook;
+    use crate::encode::maxsim::{DocTokens, ResidualTokens};
+    if data.len() < 3 {
+        return Ok(());
+    }
+    let dim = 1 + data[0] as usize % 64;
+    let len = (u16::from_le_bytes([data[1], data[2]]) as usize).min(data.len() - 3);
+    let (section, rest) = data[3..].split_at(len);
+    let Ok(book) = TokenCodebook::from_bytes(section, dim) else { return Ok(()) };
+    match TokenCodebook::from_bytes(&book.to_bytes(), dim) {
+        Ok(again) if again == book => {}
+        other => return Err(format!("a parsed codebook does not round-trip: {other:?}")),
+    }
+    let rb = book.residual_bytes();
+    let tokens = rest.len() / (2 + rb);
+    let (id_bytes, codes) = rest.split_at(tokens * 2);
+    let ids: Vec<u16> = id_bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let codes = &codes[..tokens * rb];
+    let in_range = ids.iter().all(|&c| (c as usize) < book.centroid_count());
+    let query: Vec<f32> = (0..dim * 2).map(|i| ((i % 7) as f32 - 3.0) / 4.0).collect();
+    let table = book.interaction_table(&query);
+    let score = table.score(&ids);
+    if in_range != score.is_ok() {
+        return Err(format!("centroid interaction of ids (in range: {in_range}) gave {score:?}"));
+    }
+    let _ = table.top_centroids(3);
+    let mut out = vec![0f32; tokens * dim];
+    let decoded = book.decode_many(&ids, codes, &mut out);
+    if in_range != decoded.is_ok() || (decoded.is_ok() && out.iter().any(|v| !v.is_finite())) {
+        return Err(format!("decoding ids (in range: {in_range}) gave {decoded:?}"));
+    }
+    if rb > 0 && tokens > 0 {
+        let q = MaxSimQuery::new(&TokenMatrix::new(&query, dim).map_err(|e| e.to_string())?);
+        let s = q.score(DocTokens::Residual(ResidualTokens { ids: &ids, codes, codebook: &book }));
+        if in_range != s.is_ok() {
+            return Err(format!("MaxSim over residual tokens (ids in range: {in_range}) gave {s:?}"));
+        }
+    }
+    Ok(())
+}

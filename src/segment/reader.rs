@@ -528,6 +528,22 @@ impl SegmentReader {
         }
     }
 
+    /// Starts reading the centroid ids of `ordinals`' tokens (before the cheap stage scores them).
+    pub fn prefetch_token_codes(&self, ordinals: &[u32]) {
+        let Some(e) = self.inner.sections.get(&SectionKind::TokenCodes) else { return };
+        let n = self.doc_count();
+        for &o in ordinals {
+            if (o as usize) < n {
+                let rows = self.token_range(o as usize);
+                self.inner.map.will_need_once(
+                    &self.inner.prefetched,
+                    (e.offset + rows.start * 2) as usize,
+                    ((rows.end - rows.start) * 2) as usize,
+                );
+            }
+        }
+    }
+
     /// The PQ code of document `ordinal`.
     pub fn pq_code(&self, ordinal: usize) -> &[u8] {
         let m = self.pq_subspaces();

@@ -79,9 +79,12 @@ pub struct Args {
     /// Untimed passes over the queries before each setting is timed (warm page cache).
     #[arg(long, default_value_t = 1)]
     warmup: usize,
-    /// Token storage when building (f32, f16, bf16).
+    /// Token storage when building (f32, f16, bf16, residual1, residual2, residual4).
     #[arg(long, default_value = "f16")]
     storage: String,
+    /// Draw the sweep as a recall@10-vs-latency curve (SVG), exact MaxSim marked.
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Token codebook centroids when building (a multiple of 16; default: automatic).
     #[arg(long)]
     token_centroids: Option<u32>,
@@ -345,6 +348,7 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
     // settings are measured (at 1M documents the corpus alone is 8 GB).
     drop(docs_owned);
     let mut cold_settings: Vec<(SearchParams, serde_json::Value, f64)> = Vec::new();
+    let mut plotted: Vec<crate::plot::Point> = Vec::new();
     for s in settings {
         let params = SearchParams {
             candidates: s.candidates,
@@ -418,6 +422,16 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
             "ball_carving": params.ball_carving,
         });
         let mut out = line(params_json.clone(), &ranked, &lat, qps, profile);
+        plotted.push(crate::plot::Point {
+            recall: out["recall@10"].as_f64().unwrap_or(0.0),
+            p50_ms: percentile(&lat, 50.0),
+            label: format!(
+                "c{} r{} p{}",
+                params.candidates.map_or("*".into(), |c| c.to_string()),
+                params.rerank.map_or("*".into(), |c| c.to_string()),
+                params.probe.map_or("*".into(), |c| c.to_string())
+            ),
+        });
         out["stage_counts"] = counts;
         out["bytes_per_token"] = round(bytes_per_token).into();
         out["storage"] = storage_name.clone().into();
@@ -462,6 +476,16 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
                 })
             );
         }
+    }
+    if let Some(file) = &args.plot {
+        let exact = exact_line.as_ref().map(|v| crate::plot::Point {
+            recall: v["recall@10"].as_f64().unwrap_or(1.0),
+            p50_ms: v["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
+            label: "exact".into(),
+        });
+        let title = format!("{} ({} docs, storage {storage_name})", work.name, work.n_docs);
+        crate::plot::draw(file, &title, &plotted, exact.as_ref())?;
+        eprintln!("plot: {}", file.display());
     }
     if let Some(v) = exact_line {
         println!("{v}");

@@ -10,6 +10,7 @@ mod demo;
 mod exact;
 mod import;
 mod inspect;
+mod plot;
 
 use clap::{Parser, Subcommand};
 
