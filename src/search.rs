@@ -86,10 +86,18 @@ impl SearchParams {
     pub const DEFAULT_CANDIDATES: usize = 300;
     /// Default FDE candidates with the cheap stage for larger collections.
     pub const DEFAULT_CANDIDATES_LARGE: usize = 600;
-    /// Default exact reranks after the cheap stage.
+    /// Default exact reranks after the cheap stage: `DEFAULT_EXACT_BUDGET / query tokens` within
+    /// `DEFAULT_EXACT..=MAX_DEFAULT_EXACT` (an exact score costs in proportion to the query's
+    /// tokens, so short queries afford deeper reranks at the same cost).
     pub const DEFAULT_EXACT: usize = 64;
-    /// Centroid lists a query probes by default, spread over its tokens: `probe` defaults to
-    /// `DEFAULT_PROBED_LISTS / query tokens`, within `1..=`[`SearchParams::MAX_DEFAULT_PROBE`].
+    /// Largest default exact rerank (queries of four tokens or fewer).
+    pub const MAX_DEFAULT_EXACT: usize = 128;
+    /// Query tokens × exact reranks spent by default.
+    pub const DEFAULT_EXACT_BUDGET: usize = 512;
+    /// Longest query that probes the inverted lists by default.
+    pub const SHORT_QUERY_TOKENS: usize = 8;
+    /// Centroid lists a short query probes by default, spread over its tokens: `probe` defaults
+    /// to `DEFAULT_PROBED_LISTS / query tokens` within `2..=`[`SearchParams::MAX_DEFAULT_PROBE`].
     pub const DEFAULT_PROBED_LISTS: usize = 32;
     /// Largest default `probe` (a one- to four-token query).
     pub const MAX_DEFAULT_PROBE: usize = 8;
@@ -100,21 +108,31 @@ impl SearchParams {
     /// [`SearchParams::default_rerank`] of them.
     ///
     /// The defaults were set from `quiver bench` (recall@10 against exact MaxSim, 4,096-centroid
-    /// codebooks): with 300 FDE candidates and 64 exact reranks, nfcorpus-mini (1-8-token queries)
-    /// went from 0.933 without inverted lists to 0.953 probing 8 lists per token; scifact-mini
-    /// cut to 1-token queries from 0.944 to 0.986, cut to 3 tokens from 0.988 to 0.996; whole
-    /// scifact-mini queries (21 tokens) reach 1.0. With only 100 FDE candidates the lists matter
-    /// more: nfcorpus-mini 0.773 → 0.947 (2 lists per token), 1-token scifact-mini 0.80 → 0.96.
+    /// codebooks, AVX2 machine). Inverted lists: with 300 FDE candidates and 64 exact reranks,
+    /// nfcorpus-mini (1-8-token queries) went from 0.933 without them to 0.953 probing 8 lists per
+    /// token, scifact-mini cut to 1-token queries from 0.944 to 0.986; with 100 FDE candidates
+    /// nfcorpus-mini 0.773 → 0.947. Long queries gain nothing from them and pay for the extra
+    /// candidates (generated 5,183 × 180-240 tokens, 19-token queries: 0.999 at 7.7 ms without,
+    /// 1.0 at 11.6 ms probing 1 list per token), so they probe none. Exact depth by query length:
+    /// 20,000 generated documents, 2-token queries, 0.923 / 0.973 / 0.992 at 64 / 128 / 256
+    /// reranks; with 512 / query tokens within 64..=128, nfcorpus-mini 0.977, scifact-mini cut to
+    /// 1 / 3 tokens 0.992 / 1.0, whole scifact-mini queries 1.0.
     pub fn stages(&self, documents: usize, query_tokens: usize) -> Stages {
         let large = documents > Self::LARGE_COLLECTION_DOCS;
         let candidates = self
             .candidates
             .unwrap_or(if large { Self::DEFAULT_CANDIDATES_LARGE } else { Self::DEFAULT_CANDIDATES })
             .max(self.k);
-        let rerank = self.rerank.unwrap_or(Self::DEFAULT_EXACT).max(self.k);
-        let probe = self
-            .probe
-            .unwrap_or_else(|| (Self::DEFAULT_PROBED_LISTS / query_tokens.max(1)).clamp(1, Self::MAX_DEFAULT_PROBE));
+        let q = query_tokens.max(1);
+        let rerank = self
+            .rerank
+            .unwrap_or((Self::DEFAULT_EXACT_BUDGET / q).clamp(Self::DEFAULT_EXACT, Self::MAX_DEFAULT_EXACT))
+            .max(self.k);
+        let probe = self.probe.unwrap_or(if q <= Self::SHORT_QUERY_TOKENS {
+            (Self::DEFAULT_PROBED_LISTS / q).clamp(2, Self::MAX_DEFAULT_PROBE)
+        } else {
+            0
+        });
         Stages { candidates, rerank, probe }
     }
 

@@ -88,6 +88,10 @@ pub struct Args {
     /// Token codebook centroids when building (a multiple of 16; default: automatic).
     #[arg(long)]
     token_centroids: Option<u32>,
+    /// Build without a token codebook (no cheap stage, no inverted lists: the FDE candidates are
+    /// reranked exactly, as before token codebooks existed), for side-by-side comparisons.
+    #[arg(long, conflicts_with = "token_centroids")]
+    no_token_codebook: bool,
     /// Documents per flushed segment when building.
     #[arg(long, default_value_t = 262_144)]
     segment_docs: usize,
@@ -219,6 +223,9 @@ fn build(args: &Args, work: &Workload, path: &Path) -> Result<(Collection, f64),
     options.storage = TokenStorage::from_name(&args.storage).map_err(|e| e.to_string())?;
     if let (Some(k), Some(book)) = (args.token_centroids, options.token_codebook.as_mut()) {
         book.centroids = Some(k);
+    }
+    if args.no_token_codebook {
+        options.token_codebook = None;
     }
     let t = Instant::now();
     let c = Collection::create(path, options, open).map_err(|e| e.to_string())?;
@@ -417,7 +424,14 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
             "k": args.k,
             "candidates": params.candidates.map_or("auto".to_string(), |c| c.to_string()),
             "probe": params.probe.map_or("auto".to_string(), |p| p.to_string()),
-            "rerank": params.rerank.unwrap_or(stages.rerank),
+            "rerank": params.rerank.map_or(
+                if args.dataset.is_some() {
+                    "auto (by query length)".to_string()
+                } else {
+                    format!("auto ({} for {}-token queries)", stages.rerank, args.query_tokens)
+                },
+                |r| r.to_string()
+            ),
             "list_size": params.list_size.map_or("auto".to_string(), |l| l.to_string()),
             "ball_carving": params.ball_carving,
         });
