@@ -91,7 +91,7 @@ impl SearchParams {
     /// tokens, so short queries afford deeper reranks at the same cost).
     pub const DEFAULT_EXACT: usize = 64;
     /// Largest default exact rerank (queries of four tokens or fewer).
-    pub const MAX_DEFAULT_EXACT: usize = 128;
+    pub const MAX_DEFAULT_EXACT: usize = 100;
     /// Query tokens × exact reranks spent by default.
     pub const DEFAULT_EXACT_BUDGET: usize = 512;
     /// Longest query that probes the inverted lists by default.
@@ -115,8 +115,9 @@ impl SearchParams {
     /// candidates (generated 5,183 × 180-240 tokens, 19-token queries: 0.999 at 7.7 ms without,
     /// 1.0 at 11.6 ms probing 1 list per token), so they probe none. Exact depth by query length:
     /// 20,000 generated documents, 2-token queries, 0.923 / 0.973 / 0.992 at 64 / 128 / 256
-    /// reranks; with 512 / query tokens within 64..=128, nfcorpus-mini 0.977, scifact-mini cut to
-    /// 1 / 3 tokens 0.992 / 1.0, whole scifact-mini queries 1.0.
+    /// reranks; with 512 / query tokens within 64..=100 (the cheap stage exists so that few are
+    /// reranked): that set 0.960, nfcorpus-mini 0.973, scifact-mini cut to 1 / 3 / 5 tokens
+    /// 0.988 / 1.0 / 1.0, whole scifact-mini queries 1.0.
     pub fn stages(&self, documents: usize, query_tokens: usize) -> Stages {
         let large = documents > Self::LARGE_COLLECTION_DOCS;
         let candidates = self
