@@ -18,6 +18,7 @@
 //! Training is deterministic for a given sample and seed (Lloyd's k-means from sampled points,
 //! emptied clusters re-seeded with the worst-served point).
 
+use crate::encode::pq::sample_indices;
 use crate::encode::rng::SplitMix64;
 use crate::encode::simd::{self, Rounding, MAT_MUL_COL_BLOCK};
 use crate::error::{Error, Result};
@@ -403,7 +404,15 @@ impl TokenCodebook {
             }
             return Ok(());
         }
-        simd::decode_residuals(self.bits, &self.byte_table, &self.centroids, self.dim, ids, codes, out);
+        let src = simd::ResidualCodes {
+            bits: self.bits,
+            table: &self.byte_table,
+            centroids: &self.centroids,
+            dim: self.dim,
+            ids,
+            codes,
+        };
+        simd::decode_residuals(src, out);
         if self.unit_norm {
             out.chunks_exact_mut(self.dim).for_each(normalize);
         }
@@ -522,21 +531,6 @@ fn check_bits(dim: usize, bits: u8) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// `k` distinct indices of `0..n` (all of them when `n ≤ k`), sorted, by a partial Fisher–Yates.
-fn sample_indices(n: usize, k: usize, rng: &mut SplitMix64) -> Vec<usize> {
-    if n <= k {
-        return (0..n).collect();
-    }
-    let mut all: Vec<usize> = (0..n).collect();
-    for i in 0..k {
-        let j = i + rng.below((n - i) as u64) as usize;
-        all.swap(i, j);
-    }
-    all.truncate(k);
-    all.sort_unstable();
-    all
 }
 
 /// A query's centroid-interaction table: `T[c][i] = ⟨q_i, C_c⟩`, query lanes padded to 16.

@@ -385,7 +385,7 @@ impl AdcTable {
 
 /// `k` distinct indices of `0..n` (all of them, in order, when `n ≤ k`), by a partial
 /// Fisher–Yates shuffle; sorted so reads of the input stay sequential.
-fn sample_indices(n: usize, k: usize, rng: &mut SplitMix64) -> Vec<usize> {
+pub(crate) fn sample_indices(n: usize, k: usize, rng: &mut SplitMix64) -> Vec<usize> {
     if n <= k {
         return (0..n).collect();
     }

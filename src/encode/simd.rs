@@ -155,34 +155,34 @@ pub fn centroid_interaction_with(isa: Isa, table: &[f32], lanes: usize, rows: us
     }
 }
 
-/// Decodes residual-coded tokens: `out[t][d] = centroids[ids[t]][d] + w_d[code(t, d)]`. Token
-/// `t`'s codes are `dim × bits / 8` bytes at `codes[t × dim × bits / 8..]`, `bits` per dimension,
-/// little-endian within each byte; `table` holds, per byte position `p` and byte value `v`, the
-/// `8 / bits` decoded residuals of the dimensions that byte codes (`[p][v][j]`).
-pub fn decode_residuals(
-    bits: u8,
-    table: &[f32],
-    centroids: &[f32],
-    dim: usize,
-    ids: &[u16],
-    codes: &[u8],
-    out: &mut [f32],
-) {
-    decode_residuals_with(Isa::detect(), bits, table, centroids, dim, ids, codes, out)
+/// Residual-coded tokens to decode: token `t`'s codes are `dim × bits / 8` bytes at
+/// `codes[t × dim × bits / 8..]`, `bits` per dimension, little-endian within each byte; `table`
+/// holds, per byte position `p` and byte value `v`, the `8 / bits` decoded residuals of the
+/// dimensions that byte codes (`[p][v][j]`); `centroids` is `k × dim`.
+#[derive(Clone, Copy, Debug)]
+pub struct ResidualCodes<'a> {
+    /// Bits per dimension: 1, 2 or 4.
+    pub bits: u8,
+    /// The per-byte-position decode table.
+    pub table: &'a [f32],
+    /// The codebook's centroids.
+    pub centroids: &'a [f32],
+    /// Token dimension.
+    pub dim: usize,
+    /// Centroid id of each token.
+    pub ids: &'a [u16],
+    /// The tokens' residual codes.
+    pub codes: &'a [u8],
+}
+
+/// Decodes residual-coded tokens: `out[t][d] = centroids[ids[t]][d] + w_d[code(t, d)]`.
+pub fn decode_residuals(src: ResidualCodes<'_>, out: &mut [f32]) {
+    decode_residuals_with(Isa::detect(), src, out)
 }
 
 /// [`decode_residuals`] with a chosen instruction set (checked against the detected one).
-#[allow(clippy::too_many_arguments)]
-pub fn decode_residuals_with(
-    isa: Isa,
-    bits: u8,
-    table: &[f32],
-    centroids: &[f32],
-    dim: usize,
-    ids: &[u16],
-    codes: &[u8],
-    out: &mut [f32],
-) {
+pub fn decode_residuals_with(isa: Isa, src: ResidualCodes<'_>, out: &mut [f32]) {
+    let ResidualCodes { bits, table, centroids, dim, ids, codes } = src;
     let b = bits as usize;
     assert!(matches!(bits, 1 | 2 | 4) && dim > 0 && (dim * b).is_multiple_of(8));
     let rb = dim * b / 8;

@@ -195,7 +195,7 @@ fn inverted_lists_recover_short_queries_the_fde_misses() {
     assert!(with > without + 0.05 && with >= 0.85, "recall@10 without lists {without}, with {with}");
     let (_, profile) = c.search_profiled(data.queries.get(0).as_slice(), &probed).unwrap();
     assert!(profile.postings_candidates > 0 && profile.cheap_scored > profile.fde_candidates, "{profile:?}");
-    assert!(profile.reranked <= 64, "the exact stage stays small: {profile:?}");
+    assert!(profile.reranked <= SearchParams::MAX_DEFAULT_EXACT as u64, "the exact stage stays small: {profile:?}");
 }
 
 #[test]

@@ -19,9 +19,8 @@ fn compat(path: &str) -> PathBuf {
 const A: [f32; 8] = [0.5, -0.5, 0.25, 0.0, 0.1, 0.2, 0.3, 0.4];
 const B: [f32; 4] = [1.0, 0.0, 0.0, 0.0];
 
-/// Two documents (ids 10 and 11, f16 tokens A and B, a payload on the first), written with
-/// the current format; with a graph over them.
-fn write_current(path: &Path) {
+/// The fixtures' 4-dimensional FDE encoder and PQ training parameters.
+fn tiny_encoder_and_pq() -> (Arc<FdeEncoder>, PqSource) {
     let params = FdeParams {
         dim: 4,
         k_sim: 1,
@@ -32,7 +31,13 @@ fn write_current(path: &Path) {
         seed: 1,
     };
     let encoder = Arc::new(FdeEncoder::new(params).unwrap());
-    let pq = PqSource::Train(PqParams { subspaces: 2, iterations: 2, max_training_vectors: 8, seed: 1 });
+    (encoder, PqSource::Train(PqParams { subspaces: 2, iterations: 2, max_training_vectors: 8, seed: 1 }))
+}
+
+/// Two documents (ids 10 and 11, f16 tokens A and B, a payload on the first), written with
+/// the current format; with a graph over them.
+fn write_current(path: &Path) {
+    let (encoder, pq) = tiny_encoder_and_pq();
     let graph = GraphConfig {
         params: VamanaParams { max_degree: 2, build_list: 4, ..VamanaParams::default() },
         build_dim: 4,
@@ -85,17 +90,7 @@ fn format_v2_segment_still_reads() {
 /// Format 3: the same two documents stored as residual2 with a token codebook, centroid ids and
 /// inverted lists.
 fn write_v3(path: &Path) {
-    let params = FdeParams {
-        dim: 4,
-        k_sim: 1,
-        projection: Projection::CountSketch { d_proj: 2 },
-        r_reps: 1,
-        fill_empty: true,
-        final_dim: None,
-        seed: 1,
-    };
-    let encoder = Arc::new(FdeEncoder::new(params).unwrap());
-    let pq = PqSource::Train(PqParams { subspaces: 2, iterations: 2, max_training_vectors: 8, seed: 1 });
+    let (encoder, pq) = tiny_encoder_and_pq();
     let training: Vec<f32> = A.iter().chain(&B).copied().collect();
     let book = quiverdb::encode::codec::TokenCodebook::train(
         &training,

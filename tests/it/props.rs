@@ -216,7 +216,8 @@ mod codec {
             let table = raw_table(&raw);
             for isa in Isa::available() {
                 let mut got = vec![0f32; n * dim];
-                simd::decode_residuals_with(isa, bits, &table, raw.centroids(), dim, &ids, &codes, &mut got);
+                let src = simd::ResidualCodes { bits, table: &table, centroids: raw.centroids(), dim, ids: &ids, codes: &codes };
+                simd::decode_residuals_with(isa, src, &mut got);
                 prop_assert_eq!(&got, &want, "decode kernel {}", isa.name());
             }
         }
