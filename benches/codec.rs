@@ -49,14 +49,14 @@ fn main() {
     }
     let mut ids = vec![0u16; tokens];
     if on("assign") {
-        let s = timed(1, || book.assign(&all, &mut ids));
+        let s = timed(1, || book.assign(&all, &mut ids).unwrap());
         let gflops = 2.0 * tokens as f64 * k as f64 * dim as f64 / s / 1e9;
         println!(
             "{}",
             serde_json::json!({"bench": "assign", "tokens": tokens, "k": k, "tokens_per_s": tokens as f64 / s, "gflop_s": gflops})
         );
     }
-    book.assign(&all, &mut ids);
+    book.assign(&all, &mut ids).unwrap();
     let doc = corpus.docs.get(0);
     let rows = doc.rows();
     let doc_ids = &ids[..rows];
@@ -83,7 +83,7 @@ fn main() {
     for ((t, &id), c) in
         doc.as_slice().chunks_exact(dim).zip(doc_ids).zip(codes.chunks_exact_mut(book.residual_bytes()))
     {
-        book.encode_residual(t, id, c);
+        book.encode_residual(t, id, c).unwrap();
     }
     let mut out = vec![0f32; rows * dim];
     if on("decode") {

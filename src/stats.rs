@@ -102,8 +102,7 @@ pub(crate) fn collect(view: &StatsView<'_>) -> Result<CollectionStats> {
         token_bytes += r.token_bytes();
         if let (Some(key), Some(book)) = (r.token_codebook_key(), r.token_codebook()) {
             if token_books.insert(key) {
-                // Centroids, their transpose and norms, the decode table.
-                ram += (book.centroids().len() as u64 * 2 + book.centroid_count() as u64) * 4 + 8 * 1024;
+                ram += book.resident_bytes();
             }
         }
         segments.push(SegmentStatsInfo {

@@ -289,10 +289,30 @@ impl TokenCodebook {
         self.dim * self.bits as usize / 8
     }
 
-    /// The nearest centroid (squared L2; first on ties) of every `dim`-wide row of `tokens`.
-    pub fn assign(&self, tokens: &[f32], ids: &mut [u16]) {
+    /// The nearest centroid (squared L2; first on ties) of every `dim`-wide row of `tokens`, one
+    /// id per row into `ids`.
+    pub fn assign(&self, tokens: &[f32], ids: &mut [u16]) -> Result<()> {
+        if tokens.len() != ids.len() * self.dim {
+            return Err(Error::InvalidInput(format!(
+                "{} values are not {} tokens of dimension {}",
+                tokens.len(),
+                ids.len(),
+                self.dim
+            )));
+        }
         let mut dist = vec![0f32; ids.len()];
         self.assign_with_distance(tokens, ids, &mut dist);
+        Ok(())
+    }
+
+    /// Bytes this codebook keeps in memory: centroids, their half norms, the residual buckets and
+    /// the decode table.
+    pub fn resident_bytes(&self) -> u64 {
+        4 * (self.centroids.len()
+            + self.half_norms.len()
+            + self.cutoffs.len()
+            + self.weights.len()
+            + self.byte_table.len()) as u64
     }
 
     /// [`TokenCodebook::assign_with_distance`] in parallel tasks on the current rayon pool.
@@ -345,9 +365,19 @@ impl TokenCodebook {
     }
 
     /// The residual codes of `token` against centroid `id` into `out` (`residual_bytes()` long).
-    pub fn encode_residual(&self, token: &[f32], id: u16, out: &mut [u8]) {
+    /// Errors for a codebook without residuals, wrong lengths or an id beyond the codebook.
+    pub fn encode_residual(&self, token: &[f32], id: u16, out: &mut [u8]) -> Result<()> {
         let bits = self.bits as usize;
-        assert!(bits > 0 && token.len() == self.dim && out.len() == self.residual_bytes());
+        if bits == 0 || token.len() != self.dim || out.len() != self.residual_bytes() || id as usize >= self.k {
+            return Err(Error::InvalidInput(format!(
+                "residual encoding of a {}-value token against centroid {id} into {} bytes (codebook: {} \
+                 centroids of dimension {}, {bits}-bit residuals)",
+                token.len(),
+                out.len(),
+                self.k,
+                self.dim
+            )));
+        }
         out.fill(0);
         let c = &self.centroids[id as usize * self.dim..(id as usize + 1) * self.dim];
         for (d, (&x, &cv)) in token.iter().zip(c).enumerate() {
@@ -357,40 +387,29 @@ impl TokenCodebook {
             let code = cuts.iter().take_while(|&&t| t < r).count() as u8;
             out[d * bits / 8] |= code << ((d * bits) % 8);
         }
+        Ok(())
     }
 
     /// Decodes one token (`id`, its residual codes) into `out` (`dim` long). With `bits == 0` the
     /// token is its centroid.
     pub fn decode(&self, id: u16, codes: &[u8], out: &mut [f32]) -> Result<()> {
-        let dim = self.dim;
-        let c = self.centroids.get(id as usize * dim..(id as usize + 1) * dim).ok_or_else(|| {
-            Error::InvalidInput(format!("centroid id {id} is beyond the codebook's {} centroids", self.k))
-        })?;
-        assert!(out.len() == dim && codes.len() == self.residual_bytes());
-        if self.bits == 0 {
-            out.copy_from_slice(c);
-            return Ok(());
-        }
-        let unit = self.unit_norm;
-        let per = 8 / self.bits as usize;
-        for (pos, ((o, cv), &byte)) in out.chunks_exact_mut(per).zip(c.chunks_exact(per)).zip(codes).enumerate() {
-            let at = (pos * 256 + byte as usize) * per;
-            let w = &self.byte_table[at..at + per];
-            for j in 0..per {
-                o[j] = cv[j] + w[j];
-            }
-        }
-        if unit {
-            normalize(out);
-        }
-        Ok(())
+        self.decode_many(&[id], codes, out)
     }
 
     /// Decodes `ids.len()` tokens whose residual codes are consecutive in `codes`. A centroid id
     /// beyond the codebook is an error.
     pub fn decode_many(&self, ids: &[u16], codes: &[u8], out: &mut [f32]) -> Result<()> {
         let rb = self.residual_bytes();
-        assert!(codes.len() == ids.len() * rb && out.len() == ids.len() * self.dim);
+        if codes.len() != ids.len() * rb || out.len() != ids.len() * self.dim {
+            return Err(Error::InvalidInput(format!(
+                "decoding {} tokens needs {} code bytes and {} outputs, got {} and {}",
+                ids.len(),
+                ids.len() * rb,
+                ids.len() * self.dim,
+                codes.len(),
+                out.len()
+            )));
+        }
         if let Some(&bad) = ids.iter().find(|&&c| c as usize >= self.k) {
             return Err(Error::InvalidInput(format!(
                 "centroid id {bad} is beyond the codebook's {} centroids",
@@ -585,16 +604,8 @@ impl CentroidTable {
     /// Centroid interaction: `Σ_i max_j T[ids[j]][i]` (0 for an empty document). An id beyond the
     /// table is an error (a damaged token-codes section), never a wrong score.
     pub fn score(&self, ids: &[u16]) -> Result<f32> {
-        if ids.is_empty() {
-            return Ok(0.0);
-        }
-        if let Some(&bad) = ids.iter().find(|&&c| c as usize >= self.k) {
-            return Err(Error::InvalidInput(format!(
-                "centroid id {bad} is beyond the codebook's {} centroids",
-                self.k
-            )));
-        }
-        Ok(simd::centroid_interaction_with(simd::Isa::detect(), &self.table, self.lanes, self.rows, ids))
+        simd::centroid_interaction(&self.table, self.lanes, self.rows, ids)
+            .ok_or_else(|| Error::InvalidInput(format!("a centroid id is beyond the codebook's {} centroids", self.k)))
     }
 }
 
@@ -621,7 +632,7 @@ mod tests {
         let b = TokenCodebook::train(&x, dim, 2, &p).unwrap();
         assert_eq!(a, b);
         let mut ids = vec![0u16; 2000];
-        a.assign(&x, &mut ids);
+        a.assign(&x, &mut ids).unwrap();
         for (i, row) in x.chunks_exact(dim).enumerate().take(200) {
             let d = |c: usize| -> f32 {
                 row.iter().zip(&a.centroids()[c * dim..(c + 1) * dim]).map(|(p, q)| (p - q) * (p - q)).sum()
@@ -640,13 +651,13 @@ mod tests {
             let p = TokenCodebookParams { centroids: Some(64), ..Default::default() };
             let book = TokenCodebook::train(&x, dim, bits, &p).unwrap();
             let mut ids = vec![0u16; 3000];
-            book.assign(&x, &mut ids);
+            book.assign(&x, &mut ids).unwrap();
             let mut codes = vec![0u8; book.residual_bytes()];
             let mut out = vec![0f32; dim];
             let mut err = 0f64;
             for (row, &id) in x.chunks_exact(dim).zip(&ids) {
                 if bits > 0 {
-                    book.encode_residual(row, id, &mut codes);
+                    book.encode_residual(row, id, &mut codes).unwrap();
                 }
                 book.decode(id, &codes, &mut out).unwrap();
                 err += row.iter().zip(&out).map(|(a, b)| ((a - b) * (a - b)) as f64).sum::<f64>();
@@ -683,7 +694,7 @@ mod tests {
         let book = TokenCodebook::train(&constant, dim, 2, &TokenCodebookParams::default()).unwrap();
         let mut out = vec![0f32; dim];
         let mut codes = vec![0u8; book.residual_bytes()];
-        book.encode_residual(&constant[..dim], 0, &mut codes);
+        book.encode_residual(&constant[..dim], 0, &mut codes).unwrap();
         book.decode(0, &codes, &mut out).unwrap();
         assert!(out.iter().all(|v| (v - 0.25).abs() < 1e-6));
         assert!(TokenCodebook::train(&[], dim, 2, &TokenCodebookParams::default()).is_err());

@@ -123,36 +123,33 @@ fn add_rows_into_portable(sums: &mut [f32], dim: usize, rows: &[f32], target: &[
 
 /// Centroid interaction (PLAID's cheap score): `Σ_{i < rows} max_j table[ids[j] · lanes + i]`,
 /// where `table` holds one row of `lanes` query-token scores per centroid (`lanes` a multiple of
-/// 16, padding lanes ignored). One table row per document token, no dot products.
-pub fn centroid_interaction(table: &[f32], lanes: usize, rows: usize, ids: &[u16]) -> f32 {
-    assert!(lanes.is_multiple_of(16) && rows <= lanes && table.len().is_multiple_of(lanes.max(1)));
-    let k = table.len() / lanes.max(1);
-    assert!(ids.iter().all(|&c| (c as usize) < k), "centroid id beyond the table");
-    if ids.is_empty() {
-        return 0.0;
-    }
+/// 16, padding lanes ignored). One table row per document token, no dot products. 0 for no ids;
+/// `None` when an id is beyond the table (checked once, before the kernel runs).
+pub fn centroid_interaction(table: &[f32], lanes: usize, rows: usize, ids: &[u16]) -> Option<f32> {
     centroid_interaction_with(Isa::detect(), table, lanes, rows, ids)
 }
 
 /// [`centroid_interaction`] with a chosen instruction set (checked against the detected one),
 /// for tests and benchmarks.
-pub fn centroid_interaction_with(isa: Isa, table: &[f32], lanes: usize, rows: usize, ids: &[u16]) -> f32 {
+pub fn centroid_interaction_with(isa: Isa, table: &[f32], lanes: usize, rows: usize, ids: &[u16]) -> Option<f32> {
     assert!(lanes.is_multiple_of(16) && rows <= lanes && table.len().is_multiple_of(lanes.max(1)));
     let k = table.len() / lanes.max(1);
-    assert!(ids.iter().all(|&c| (c as usize) < k), "centroid id beyond the table");
+    if ids.iter().any(|&c| c as usize >= k) {
+        return None;
+    }
     if ids.is_empty() {
-        return 0.0;
+        return Some(0.0);
     }
     let isa = if isa.supported() { isa } else { Isa::Portable };
-    match isa {
+    Some(match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` is one `Isa::supported` accepts (runtime detection, module docs), so AVX2
-        // is there; every id indexes a whole table row (asserted above) and `ids` is not empty.
+        // is there; every id indexes a whole table row (checked above) and `ids` is not empty.
         // AVX-512 machines take the AVX2 kernel: a 512-bit version gained nothing measurable on
         // double-pumped units and could not be tested on the AVX2-only development machine.
         Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => unsafe { x86::centroid_interaction_avx2(table, lanes, ids) },
         _ => centroid_interaction_portable(table, lanes, rows, ids),
-    }
+    })
 }
 
 /// Residual-coded tokens to decode: token `t`'s codes are `dim × bits / 8` bytes at

@@ -661,29 +661,29 @@ fn store_tokens(
     book: Option<&TokenCodebook>,
     given: Option<CodedTokens<'_>>,
 ) -> Result<StoredTokens> {
-    let ids_of = |v: &[f32]| -> Vec<u16> {
-        match (book, given) {
+    let ids_of = |v: &[f32]| -> Result<Vec<u16>> {
+        Ok(match (book, given) {
             (_, Some(g)) => g.ids.to_vec(),
             (Some(b), None) => {
                 let mut ids = vec![0u16; v.len() / b.dim()];
-                b.assign(v, &mut ids);
+                b.assign(v, &mut ids)?;
                 ids
             }
             (None, None) => Vec::new(),
-        }
+        })
     };
     match storage {
-        TokenStorage::F32 => Ok((values.iter().flat_map(|v| v.to_le_bytes()).collect(), None, ids_of(values))),
+        TokenStorage::F32 => Ok((values.iter().flat_map(|v| v.to_le_bytes()).collect(), None, ids_of(values)?)),
         TokenStorage::F16 | TokenStorage::Bf16 => {
             let bits = to_16bit(values, storage)?;
             let bytes = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
             let stored = from_16bit(&bits, storage)?;
-            let ids = ids_of(&stored);
+            let ids = ids_of(&stored)?;
             Ok((bytes, Some(stored), ids))
         }
         TokenStorage::Residual1 | TokenStorage::Residual2 | TokenStorage::Residual4 => {
             let book = book.ok_or_else(|| Error::InvalidInput("residual storage needs a token codebook".into()))?;
-            let ids = ids_of(values);
+            let ids = ids_of(values)?;
             let rb = book.residual_bytes();
             let bytes = match given {
                 Some(g) => g.residuals.to_vec(),
@@ -691,7 +691,7 @@ fn store_tokens(
                     let mut bytes = vec![0u8; ids.len() * rb];
                     for ((token, &id), out) in values.chunks_exact(book.dim()).zip(&ids).zip(bytes.chunks_exact_mut(rb))
                     {
-                        book.encode_residual(token, id, out);
+                        book.encode_residual(token, id, out)?;
                     }
                     bytes
                 }

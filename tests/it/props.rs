@@ -189,11 +189,11 @@ mod codec {
             prop_assert_eq!(book.unit_norm(), unit);
             prop_assert_eq!(TokenCodebook::from_bytes(&book.to_bytes(), dim).unwrap(), book.clone());
             let mut ids = vec![0u16; n];
-            book.assign(&x, &mut ids);
+            book.assign(&x, &mut ids).unwrap();
             let rb = book.residual_bytes();
             let mut codes = vec![0u8; n * rb];
             for ((t, &id), c) in x.chunks_exact(dim).zip(&ids).zip(codes.chunks_exact_mut(rb)) {
-                book.encode_residual(t, id, c);
+                book.encode_residual(t, id, c).unwrap();
             }
             let mut out = vec![0f32; n * dim];
             book.decode_many(&ids, &codes, &mut out).unwrap();
@@ -239,7 +239,7 @@ mod codec {
                 .map(|i| ids.iter().map(|&c| table[c as usize * lanes + i]).fold(f32::NEG_INFINITY, f32::max))
                 .sum();
             for isa in Isa::available() {
-                let got = simd::centroid_interaction_with(isa, &table, lanes, rows, &ids);
+                let got = simd::centroid_interaction_with(isa, &table, lanes, rows, &ids).unwrap();
                 prop_assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{} {} vs {}", isa.name(), got, want);
             }
         }
