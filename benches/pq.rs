@@ -98,6 +98,23 @@ fn train() {
     let t = Instant::now();
     trained.codebook.encode_batch(&fdes, &mut codes).unwrap();
     let encode_s = t.elapsed().as_secs_f64();
+    // One thread, one vector at a time (the whole codebook per vector) against blocks of vectors.
+    let sample = &fdes[..dim * n.min(2048)];
+    let mut one = vec![0u8; sample.len() / dim * trained.codebook.subspaces()];
+    let t = Instant::now();
+    for (v, c) in sample.chunks(dim).zip(one.chunks_mut(trained.codebook.subspaces())) {
+        trained.codebook.encode(v, c).unwrap();
+    }
+    let one_s = t.elapsed().as_secs_f64();
+    let mut many = vec![0u8; one.len()];
+    let t = Instant::now();
+    trained.codebook.encode_many(sample, &mut many).unwrap();
+    let many_s = t.elapsed().as_secs_f64();
+    assert_eq!(one, many, "block encoding must give the same codes");
+    let per_vector_1thread_us = serde_json::json!({
+        "one_at_a_time": one_s * 1e6 / (sample.len() / dim) as f64,
+        "blocks": many_s * 1e6 / (sample.len() / dim) as f64,
+    });
     let mean_norm2 = fdes.chunks(dim).map(|v| v.iter().map(|x| (x * x) as f64).sum::<f64>()).sum::<f64>() / n as f64;
     println!(
         "{}",
@@ -105,6 +122,7 @@ fn train() {
             "bench": "pq_train_encode", "n_fdes": n, "fde_dim": dim, "subspaces": params.subspaces,
             "iterations": params.iterations, "threads": rayon::current_num_threads(),
             "fde_encode_s": fde_s, "train_s": train_s, "encode_s": encode_s, "encode_fdes_per_s": n as f64 / encode_s,
+            "encode_us_per_fde_1thread": per_vector_1thread_us,
             "relative_distortion": trained.distortion / mean_norm2,
         })
     );

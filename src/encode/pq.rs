@@ -67,6 +67,9 @@ impl PqParams {
     }
 }
 
+/// Vectors [`PqCodebook::encode_many`] encodes per pass over the subspaces.
+pub const ENCODE_BLOCK: usize = 64;
+
 /// A trained codebook: `m` subspaces × 256 centroids × `dim / m` values.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PqCodebook {
@@ -193,12 +196,61 @@ impl PqCodebook {
         Ok(())
     }
 
-    /// Encodes many vectors (row-major) into consecutive codes, in parallel.
+    /// Encodes many vectors (row-major) into consecutive codes, in parallel (blocks of
+    /// [`ENCODE_BLOCK`] vectors, see [`PqCodebook::encode_many`]).
     pub fn encode_batch(&self, vectors: &[f32], codes: &mut [u8]) -> Result<()> {
-        if !vectors.len().is_multiple_of(self.dim) || codes.len() != vectors.len() / self.dim * self.subspaces {
-            return Err(Error::InvalidInput("encode_batch: vector and code buffers disagree in count".into()));
+        self.check_many(vectors, codes)?;
+        vectors
+            .par_chunks(self.dim * ENCODE_BLOCK)
+            .zip(codes.par_chunks_mut(self.subspaces * ENCODE_BLOCK))
+            .try_for_each(|(v, c)| self.encode_many(v, c))
+    }
+
+    /// Encodes many vectors (row-major) into consecutive codes on the calling thread, the same
+    /// codes as [`PqCodebook::encode`] one by one. Subspace by subspace for blocks of
+    /// [`ENCODE_BLOCK`] vectors, so one subspace's centroids (8 KB for 8-value subspaces) stay in
+    /// the L1 cache for the whole block instead of the whole codebook (10 MB for a 10,240-dim FDE)
+    /// streaming from memory for every vector: measured 8× faster per code (`cargo bench --bench pq`).
+    pub fn encode_many(&self, vectors: &[f32], codes: &mut [u8]) -> Result<()> {
+        self.check_many(vectors, codes)?;
+        let (m, sub_dim) = (self.subspaces, self.sub_dim());
+        let block = sub_dim * PQ_CENTROIDS;
+        let mut points = vec![0f32; ENCODE_BLOCK * sub_dim];
+        let mut assign = [0u8; ENCODE_BLOCK];
+        let mut dist = [0f32; ENCODE_BLOCK];
+        for (vs, cs) in vectors.chunks(self.dim * ENCODE_BLOCK).zip(codes.chunks_mut(m * ENCODE_BLOCK)) {
+            let n = cs.len() / m;
+            for s in 0..m {
+                for (i, v) in vs.chunks_exact(self.dim).enumerate() {
+                    points[i * sub_dim..(i + 1) * sub_dim].copy_from_slice(&v[s * sub_dim..(s + 1) * sub_dim]);
+                }
+                simd::nearest_centroid(
+                    &points[..n * sub_dim],
+                    sub_dim,
+                    &self.centroids_t[s * block..(s + 1) * block],
+                    &self.norms[s * PQ_CENTROIDS..(s + 1) * PQ_CENTROIDS],
+                    &mut assign[..n],
+                    &mut dist[..n],
+                );
+                for (i, &a) in assign[..n].iter().enumerate() {
+                    cs[i * m + s] = a;
+                }
+            }
         }
-        vectors.par_chunks(self.dim).zip(codes.par_chunks_mut(self.subspaces)).try_for_each(|(v, c)| self.encode(v, c))
+        Ok(())
+    }
+
+    fn check_many(&self, vectors: &[f32], codes: &[u8]) -> Result<()> {
+        if !vectors.len().is_multiple_of(self.dim) || codes.len() != vectors.len() / self.dim * self.subspaces {
+            return Err(Error::InvalidInput(format!(
+                "encoding {}-value vectors into {}-byte codes: {} values and {} code bytes disagree in count",
+                self.dim,
+                self.subspaces,
+                vectors.len(),
+                codes.len()
+            )));
+        }
+        Ok(())
     }
 
     /// The vector a code stands for.
@@ -486,6 +538,28 @@ mod tests {
     fn gaussian(n: usize, dim: usize, seed: u64) -> Vec<f32> {
         let mut rng = SplitMix64::new(seed);
         (0..n * dim).map(|_| rng.normal() as f32).collect()
+    }
+
+    #[test]
+    fn block_encoding_gives_the_codes_of_one_at_a_time() {
+        let dim = 40;
+        let data = gaussian(300, dim, 5);
+        let params = PqParams { subspaces: 5, iterations: 4, max_training_vectors: 300, seed: 9 };
+        let cb = PqCodebook::train(&data, dim, &params).unwrap().codebook;
+        let mut one = vec![0u8; 300 * 5];
+        for (v, c) in data.chunks(dim).zip(one.chunks_mut(5)) {
+            cb.encode(v, c).unwrap();
+        }
+        // Whole blocks, a short last block, the parallel wrapper.
+        for n in [ENCODE_BLOCK, ENCODE_BLOCK + 3, 300] {
+            let mut many = vec![0u8; n * 5];
+            cb.encode_many(&data[..n * dim], &mut many).unwrap();
+            assert_eq!(many, one[..n * 5]);
+        }
+        let mut batch = vec![0u8; 300 * 5];
+        cb.encode_batch(&data, &mut batch).unwrap();
+        assert_eq!(batch, one);
+        assert!(cb.encode_many(&data[..dim], &mut [0u8; 4]).is_err());
     }
 
     #[test]
