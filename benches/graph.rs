@@ -88,59 +88,65 @@ fn run(name: &str, docs: &MultiVectors, queries: &MultiVectors, with_full: bool)
                 v.iter_mut().for_each(|x| *x /= n);
             }
         }
-        let params = VamanaParams::default();
-        let t = Instant::now();
-        let (graph, stats) = build(vectors, target, &params).unwrap();
-        let build_s = t.elapsed().as_secs_f64();
-        for l in [32usize, 64, 100, 200, 400] {
-            let mut recall = 0.0;
-            let mut distances = 0u64;
+        let passes: Vec<u32> = std::env::var("QUIVERDB_BENCH_GRAPH_PASSES")
+            .ok()
+            .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+            .unwrap_or_else(|| vec![2]);
+        for pass_count in passes {
+            let params = VamanaParams { two_pass: pass_count == 2, ..VamanaParams::default() };
             let t = Instant::now();
-            for (table, truth) in tables.iter().zip(&truth) {
-                let mut s = SearchStats::default();
-                let found = beam_search(
-                    &graph,
-                    l.max(100),
-                    |i| table.score(&codes[i as usize * m..(i as usize + 1) * m]),
-                    |_| false,
-                    &mut s,
-                )
-                .unwrap();
-                distances += s.distance_computations;
-                recall += found.iter().take(100).filter(|f| truth.contains(&f.doc)).count() as f64
-                    / truth.len().min(100) as f64;
-            }
-            let qps = tables.len() as f64 / t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            tables.par_iter().for_each(|table| {
-                let mut s = SearchStats::default();
-                std::hint::black_box(
-                    beam_search(
+            let (graph, stats) = build(vectors.clone(), target, &params).unwrap();
+            let build_s = t.elapsed().as_secs_f64();
+            for l in [100usize, 200, 400] {
+                let mut recall = 0.0;
+                let mut distances = 0u64;
+                let t = Instant::now();
+                for (table, truth) in tables.iter().zip(&truth) {
+                    let mut s = SearchStats::default();
+                    let found = beam_search(
                         &graph,
                         l.max(100),
                         |i| table.score(&codes[i as usize * m..(i as usize + 1) * m]),
                         |_| false,
                         &mut s,
                     )
-                    .unwrap(),
+                    .unwrap();
+                    distances += s.distance_computations;
+                    recall += found.iter().take(100).filter(|f| truth.contains(&f.doc)).count() as f64
+                        / truth.len().min(100) as f64;
+                }
+                let qps = tables.len() as f64 / t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                tables.par_iter().for_each(|table| {
+                    let mut s = SearchStats::default();
+                    std::hint::black_box(
+                        beam_search(
+                            &graph,
+                            l.max(100),
+                            |i| table.score(&codes[i as usize * m..(i as usize + 1) * m]),
+                            |_| false,
+                            &mut s,
+                        )
+                        .unwrap(),
+                    );
+                });
+                let qps_all = tables.len() as f64 / t.elapsed().as_secs_f64();
+                let nq = tables.len() as f64;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "bench": "graph", "corpus": name, "n_docs": docs.len(), "build_vectors": option,
+                        "params": {"R": params.max_degree, "L_build": params.build_list, "alpha": params.alpha, "passes": pass_count, "L": l.max(100)},
+                        "build_s": build_s, "build_docs_per_s": docs.len() as f64 / build_s,
+                        "build_distances_per_doc": stats.distance_computations as f64 / docs.len() as f64,
+                        "graph_bytes_per_doc": 4 * params.max_degree,
+                        "recall@100_vs_adc_scan": recall / nq, "distances_per_query": distances as f64 / nq,
+                        "distance_share_of_scan": distances as f64 / nq / docs.len() as f64,
+                        "qps_1thread": qps, "qps_all_threads": qps_all, "threads": rayon::current_num_threads(),
+                        "scan_qps_1thread": scan_qps,
+                    })
                 );
-            });
-            let qps_all = tables.len() as f64 / t.elapsed().as_secs_f64();
-            let nq = tables.len() as f64;
-            println!(
-                "{}",
-                serde_json::json!({
-                    "bench": "graph", "corpus": name, "n_docs": docs.len(), "build_vectors": option,
-                    "params": {"R": params.max_degree, "L_build": params.build_list, "alpha": params.alpha, "L": l.max(100)},
-                    "build_s": build_s, "build_docs_per_s": docs.len() as f64 / build_s,
-                    "build_distances_per_doc": stats.distance_computations as f64 / docs.len() as f64,
-                    "graph_bytes_per_doc": 4 * params.max_degree,
-                    "recall@100_vs_adc_scan": recall / nq, "distances_per_query": distances as f64 / nq,
-                    "distance_share_of_scan": distances as f64 / nq / docs.len() as f64,
-                    "qps_1thread": qps, "qps_all_threads": qps_all, "threads": rayon::current_num_threads(),
-                    "scan_qps_1thread": scan_qps,
-                })
-            );
+            }
         }
     }
 }

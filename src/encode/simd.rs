@@ -445,6 +445,39 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
+/// Inner product of two int8 vectors, exact in i32 (values must lie in `-127..=127`, as
+/// [`quantize_i8`] produces; vectors up to 65,536 long cannot overflow).
+pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    assert_eq!(a.len(), b.len());
+    match Isa::detect() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2+FMA (module docs).
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => unsafe { x86::dot_i8_avx2(a, b) },
+        _ => dot_i8_portable(a, b),
+    }
+}
+
+/// The portable [`dot_i8`].
+pub fn dot_i8_portable(a: &[i8], b: &[i8]) -> i32 {
+    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
+}
+
+/// `v` as int8 with one scale, `v ≈ scale · q`, every value in `-127..=127`; the scale is
+/// `max|v| / 127` (zero for an all-zero vector).
+pub fn quantize_i8(v: &[f32], out: &mut [i8]) -> f32 {
+    assert_eq!(v.len(), out.len());
+    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    if max == 0.0 || !max.is_finite() {
+        out.fill(0);
+        return 0.0;
+    }
+    let inv = 127.0 / max;
+    for (o, &x) in out.iter_mut().zip(v) {
+        *o = (x * inv).round().clamp(-127.0, 127.0) as i8;
+    }
+    max / 127.0
+}
+
 fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -1225,6 +1258,32 @@ mod x86 {
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(s0, s1)) };
         let tail: f32 = a[i..].iter().zip(&b[i..]).map(|(x, y)| x * y).sum();
         lanes.iter().sum::<f32>() + tail
+    }
+
+    /// `vpmaddubsw` takes an unsigned and a signed operand: |a| and b·sign(a) have the same
+    /// products (a = −128 never occurs, see [`super::dot_i8`]); pairs are summed to i16 (at most
+    /// 2·127² < 2¹⁵), then to i32 by `vpmaddwd` against ones.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_si256();
+        let mut i = 0;
+        // SAFETY: every load reads [i, i + 32) with i + 32 <= n = a.len() = b.len().
+        unsafe {
+            while i + 32 <= n {
+                let x = _mm256_loadu_si256(pa.add(i) as *const __m256i);
+                let y = _mm256_loadu_si256(pb.add(i) as *const __m256i);
+                let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+                i += 32;
+            }
+        }
+        let mut lanes = [0i32; 8];
+        // SAFETY: `lanes` has room for eight i32.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
+        lanes.iter().sum::<i32>() + super::dot_i8_portable(&a[i..], &b[i..])
     }
 
     #[target_feature(enable = "avx2,f16c")]

@@ -8,6 +8,10 @@ use crate::encode::rng::SplitMix64;
 use crate::encode::simd;
 use crate::error::{Error, Result};
 
+/// How far past R (in percent) an adjacency list may grow during construction before it is
+/// pruned back to R (DiskANN's graph slack factor, 1.3).
+const SLACK_PERCENT: usize = 30;
+
 /// Build parameters.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VamanaParams {
@@ -21,12 +25,20 @@ pub struct VamanaParams {
     pub max_batch: u32,
     /// Seed of the insertion order.
     pub seed: u64,
+    /// Two insertion passes (α = 1, then `alpha`), as in the Vamana paper; `false`: one pass with
+    /// `alpha`. Graphs stored before the option existed were built with two.
+    #[serde(default = "two_passes")]
+    pub two_pass: bool,
+}
+
+fn two_passes() -> bool {
+    true
 }
 
 impl Default for VamanaParams {
     /// R = 32, L = 64, α = 1.2, batches up to 1,024 points.
     fn default() -> Self {
-        VamanaParams { max_degree: 32, build_list: 64, alpha: 1.2, max_batch: 1024, seed: 0x9a4e }
+        VamanaParams { max_degree: 32, build_list: 64, alpha: 1.2, max_batch: 1024, seed: 0x9a4e, two_pass: false }
     }
 }
 
@@ -59,31 +71,46 @@ pub struct BuildStats {
     pub distance_computations: u64,
 }
 
-/// Build vectors scaled to unit length: the graph is built for angular (cosine) proximity.
+/// Build vectors scaled to unit length (the graph is built for angular proximity), then held as
+/// int8 with one scale per vector: a quarter of the bytes of f32, so four times as many fit in
+/// cache and each distance reads 1 KB instead of 4 KB for 1,024-dim vectors, with an exact integer
+/// inner product (`simd::dot_i8`). Measured with `cargo bench --bench graph` (20,000 generated
+/// documents, recall@100 against the exhaustive ADC scan): see the graph module docs.
 struct Vectors {
-    data: Vec<f32>,
+    data: Vec<i8>,
+    scales: Vec<f32>,
     width: usize,
 }
 
 impl Vectors {
-    /// Normalises in place (the caller's buffer is taken, not copied: build memory is one copy).
-    fn new(mut data: Vec<f32>, dim: usize) -> Self {
+    /// Normalises and quantizes; `data` is taken and dropped (build memory is one int8 copy).
+    fn new(mut data: Vec<f32>, dim: usize) -> (Self, u32) {
         for v in data.chunks_exact_mut(dim) {
             let norm = simd::dot(v, v).sqrt();
             if norm > 0.0 {
                 v.iter_mut().for_each(|x| *x /= norm);
             }
         }
-        Vectors { data, width: dim }
+        // The medoid of the normalised vectors: the space the graph is built in.
+        let entry = medoid(&data, dim);
+        let n = data.len() / dim;
+        let mut q = vec![0i8; data.len()];
+        let mut scales = vec![0f32; n];
+        q.par_chunks_mut(dim)
+            .zip(data.par_chunks(dim))
+            .zip(scales.par_iter_mut())
+            .for_each(|((out, v), scale)| *scale = simd::quantize_i8(v, out));
+        (Vectors { data: q, scales, width: dim }, entry)
     }
 
-    fn row(&self, i: u32) -> &[f32] {
+    fn row(&self, i: u32) -> &[i8] {
         &self.data[i as usize * self.width..(i as usize + 1) * self.width]
     }
 
     /// Euclidean distance between unit vectors: `√(2 − 2 cos)`.
     fn dist(&self, a: u32, b: u32) -> f32 {
-        (2.0 - 2.0 * simd::dot(self.row(a), self.row(b))).max(0.0).sqrt()
+        let dot = simd::dot_i8(self.row(a), self.row(b)) as f32 * self.scales[a as usize] * self.scales[b as usize];
+        (2.0 - 2.0 * dot).max(0.0).sqrt()
     }
 }
 
@@ -223,11 +250,12 @@ pub fn build(vectors: Vec<f32>, dim: usize, params: &VamanaParams) -> Result<(Ad
     if n > u32::MAX as usize - 1 {
         return Err(Error::InvalidInput(format!("{n} nodes exceed the graph's u32 ids")));
     }
-    let v = Vectors::new(vectors, dim);
+    if dim > 65_536 {
+        return Err(Error::InvalidInput(format!("graph build vectors of {dim} dimensions exceed 65,536")));
+    }
+    let (v, entry) = Vectors::new(vectors, dim);
     let r = params.max_degree as usize;
     let l = params.build_list as usize;
-    // The medoid of the normalised vectors: the space the graph is built in.
-    let entry = medoid(&v.data, dim);
     let mut count = 0u64;
 
     let mut order: Vec<u32> = (0..n as u32).collect();
@@ -236,8 +264,10 @@ pub fn build(vectors: Vec<f32>, dim: usize, params: &VamanaParams) -> Result<(Ad
         order.swap(i, rng.below(i as u64 + 1) as usize);
     }
 
+    let slack = r + (r * SLACK_PERCENT).div_ceil(100);
     let mut adj: Vec<Vec<u32>> = vec![Vec::new(); n];
-    for alpha in [1.0, params.alpha] {
+    let passes: &[f32] = if params.two_pass { &[1.0, params.alpha] } else { std::slice::from_ref(&params.alpha) };
+    for &alpha in passes {
         let mut start = 0;
         let mut batch = 1usize;
         while start < n {
@@ -276,7 +306,9 @@ pub fn build(vectors: Vec<f32>, dim: usize, params: &VamanaParams) -> Result<(Ad
                             list.push(s);
                         }
                     }
-                    if list.len() <= r {
+                    // Slack (DiskANN's): a list may grow past R before it is pruned back to R, so
+                    // a node is re-pruned once per ~0.3·R new in-edges, not for every one.
+                    if list.len() <= slack {
                         return (*j, list, 0);
                     }
                     let mut c = list.len() as u64;
@@ -294,6 +326,21 @@ pub fn build(vectors: Vec<f32>, dim: usize, params: &VamanaParams) -> Result<(Ad
         }
     }
 
+    // Lists still in their slack are pruned to R (in parallel, each independently).
+    let cleaned: Vec<(usize, Vec<u32>, u64)> = adj
+        .par_iter()
+        .enumerate()
+        .filter(|(_, list)| list.len() > r)
+        .map(|(j, list)| {
+            let mut c = list.len() as u64;
+            let with_dist: Vec<(u32, f32)> = list.iter().map(|&x| (x, v.dist(j as u32, x))).collect();
+            (j, robust_prune(j as u32, with_dist, params.alpha, r, &v, &mut c), c)
+        })
+        .collect();
+    for (j, list, c) in cleaned {
+        count += c;
+        adj[j] = list;
+    }
     let mut slots = vec![NO_NEIGHBOR; n * r];
     for (node, list) in adj.iter().enumerate() {
         debug_assert!(list.len() <= r && !list.contains(&(node as u32)));
