@@ -315,6 +315,22 @@ impl TokenCodebook {
             + self.byte_table.len()) as u64
     }
 
+    /// [`TokenCodebook::assign`] in parallel tasks on the current rayon pool: the same ids, for
+    /// many tokens at once (blocks of tokens share each pass over the centroids).
+    pub fn assign_batch(&self, tokens: &[f32], ids: &mut [u16]) -> Result<()> {
+        if tokens.len() != ids.len() * self.dim {
+            return Err(Error::InvalidInput(format!(
+                "{} values are not {} tokens of dimension {}",
+                tokens.len(),
+                ids.len(),
+                self.dim
+            )));
+        }
+        let mut dist = vec![0f32; ids.len()];
+        self.assign_parallel(tokens, ids, &mut dist);
+        Ok(())
+    }
+
     /// [`TokenCodebook::assign_with_distance`] in parallel tasks on the current rayon pool.
     fn assign_parallel(&self, tokens: &[f32], ids: &mut [u16], dist: &mut [f32]) {
         use rayon::prelude::*;

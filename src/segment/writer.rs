@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::encode::codec::TokenCodebook;
 use crate::encode::fde::{CountSketch, FdeEncoder};
-use crate::encode::pq::{PqCodebook, PqParams};
+use crate::encode::pq::{PqCodebook, PqParams, ENCODE_BLOCK};
 use crate::encode::rng::SplitMix64;
 use crate::encode::storage::{from_16bit, to_16bit, TokenStorage};
 use crate::encode::tokens::TokenMatrix;
@@ -365,31 +365,59 @@ impl SegmentWriter {
                 return Err(Error::InvalidInput(format!("a given centroid id is beyond the {k} centroids")));
             }
         }
-        // (stored bytes, FDE of the stored values if needed, PQ code and graph build vector if the
-        // codebook is known, centroid ids)
-        type Encoded = (Vec<u8>, Option<Vec<f32>>, Vec<u8>, Vec<f32>, Vec<u16>);
+        // Centroid ids of the batch's tokens at once (`TokenCodebook::assign_batch`: blocks of
+        // tokens from many documents against the centroids, in parallel), not document by document
+        // (a 16-token document would pad a 64-token block and stream every centroid for itself).
+        let mut token_starts = Vec::with_capacity(docs.len() + 1);
+        token_starts.push(0usize);
+        for doc in docs {
+            token_starts.push(token_starts[token_starts.len() - 1] + doc.tokens.rows());
+        }
+        let assigned: Option<Vec<u16>> = match (tokens_book, coded) {
+            (Some(book), None) => {
+                let values: Vec<Vec<f32>> =
+                    docs.par_iter().map(|d| assignment_values(d.tokens.as_slice(), storage)).collect::<Result<_>>()?;
+                let values = values.concat();
+                let mut ids = vec![0u16; values.len() / dim];
+                book.assign_batch(&values, &mut ids)?;
+                Some(ids)
+            }
+            _ => None,
+        };
+        // (stored bytes, FDE of the stored values if needed, graph build vector if the codebook is
+        // known, centroid ids)
+        type Encoded = (Vec<u8>, Option<Vec<f32>>, Vec<f32>, Vec<u16>);
         let encoded: Vec<Encoded> = docs
             .par_iter()
             .zip(&slots)
             .enumerate()
             .map(|(i, (doc, slot))| {
-                let given = coded.map(|g| g[i]);
+                let given = match (coded, &assigned) {
+                    (Some(g), _) => Some(g[i]),
+                    (None, Some(ids)) => {
+                        Some(CodedTokens { ids: &ids[token_starts[i]..token_starts[i + 1]], residuals: &[] })
+                    }
+                    (None, None) => None,
+                };
                 let (bytes, stored, ids) = store_tokens(doc.tokens.as_slice(), storage, tokens_book, given)?;
                 if codebook.is_none() && slot.is_none() {
-                    return Ok((bytes, None, Vec::new(), Vec::new(), ids));
+                    return Ok((bytes, None, Vec::new(), ids));
                 }
                 let values = stored.as_deref().unwrap_or(doc.tokens.as_slice());
                 let fde = encoder.encode_document(&TokenMatrix::new(values, dim)?)?;
-                let mut code = Vec::new();
-                if let Some(cb) = &codebook {
-                    code = vec![0u8; cb.subspaces()];
-                    cb.encode(&fde, &mut code)?;
-                }
                 let build = if want_build_vectors { build_vector(&fde, build_sketch.as_ref()) } else { Vec::new() };
-                Ok((bytes, Some(fde), code, build, ids))
+                Ok((bytes, Some(fde), build, ids))
             })
             .collect::<Result<_>>()?;
-        for ((doc, (bytes, fde, code, build, ids)), slot) in docs.iter().zip(encoded).zip(slots) {
+        // PQ codes in blocks of documents (`PqCodebook::encode_many`), in parallel.
+        let mut codes = Vec::new();
+        if let Some(cb) = &codebook {
+            let fdes: Vec<&[f32]> = encoded.iter().filter_map(|e| e.1.as_deref()).collect();
+            codes = vec![0u8; fdes.len() * cb.subspaces()];
+            encode_codes(cb, &fdes, &mut codes)?;
+        }
+        self.codes.extend_from_slice(&codes);
+        for ((doc, (bytes, fde, build, ids)), slot) in docs.iter().zip(encoded).zip(slots) {
             self.build_vectors.extend_from_slice(&build);
             if tokens_book.is_some() {
                 let mut distinct = ids.clone();
@@ -405,7 +433,6 @@ impl SegmentWriter {
             self.payload_bytes.extend_from_slice(doc.payload.unwrap_or(&[]));
             self.payload_offsets.push(self.payload_bytes.len() as u64);
             self.ids.push(doc.id);
-            self.codes.extend_from_slice(&code);
             if let (Some(slot), Some(fde)) = (slot, fde) {
                 let d = fde.len();
                 if slot * d == self.reservoir.len() {
@@ -591,22 +618,22 @@ impl SegmentWriter {
             let offsets = &self.token_offsets;
             let encoder = &self.encoder;
             let sketch = self.build_sketch.as_ref();
-            let built: Vec<Vec<f32>> = codes[start * m..end * m]
-                .par_chunks_mut(m)
-                .enumerate()
-                .map(|(i, code)| {
-                    let doc = start + i;
+            let built: Vec<(Vec<f32>, Vec<f32>)> = (start..end)
+                .into_par_iter()
+                .map(|doc| {
                     let lo = ((offsets[doc] - first) * bpv) as usize;
                     let hi = ((offsets[doc + 1] - first) * bpv) as usize;
                     let ids = token_ids.get(offsets[doc] as usize..offsets[doc + 1] as usize).unwrap_or(&[]);
                     let values = load_tokens(&bytes[lo..hi], storage, tokens_book, ids)?;
                     let fde = encoder.encode_document(&TokenMatrix::new(&values, dim)?)?;
-                    codebook.encode(&fde, code)?;
-                    Ok(if want_build_vectors { build_vector(&fde, sketch) } else { Vec::new() })
+                    let build = if want_build_vectors { build_vector(&fde, sketch) } else { Vec::new() };
+                    Ok((fde, build))
                 })
                 .collect::<Result<_>>()?;
+            let fdes: Vec<&[f32]> = built.iter().map(|(f, _)| &f[..]).collect();
+            encode_codes(codebook, &fdes, &mut codes[start * m..end * m])?;
             if want_build_vectors {
-                for (i, v) in built.iter().enumerate() {
+                for (i, (_, v)) in built.iter().enumerate() {
                     build_vectors[(start + i) * build_dim..(start + i + 1) * build_dim].copy_from_slice(v);
                 }
             }
@@ -624,6 +651,16 @@ impl Drop for SegmentWriter {
             let _ = self.storage.remove_file(&self.tmp_path);
         }
     }
+}
+
+/// PQ codes of `fdes` into `codes`, in parallel blocks of [`ENCODE_BLOCK`] documents (the
+/// FDEs are gathered into one block buffer, so each subspace's centroids stay in cache).
+fn encode_codes(codebook: &PqCodebook, fdes: &[&[f32]], codes: &mut [u8]) -> Result<()> {
+    let m = codebook.subspaces();
+    fdes.par_chunks(ENCODE_BLOCK).zip(codes.par_chunks_mut(m * ENCODE_BLOCK)).try_for_each(|(block, out)| {
+        let gathered: Vec<f32> = block.concat();
+        codebook.encode_many(&gathered, out)
+    })
 }
 
 /// The graph build vector of an FDE: its Count Sketch (or the FDE itself). The graph builder
@@ -686,8 +723,8 @@ fn store_tokens(
             let ids = ids_of(values)?;
             let rb = book.residual_bytes();
             let bytes = match given {
-                Some(g) => g.residuals.to_vec(),
-                None => {
+                Some(g) if !g.residuals.is_empty() || ids.is_empty() => g.residuals.to_vec(),
+                _ => {
                     let mut bytes = vec![0u8; ids.len() * rb];
                     for ((token, &id), out) in values.chunks_exact(book.dim()).zip(&ids).zip(bytes.chunks_exact_mut(rb))
                     {
@@ -700,6 +737,16 @@ fn store_tokens(
             book.decode_many(&ids, &bytes, &mut decoded)?;
             Ok((bytes, Some(decoded), ids))
         }
+    }
+}
+
+/// The values a token's centroid id is chosen for: what the segment stores for the plain types
+/// (so f16 and bf16 tokens are assigned as they decode), the original values for the residual
+/// codecs (whose residuals are taken from them).
+fn assignment_values(values: &[f32], storage: TokenStorage) -> Result<Vec<f32>> {
+    match storage {
+        TokenStorage::F16 | TokenStorage::Bf16 => from_16bit(&to_16bit(values, storage)?, storage),
+        _ => Ok(values.to_vec()),
     }
 }
 

@@ -99,6 +99,13 @@ pub struct Args {
     /// skips it). Ground truth for recall still comes from the dataset or a parallel exact pass.
     #[arg(long, default_value_t = usize::MAX)]
     exact_queries: usize,
+    /// FDE final Count Sketch dimension when building (`0`: none, the full `r·2^k·d_proj`
+    /// FDE; default: the library's).
+    #[arg(long)]
+    fde_final_dim: Option<u32>,
+    /// PQ subspaces (bytes of code per document) when building (default: the library's).
+    #[arg(long)]
+    pq_subspaces: Option<u32>,
 }
 
 struct Workload {
@@ -226,6 +233,13 @@ fn build(args: &Args, work: &Workload, path: &Path) -> Result<(Collection, f64),
     }
     if args.no_token_codebook {
         options.token_codebook = None;
+    }
+    if let Some(d) = args.fde_final_dim {
+        options.fde.final_dim = (d > 0).then_some(d);
+        options.pq = quiverdb::encode::pq::PqParams::for_dim(options.fde.fde_dim());
+    }
+    if let Some(m) = args.pq_subspaces {
+        options.pq.subspaces = m;
     }
     let t = Instant::now();
     let c = Collection::create(path, options, open).map_err(|e| e.to_string())?;
