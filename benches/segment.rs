@@ -33,7 +33,7 @@ fn main() {
     let mut writer = SegmentWriter::create(
         &path,
         encoder,
-        SegmentConfig { segment_id: 1, storage: TokenStorage::F16, pq, graph: None, tokens: None },
+        SegmentConfig { segment_id: 1, storage: TokenStorage::F16, pq, graph: None, tokens: None, base_graph: None },
     )
     .unwrap();
     let docs: Vec<Document> =

@@ -45,6 +45,9 @@ pub struct CompactionReport {
     pub docs_written: u64,
     /// Bytes of new segment files.
     pub bytes_written: u64,
+    /// Merges whose output kept its largest input's graph and inserted the other documents into
+    /// it (the rest built their graph anew, or got none).
+    pub graphs_extended: u64,
 }
 
 /// An open collection, for reading and writing. `Send + Sync`: share it between threads (e.g. in

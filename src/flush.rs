@@ -106,8 +106,14 @@ impl Engine {
                 (Some(Arc::new(TokenCodebook::train(&values, dim, bits, &params)?)), true)
             }
         };
-        let config =
-            SegmentConfig { segment_id, storage: self.options.storage, pq, graph: Some(self.options.graph), tokens };
+        let config = SegmentConfig {
+            segment_id,
+            storage: self.options.storage,
+            pq,
+            graph: Some(self.options.graph),
+            tokens,
+            base_graph: None,
+        };
         Ok((config, retrain, trains_tokens))
     }
 

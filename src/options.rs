@@ -147,6 +147,10 @@ pub struct OpenOptions {
     pub maintenance_threads: Option<usize>,
     /// Merge policy for compaction.
     pub merge_policy: TieredPolicy,
+    /// Merges build the output's graph anew over every document (default false: a merge keeps
+    /// the graph of its largest input and inserts the other inputs' documents into it,
+    /// FreshDiskANN's way). For side-by-side measurements of the two.
+    pub merge_rebuilds_graphs: bool,
     /// What to do with a damaged WAL record that is not a torn tail (default: refuse to open).
     pub wal_recovery: WalRecovery,
     /// Where file changes go (default `None`: the real file system). Tests pass
@@ -163,6 +167,7 @@ impl Default for OpenOptions {
             background: true,
             maintenance_threads: None,
             merge_policy: TieredPolicy::default(),
+            merge_rebuilds_graphs: false,
             wal_recovery: WalRecovery::Strict,
             storage: None,
         }

@@ -1,11 +1,20 @@
-//! The merge: copies the live documents of input segments, in input order, into one new segment.
+//! The merge: copies the live documents of input segments into one new segment.
 //!
 //! Tokens are read from the inputs' memory maps and rewritten as stored (16-bit values convert to
 //! `f32` and back exactly; residual codes and centroid ids from an input with the output's token
 //! codebook are copied as they are, others are decoded and encoded again), payloads are copied,
-//! and FDEs, PQ codes and the graph are recomputed:
-//! codes cannot simply be copied because inputs may carry different codebooks (the collection
-//! retrains while it is young), and the graph must be rebuilt over the merged set anyway.
+//! and FDEs and PQ codes are recomputed (inputs may carry different codebooks: the collection
+//! retrains while it is young; with the same codebook the codes come out the same).
+//!
+//! **The graph is extended, not rebuilt** (FreshDiskANN's StreamingMerge): the input with the most
+//! live documents whose graph fits the output (same PQ codebook, degree and build dimension) is
+//! written first; its graph is renumbered to the output's ordinals with its deleted nodes
+//! consolidated ([`crate::graph::consolidate`]), and the other inputs' documents are inserted into
+//! it ([`crate::graph::extend`]). `OpenOptions::merge_rebuilds_graphs` builds anew instead.
+//! Measured in `tests/it/graph.rs` (`extending_a_consolidated_graph…`: 2,250 surviving nodes plus
+//! 1,500 new ones): 2.36M distance computations against 4.34M for a fresh build, recall@10 0.972
+//! against 0.963.
+//!
 //! Nothing here touches the catalog; the caller commits the result (crash reasoning in
 //! [`crate::collection`]).
 
@@ -16,9 +25,13 @@ use crate::catalog::Location;
 use crate::encode::fde::FdeEncoder;
 use crate::encode::maxsim::DocTokens;
 use crate::encode::tokens::TokenMatrix;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::format::segment::SectionKind;
+use crate::graph::BaseGraph;
 use crate::io::storage::Storage;
-use crate::segment::{CodedTokens, Document, LiveBits, SegmentConfig, SegmentReader, SegmentSummary, SegmentWriter};
+use crate::segment::{
+    CodedTokens, Document, LiveBits, PqSource, SegmentConfig, SegmentReader, SegmentSummary, SegmentWriter,
+};
 
 /// One input: a segment and which of its ordinals are live.
 pub struct MergeInput<'a> {
@@ -52,12 +65,24 @@ pub fn merge(
     path: &Path,
     encoder: Arc<FdeEncoder>,
     config: SegmentConfig,
+    extend_graph: bool,
     mut progress: impl FnMut(u64),
 ) -> Result<Option<Merged>> {
     let total: usize = inputs.iter().map(|i| i.live.live_count()).sum();
     if total == 0 {
         return Ok(None);
     }
+    // The base: the input whose graph the output keeps (its documents are written first, so their
+    // new ordinals are their ranks among its live ones).
+    let mut config = config;
+    let base = if extend_graph { graph_base(inputs, &config) } else { None };
+    let mut ordered: Vec<&MergeInput<'_>> = inputs.iter().collect();
+    if let Some(b) = base {
+        ordered.swap(0, b);
+        ordered[1..].sort_by_key(|i| inputs.iter().position(|x| x.id == i.id));
+        config.base_graph = Some(base_graph(ordered[0])?);
+    }
+    let inputs = ordered;
     let dim = encoder.params().dim as usize;
     // A document from an input with the output's token codebook keeps its centroid ids (its
     // residual codes then decode and re-encode to the same values); others are reassigned.
@@ -104,6 +129,44 @@ pub fn merge(
     }
     let summary = writer.finish()?;
     Ok(Some(Merged { summary, moved }))
+}
+
+/// Which input's graph the output can keep: the one with the most live documents among those
+/// with a graph of the output's degree and build dimension whose PQ codes are the output's (same
+/// codebook), so its documents' codes and graph positions mean the same in the output. `None`:
+/// the output's graph is built anew.
+fn graph_base(inputs: &[MergeInput<'_>], config: &SegmentConfig) -> Option<usize> {
+    let graph = config.graph?;
+    let PqSource::Reuse(codebook) = &config.pq else { return None };
+    let centroids: Vec<u8> = codebook.centroids().iter().flat_map(|v| v.to_le_bytes()).collect();
+    let key = crc32fast::hash(&centroids);
+    inputs
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| {
+            i.reader.sections().iter().any(|s| s.kind == SectionKind::PqCodebook && s.crc == key)
+                && i.reader.graph_header().is_some_and(|h| {
+                    h.max_degree == graph.params.max_degree
+                        && h.build_dim as usize == (graph.build_dim as usize).min(i.reader.fde_params().fde_dim())
+                })
+                && i.live.live_count() > 0
+        })
+        .max_by_key(|(at, i)| (i.live.live_count(), std::cmp::Reverse(*at)))
+        .map(|(at, _)| at)
+}
+
+/// The base input's graph renumbered to output ordinals (its live documents in order), its
+/// deleted nodes consolidated ([`crate::graph::consolidate`]).
+fn base_graph(input: &MergeInput<'_>) -> Result<BaseGraph> {
+    let graph = input
+        .reader
+        .graph()
+        .ok_or_else(|| Error::InvalidInput(format!("merge base segment {} has no graph", input.id)))?;
+    let mut new_id = vec![u32::MAX; input.reader.doc_count()];
+    for (rank, ordinal) in input.live.iter_live().enumerate() {
+        new_id[ordinal as usize] = rank as u32;
+    }
+    crate::graph::consolidate(&graph, &new_id)
 }
 
 /// The stored codes of document `ordinal` (centroid ids, and residual bytes for residual storage).

@@ -39,6 +39,7 @@ impl Engine {
             report.inputs += step.inputs;
             report.docs_written += step.docs_written;
             report.bytes_written += step.bytes_written;
+            report.graphs_extended += step.graphs_extended;
         }
     }
 
@@ -62,16 +63,19 @@ impl Engine {
             if self.is_closed() {
                 break;
             }
-            let (docs, bytes) = self.run_merge(&plan)?;
+            let (docs, bytes, extended) = self.run_merge(&plan)?;
             report.merges += 1;
             report.inputs += plan.inputs.len() as u64;
             report.docs_written += docs;
             report.bytes_written += bytes;
+            report.graphs_extended += extended as u64;
         }
         Ok(report)
     }
 
-    fn run_merge(&self, plan: &MergePlan) -> Result<(u64, u64)> {
+    /// Runs one merge: documents and bytes written, and whether the output's graph extended an
+    /// input's.
+    fn run_merge(&self, plan: &MergePlan) -> Result<(u64, u64, bool)> {
         let version = self.state.read().version.clone();
         let inputs: Vec<&LiveSegment> =
             version.segments.iter().filter(|s| plan.inputs.contains(&s.handle.id)).collect();
@@ -96,8 +100,16 @@ impl Engine {
         let path = self.path.join(SEGMENTS_DIR).join(segment::file_name(segment_id));
         let merge_inputs: Vec<MergeInput<'_>> =
             inputs.iter().map(|s| MergeInput { id: s.handle.id, reader: &s.handle.reader, live: &s.live }).collect();
-        let merged = merge(self.storage.clone(), &merge_inputs, &path, self.encoder.clone(), config, |_| {})
-            .map_err(|e| self.poison(e))?;
+        let merged = merge(
+            self.storage.clone(),
+            &merge_inputs,
+            &path,
+            self.encoder.clone(),
+            config,
+            !self.open_options.merge_rebuilds_graphs,
+            |_| {},
+        )
+        .map_err(|e| self.poison(e))?;
         let output = match &merged {
             Some(m) => {
                 let shared = if trains { None } else { codebook.as_ref().map(|(cb, _)| cb) };
@@ -108,7 +120,7 @@ impl Engine {
 
         let mut cs = self.commit_lock();
         let mut commit = Commit { remove_segments: plan.inputs.clone(), ..Default::default() };
-        let mut written = (0, 0);
+        let mut written = (0, 0, false);
         let mut output_live = None;
         if let (Some(merged), Some(handle)) = (&merged, &output) {
             commit.add_segments.push(SegmentRecord {
@@ -128,7 +140,7 @@ impl Engine {
                     commit.dead.push(here);
                 }
             }
-            written = (merged.summary.doc_count, merged.summary.bytes);
+            written = (merged.summary.doc_count, merged.summary.bytes, merged.summary.graph_extended);
             if trains {
                 commit.codebook = Some((&handle.codebook, live_total));
             }

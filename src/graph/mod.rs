@@ -31,7 +31,7 @@ pub mod search;
 pub mod vamana;
 
 pub use search::{beam_search, beam_search_batched, SearchStats};
-pub use vamana::{build, BuildStats, VamanaParams};
+pub use vamana::{build, consolidate, extend, BaseGraph, BuildStats, VamanaParams};
 
 /// A graph construction algorithm. The engine builds through this trait, stores the resulting
 /// [`Adjacency`] in the segment (`crate::format::graph`) and searches it with its own
@@ -40,11 +40,22 @@ pub use vamana::{build, BuildStats, VamanaParams};
 pub trait GraphBuilder: Send + Sync {
     /// Builds a graph over `vectors` (row-major, `dim` wide); node ids are row numbers.
     fn build(&self, vectors: Vec<f32>, dim: usize) -> Result<(Adjacency, BuildStats)>;
+
+    /// A graph over `vectors` that keeps `base`, a graph over the first `base.lists.len()` of
+    /// them, and adds the rest (a merge). A builder that cannot extend builds anew (the default).
+    fn extend(&self, vectors: Vec<f32>, dim: usize, base: BaseGraph) -> Result<(Adjacency, BuildStats)> {
+        let _ = base;
+        self.build(vectors, dim)
+    }
 }
 
 impl GraphBuilder for VamanaParams {
     fn build(&self, vectors: Vec<f32>, dim: usize) -> Result<(Adjacency, BuildStats)> {
         vamana::build(vectors, dim, self)
+    }
+
+    fn extend(&self, vectors: Vec<f32>, dim: usize, base: BaseGraph) -> Result<(Adjacency, BuildStats)> {
+        vamana::extend(vectors, dim, self, base)
     }
 }
 
@@ -83,6 +94,8 @@ impl Adjacency {
 pub trait Neighbors {
     /// Nodes in the graph.
     fn nodes(&self) -> usize;
+    /// Largest out-degree (R).
+    fn max_degree(&self) -> usize;
     /// The entry point.
     fn entry_point(&self) -> u32;
     /// Appends the neighbours of `node` to `out`.
@@ -92,6 +105,9 @@ pub trait Neighbors {
 impl Neighbors for Adjacency {
     fn nodes(&self) -> usize {
         Adjacency::nodes(self)
+    }
+    fn max_degree(&self) -> usize {
+        self.max_degree as usize
     }
     fn entry_point(&self) -> u32 {
         self.entry_point
@@ -150,6 +166,9 @@ impl<'a> GraphView<'a> {
 impl Neighbors for GraphView<'_> {
     fn nodes(&self) -> usize {
         self.nodes
+    }
+    fn max_degree(&self) -> usize {
+        self.max_degree as usize
     }
     fn entry_point(&self) -> u32 {
         self.entry_point

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{Adjacency, NO_NEIGHBOR};
+use super::{Adjacency, Neighbors, NO_NEIGHBOR};
 use crate::encode::rng::SplitMix64;
 use crate::encode::simd;
 use crate::error::{Error, Result};
@@ -233,9 +233,73 @@ fn robust_prune(
 /// Builds a Vamana graph over `vectors` (row-major, `dim` wide; taken so they can be normalised in
 /// place). Deterministic for a given input and `params.seed`, whatever the thread count.
 ///
-/// Memory: the vectors (`4·dim` bytes per node) plus the adjacency lists (≤ `4·R` bytes per node
-/// plus a `Vec` header), i.e. about 4.3 KB per document with 1,024-dim build vectors and R = 32.
+/// Memory: the int8 vectors (`dim` bytes per node) plus the adjacency lists (≤ `4·1.3·R` bytes per
+/// node plus a `Vec` header).
 pub fn build(vectors: Vec<f32>, dim: usize, params: &VamanaParams) -> Result<(Adjacency, BuildStats)> {
+    extend(vectors, dim, params, BaseGraph::default())
+}
+
+/// An existing graph over the first `lists.len()` of the vectors given to [`extend`]: a merge's
+/// largest input, renumbered, with its deleted nodes already bypassed (see
+/// `crate::compaction::merge`). A list may be longer than R (then it is pruned) and may name
+/// only nodes of the base.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BaseGraph {
+    /// Out-neighbours of each base node.
+    pub lists: Vec<Vec<u32>>,
+    /// The base's entry point, if it is still a node (`None`: the medoid is used).
+    pub entry_point: Option<u32>,
+}
+
+/// The graph `graph` without its deleted nodes, renumbered: `new_id[node]` is a surviving node's
+/// new id (`u32::MAX`: deleted), surviving nodes numbered `0..` in order. A node keeps its live
+/// out-neighbours and, for each deleted one, takes that node's live out-neighbours in their stored
+/// order (RobustPrune stores them nearest first) while its list has room for `R` (FreshDiskANN's
+/// delete consolidation, without its re-prune: measured in `extending_a_consolidated_graph…`,
+/// the graph stays as searchable as a fresh build at a fraction of the distance computations).
+/// A deleted entry point gives way to the medoid ([`BaseGraph::entry_point`] `None`).
+pub fn consolidate(graph: &impl Neighbors, new_id: &[u32]) -> Result<BaseGraph> {
+    if new_id.len() != graph.nodes() {
+        return Err(Error::InvalidInput(format!("{} new ids for a graph of {} nodes", new_id.len(), graph.nodes())));
+    }
+    let live = |node: u32| new_id.get(node as usize).copied().filter(|&n| n != u32::MAX);
+    let r = graph.max_degree();
+    let (mut out, mut second) = (Vec::new(), Vec::new());
+    let mut lists = Vec::new();
+    for node in 0..graph.nodes() as u32 {
+        if live(node).is_none() {
+            continue;
+        }
+        out.clear();
+        graph.neighbors_into(node, &mut out)?;
+        let mut list: Vec<u32> = out.iter().filter_map(|&nb| live(nb)).collect();
+        for &nb in out.iter().filter(|&&nb| live(nb).is_none()) {
+            second.clear();
+            graph.neighbors_into(nb, &mut second)?;
+            for x in second.iter().filter(|&&x| x != node).filter_map(|&x| live(x)) {
+                if list.len() >= r {
+                    break;
+                }
+                if !list.contains(&x) {
+                    list.push(x);
+                }
+            }
+        }
+        lists.push(list);
+    }
+    Ok(BaseGraph { lists, entry_point: live(graph.entry_point()) })
+}
+
+/// Inserts the vectors after the base's nodes into the base graph, FreshDiskANN's way (greedy
+/// search from the entry point, RobustPrune, reverse edges), instead of building over all of them
+/// again: the cost is that of the new nodes only. Base lists longer than R (a consolidated delete
+/// adds its neighbours' neighbours) are pruned first. With an empty base this is [`build`].
+pub fn extend(
+    vectors: Vec<f32>,
+    dim: usize,
+    params: &VamanaParams,
+    base: BaseGraph,
+) -> Result<(Adjacency, BuildStats)> {
     params.validate()?;
     if dim == 0 || vectors.is_empty() || !vectors.len().is_multiple_of(dim) {
         return Err(Error::InvalidInput(format!(
@@ -253,80 +317,53 @@ pub fn build(vectors: Vec<f32>, dim: usize, params: &VamanaParams) -> Result<(Ad
     if dim > 65_536 {
         return Err(Error::InvalidInput(format!("graph build vectors of {dim} dimensions exceed 65,536")));
     }
-    let (v, entry) = Vectors::new(vectors, dim);
+    let n0 = base.lists.len();
+    if n0 > n
+        || base.lists.iter().enumerate().any(|(p, l)| l.iter().any(|&x| x as usize >= n0 || x as usize == p))
+        || base.entry_point.is_some_and(|e| e as usize >= n0.max(1))
+    {
+        return Err(Error::InvalidInput(format!(
+            "a base graph of {n0} nodes for {n} vectors names a node it does not hold"
+        )));
+    }
+    let (v, medoid) = Vectors::new(vectors, dim);
+    let entry = base.entry_point.unwrap_or(medoid);
     let r = params.max_degree as usize;
     let l = params.build_list as usize;
     let mut count = 0u64;
+    let slack = r + (r * SLACK_PERCENT).div_ceil(100);
+    let mut adj: Vec<Vec<u32>> = base.lists;
+    adj.resize(n, Vec::new());
+    prune_overfull(&mut adj, r, params.alpha, &v, &mut count);
 
-    let mut order: Vec<u32> = (0..n as u32).collect();
+    let mut order: Vec<u32> = (n0 as u32..n as u32).collect();
     let mut rng = SplitMix64::new(params.seed);
-    for i in (1..n).rev() {
+    for i in (1..order.len()).rev() {
         order.swap(i, rng.below(i as u64 + 1) as usize);
     }
-
-    let slack = r + (r * SLACK_PERCENT).div_ceil(100);
-    let mut adj: Vec<Vec<u32>> = vec![Vec::new(); n];
     let passes: &[f32] = if params.two_pass { &[1.0, params.alpha] } else { std::slice::from_ref(&params.alpha) };
     for &alpha in passes {
         let mut start = 0;
         let mut batch = 1usize;
-        while start < n {
-            let points = &order[start..(start + batch).min(n)];
-            let updates: Vec<(u32, Vec<u32>, u64)> = points
-                .par_iter()
-                .map(|&p| {
-                    let mut c = 0;
-                    let mut visited = greedy_search(p, entry, l, &adj, &v, &mut c);
-                    for &nb in &adj[p as usize] {
-                        c += 1;
-                        visited.push((nb, v.dist(p, nb)));
-                    }
-                    let out = robust_prune(p, visited, alpha, r, &v, &mut c);
-                    (p, out, c)
-                })
-                .collect();
-            let mut reverse: Vec<(u32, u32)> = Vec::new();
-            for (p, out, c) in &updates {
-                count += c;
-                reverse.extend(out.iter().map(|&j| (j, *p)));
-            }
-            for (p, out, _) in updates {
-                adj[p as usize] = out;
-            }
-            reverse.sort_unstable();
-            reverse.dedup();
-            let groups: Vec<(u32, Vec<u32>)> =
-                reverse.chunk_by(|a, b| a.0 == b.0).map(|g| (g[0].0, g.iter().map(|e| e.1).collect())).collect();
-            let merged: Vec<(u32, Vec<u32>, u64)> = groups
-                .par_iter()
-                .map(|(j, sources)| {
-                    let mut list = adj[*j as usize].clone();
-                    for &s in sources {
-                        if !list.contains(&s) {
-                            list.push(s);
-                        }
-                    }
-                    // Slack (DiskANN's): a list may grow past R before it is pruned back to R, so
-                    // a node is re-pruned once per ~0.3·R new in-edges, not for every one.
-                    if list.len() <= slack {
-                        return (*j, list, 0);
-                    }
-                    let mut c = list.len() as u64;
-                    let with_dist: Vec<(u32, f32)> = list.iter().map(|&x| (x, v.dist(*j, x))).collect();
-                    let pruned = robust_prune(*j, with_dist, alpha, r, &v, &mut c);
-                    (*j, pruned, c)
-                })
-                .collect();
-            for (j, list, c) in merged {
-                count += c;
-                adj[j as usize] = list;
-            }
+        while start < order.len() {
+            let points = &order[start..(start + batch).min(order.len())];
+            insert_batch(points, entry, &mut adj, &v, alpha, r, l, slack, &mut count);
             start += batch;
             batch = (batch * 2).min(params.max_batch as usize);
         }
     }
+    // Lists still in their slack are pruned to R.
+    prune_overfull(&mut adj, r, params.alpha, &v, &mut count);
+    let mut slots = vec![NO_NEIGHBOR; n * r];
+    for (node, list) in adj.iter().enumerate() {
+        debug_assert!(list.len() <= r && !list.contains(&(node as u32)));
+        slots[node * r..node * r + list.len()].copy_from_slice(list);
+    }
+    Ok((Adjacency { max_degree: r as u32, entry_point: entry, slots }, BuildStats { distance_computations: count }))
+}
 
-    // Lists still in their slack are pruned to R (in parallel, each independently).
+/// Every list longer than `r` pruned to `r` (in parallel, each independently).
+fn prune_overfull(adj: &mut [Vec<u32>], r: usize, alpha: f32, v: &Vectors, count: &mut u64) {
     let cleaned: Vec<(usize, Vec<u32>, u64)> = adj
         .par_iter()
         .enumerate()
@@ -334,19 +371,78 @@ pub fn build(vectors: Vec<f32>, dim: usize, params: &VamanaParams) -> Result<(Ad
         .map(|(j, list)| {
             let mut c = list.len() as u64;
             let with_dist: Vec<(u32, f32)> = list.iter().map(|&x| (x, v.dist(j as u32, x))).collect();
-            (j, robust_prune(j as u32, with_dist, params.alpha, r, &v, &mut c), c)
+            (j, robust_prune(j as u32, with_dist, alpha, r, v, &mut c), c)
         })
         .collect();
     for (j, list, c) in cleaned {
-        count += c;
+        *count += c;
         adj[j] = list;
     }
-    let mut slots = vec![NO_NEIGHBOR; n * r];
-    for (node, list) in adj.iter().enumerate() {
-        debug_assert!(list.len() <= r && !list.contains(&(node as u32)));
-        slots[node * r..node * r + list.len()].copy_from_slice(list);
+}
+
+/// One batch-synchronous insertion step: the points are searched and pruned in parallel against
+/// the graph as it is, then their lists and the reverse edges are applied in sorted order.
+#[allow(clippy::too_many_arguments)]
+fn insert_batch(
+    points: &[u32],
+    entry: u32,
+    adj: &mut [Vec<u32>],
+    v: &Vectors,
+    alpha: f32,
+    r: usize,
+    l: usize,
+    slack: usize,
+    count: &mut u64,
+) {
+    let updates: Vec<(u32, Vec<u32>, u64)> = points
+        .par_iter()
+        .map(|&p| {
+            let mut c = 0;
+            let mut visited = greedy_search(p, entry, l, adj, v, &mut c);
+            for &nb in &adj[p as usize] {
+                c += 1;
+                visited.push((nb, v.dist(p, nb)));
+            }
+            let out = robust_prune(p, visited, alpha, r, v, &mut c);
+            (p, out, c)
+        })
+        .collect();
+    let mut reverse: Vec<(u32, u32)> = Vec::new();
+    for (p, out, c) in &updates {
+        *count += c;
+        reverse.extend(out.iter().map(|&j| (j, *p)));
     }
-    Ok((Adjacency { max_degree: r as u32, entry_point: entry, slots }, BuildStats { distance_computations: count }))
+    for (p, out, _) in updates {
+        adj[p as usize] = out;
+    }
+    reverse.sort_unstable();
+    reverse.dedup();
+    let groups: Vec<(u32, Vec<u32>)> =
+        reverse.chunk_by(|a, b| a.0 == b.0).map(|g| (g[0].0, g.iter().map(|e| e.1).collect())).collect();
+    let merged: Vec<(u32, Vec<u32>, u64)> = groups
+        .par_iter()
+        .map(|(j, sources)| {
+            let mut list = adj[*j as usize].clone();
+            for &s in sources {
+                if !list.contains(&s) {
+                    list.push(s);
+                }
+            }
+            // Slack (DiskANN's): a list may grow past R before it is pruned back to R, so a node
+            // is re-pruned once per ~0.3·R new in-edges, not for every one.
+            if list.len() <= slack {
+                return (*j, list, 0);
+            }
+            let mut c = list.len() as u64;
+            let with_dist: Vec<(u32, f32)> = list.iter().map(|&x| (x, v.dist(*j, x))).collect();
+            let pruned = robust_prune(*j, with_dist, alpha, r, v, &mut c);
+            (*j, pruned, c)
+        })
+        .collect();
+    for (j, list, c) in merged {
+        *count += c;
+        adj[j as usize] = list;
+    }
 }
 
 /// The vector closest to the mean (ties: lowest index).

@@ -30,7 +30,7 @@ use crate::format::segment::{
     encode_entry, encode_header, encode_tail, Header, SectionEntry, SectionKind, Tail, HEADER_LEN, SECTION_ALIGN,
     TOKEN_SECTION_ALIGN,
 };
-use crate::graph::{GraphBuilder, VamanaParams};
+use crate::graph::{BaseGraph, GraphBuilder, VamanaParams};
 use crate::io::fs as durable;
 use crate::io::storage::{self, Storage, WritableFile};
 use crate::limits::{MAX_DOCS_PER_SEGMENT, MAX_PAYLOAD_BYTES};
@@ -93,6 +93,10 @@ pub struct SegmentConfig {
     /// gets inverted lists; residual storage encodes against it. Required by residual storage;
     /// `None` for the plain types writes a segment without the cheap scoring stage.
     pub tokens: Option<Arc<TokenCodebook>>,
+    /// A graph over the first documents added, to keep and extend instead of building anew (a
+    /// merge's largest input, renumbered, its deleted nodes bypassed). Used when the segment gets
+    /// a graph; its lists must name only those documents.
+    pub base_graph: Option<BaseGraph>,
 }
 
 /// A published segment.
@@ -106,6 +110,8 @@ pub struct SegmentSummary {
     pub token_rows: u64,
     /// File length.
     pub bytes: u64,
+    /// The graph extends [`SegmentConfig::base_graph`] rather than being built anew.
+    pub graph_extended: bool,
     /// Mean squared PQ error of the training sample, when the codebook was trained here.
     pub pq_distortion: Option<f64>,
 }
@@ -507,10 +513,17 @@ impl SegmentWriter {
             let postings = self.postings_section(book.centroid_count());
             self.write_section(SectionKind::CentroidPostings, &postings, SECTION_ALIGN)?;
         }
+        let mut graph_extended = false;
         if let Some(graph) = self.config.graph.filter(|g| n as u64 >= g.min_docs) {
             let vectors = std::mem::take(&mut self.build_vectors);
             let build_dim = vectors.len() / n;
-            let (adjacency, _) = GraphBuilder::build(&graph.params, vectors, build_dim)?;
+            let (adjacency, _) = match self.config.base_graph.take() {
+                Some(base) if !base.lists.is_empty() => {
+                    graph_extended = true;
+                    GraphBuilder::extend(&graph.params, vectors, build_dim, base)?
+                }
+                _ => GraphBuilder::build(&graph.params, vectors, build_dim)?,
+            };
             let header = graph_format::GraphHeader {
                 max_degree: adjacency.max_degree,
                 entry_point: adjacency.entry_point,
@@ -551,6 +564,7 @@ impl SegmentWriter {
             doc_count: n as u64,
             token_rows,
             bytes: file_len,
+            graph_extended,
             pq_distortion,
         })
     }

@@ -43,7 +43,14 @@ fn write_current(path: &Path) {
         build_dim: 4,
         min_docs: 1,
     };
-    let config = SegmentConfig { segment_id: 1, storage: TokenStorage::F16, pq, graph: Some(graph), tokens: None };
+    let config = SegmentConfig {
+        segment_id: 1,
+        storage: TokenStorage::F16,
+        pq,
+        graph: Some(graph),
+        tokens: None,
+        base_graph: None,
+    };
     let mut w = SegmentWriter::create(path, encoder, config).unwrap();
     w.add_batch(&[
         Document { id: 10, tokens: TokenMatrix::new(&A, 4).unwrap(), payload: Some(b"{\"t\":1}") },
@@ -105,6 +112,7 @@ fn write_v3(path: &Path) {
         pq,
         graph: None,
         tokens: Some(Arc::new(book)),
+        base_graph: None,
     };
     let mut w = SegmentWriter::create(path, encoder, config).unwrap();
     w.add_batch(&[

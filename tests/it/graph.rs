@@ -163,3 +163,67 @@ fn bad_parameters_and_inputs_are_errors() {
     let mut stats = SearchStats::default();
     assert_eq!(beam_search(&tiny, 5, |_| 1.0, |_| false, &mut stats).unwrap().len(), 1);
 }
+
+/// The survivors of `adj` without the `dead`, consolidated as a merge does it, and their old ids.
+fn consolidated(adj: &Adjacency, dead: &[bool]) -> (quiverdb::graph::BaseGraph, Vec<u32>) {
+    let mut new_id = vec![u32::MAX; dead.len()];
+    let mut kept = Vec::new();
+    for (i, &d) in dead.iter().enumerate() {
+        if !d {
+            new_id[i] = kept.len() as u32;
+            kept.push(i as u32);
+        }
+    }
+    (quiverdb::graph::consolidate(adj, &new_id).unwrap(), kept)
+}
+
+/// FreshDiskANN-style merge: a graph over part of the data, with a tenth of its nodes deleted and
+/// consolidated, extended by the rest, is as valid and about as searchable as a graph built over
+/// everything at once; base lists that receive no new edges are kept as they were.
+#[test]
+fn extending_a_consolidated_graph_matches_a_full_build() {
+    let (n0, n1, dim) = (2500, 1500, 24);
+    let all = clustered(n0 + n1, dim, 11);
+    let params = VamanaParams::default();
+    let (first, _) = build(all[..n0 * dim].to_vec(), dim, &params).unwrap();
+    let mut rng = SplitMix64::new(5);
+    let mut dead = vec![false; n0];
+    dead[first.entry_point as usize] = true; // the entry point goes too
+    for _ in 0..n0 / 10 {
+        dead[rng.below(n0 as u64) as usize] = true;
+    }
+    let (base, kept) = consolidated(&first, &dead);
+    assert!(base.entry_point.is_none());
+    let mut data: Vec<f32> =
+        kept.iter().flat_map(|&p| all[p as usize * dim..(p as usize + 1) * dim].to_vec()).collect();
+    data.extend_from_slice(&all[n0 * dim..]);
+    let (extended, ext_stats) = quiverdb::graph::extend(data.clone(), dim, &params, base.clone()).unwrap();
+    check_invariants(&extended);
+    let (full, full_stats) = build(data.clone(), dim, &params).unwrap();
+    let queries = clustered(40, dim, 12);
+    let (r_ext, _) = recall(&extended, &data, dim, &queries, 64);
+    let (r_full, _) = recall(&full, &data, dim, &queries, 64);
+    eprintln!(
+        "extend: recall@10 {r_ext} with {} distances; full build {r_full} with {}",
+        ext_stats.distance_computations, full_stats.distance_computations
+    );
+    assert!(r_ext >= r_full - 0.03 && r_ext >= 0.9, "extended {r_ext} vs full {r_full}");
+    assert!(ext_stats.distance_computations < full_stats.distance_computations, "extending cost a full build");
+    // The base's edges survive: far more of them are in the extended graph than in a fresh build.
+    let kept_edges = |g: &Adjacency| {
+        let (mut hit, mut all) = (0usize, 0usize);
+        for (p, list) in base.lists.iter().enumerate() {
+            let now: Vec<u32> = g.neighbors(p as u32).collect();
+            all += list.len();
+            hit += list.iter().filter(|x| now.contains(x)).count();
+        }
+        hit as f64 / all as f64
+    };
+    let (from_base, from_scratch) = (kept_edges(&extended), kept_edges(&full));
+    eprintln!("base edges kept: extended {from_base:.3}, fresh build {from_scratch:.3}");
+    assert!(from_base > 0.5 && from_base > from_scratch + 0.2, "extended {from_base} vs fresh {from_scratch}");
+    // A base list naming a node outside the base is refused.
+    let mut bad = base;
+    bad.lists[0].push(kept.len() as u32 + 3);
+    assert!(quiverdb::graph::extend(data, dim, &params, bad).is_err());
+}

@@ -79,7 +79,7 @@ fn open_options(storage: Option<Arc<FaultStorage>>) -> OpenOptions {
 }
 
 fn fresh_collection(path: &Path) {
-    let c = Collection::create(path, small_options(TokenStorage::F16, 1 << 30), open_options(None)).unwrap();
+    let c = Collection::create(path, small_options(TokenStorage::F16, 2), open_options(None)).unwrap();
     c.close().unwrap();
 }
 
@@ -132,6 +132,25 @@ fn long() -> bool {
 /// For every storage-operation index N of the workload (open included): crash there, simulate a
 /// power loss (unsynced bytes dropped, torn or kept; unsynced renames, creations and deletions
 /// undone), reopen, and check that exactly the durable prefix survived.
+/// The crash tests' workload takes the FreshDiskANN merge path: its compaction keeps the largest
+/// input's graph (with a deleted and a replaced document consolidated) instead of rebuilding.
+#[test]
+fn the_workload_merge_extends_a_graph() {
+    let dir = TempDir::new("rel-extend");
+    let path = dir.0.join("c");
+    fresh_collection(&path);
+    let c = Collection::open_with(&path, open_options(None)).unwrap();
+    let mut extended = 0;
+    for op in workload() {
+        match op {
+            Op::Compact => extended += c.compact().unwrap().graphs_extended,
+            op => run(&c, op).unwrap(),
+        }
+    }
+    assert_eq!(extended, 1);
+    c.verify().unwrap();
+}
+
 #[test]
 fn crash_at_every_operation_keeps_the_durable_prefix() {
     let dir = TempDir::new("rel-crash");
@@ -251,7 +270,7 @@ fn corrupt_and_open(path: &Path) -> quiverdb::Result<Collection> {
 }
 
 fn build_two_segments(path: &Path) {
-    let c = Collection::create(path, small_options(TokenStorage::F16, 1 << 30), open_options(None)).unwrap();
+    let c = Collection::create(path, small_options(TokenStorage::F16, 2), open_options(None)).unwrap();
     for id in 0..6 {
         c.insert(id, &tokens(id, 0), None).unwrap();
     }

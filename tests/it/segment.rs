@@ -54,7 +54,7 @@ fn write(path: &Path, docs: &Docs, storage: TokenStorage, pq: PqSource, batch: u
     let mut w = SegmentWriter::create(
         path,
         small_encoder(),
-        SegmentConfig { segment_id: 9, storage, pq, graph: None, tokens: None },
+        SegmentConfig { segment_id: 9, storage, pq, graph: None, tokens: None, base_graph: None },
     )?;
     let all: Vec<Document> = (0..docs.ids.len())
         .map(|i| Document {
@@ -131,6 +131,7 @@ fn writer_refuses_bad_input_and_leaves_no_file() {
             pq: PqSource::Train(pq_params()),
             graph: None,
             tokens: None,
+            base_graph: None,
         },
     )
     .unwrap();
@@ -144,6 +145,7 @@ fn writer_refuses_bad_input_and_leaves_no_file() {
             pq: PqSource::Train(pq_params()),
             graph: None,
             tokens: None,
+            base_graph: None,
         },
     )
     .unwrap();
@@ -166,7 +168,8 @@ fn writer_refuses_bad_input_and_leaves_no_file() {
             storage: TokenStorage::F32,
             pq: PqSource::Reuse(Arc::new(other)),
             graph: None,
-            tokens: None
+            tokens: None,
+            base_graph: None,
         }
     )
     .is_err());
@@ -327,7 +330,8 @@ fn segment_search_matches_exact_maxsim_with_and_without_graph() {
     for (name, graph) in [("flat", None), ("graph", Some(GraphConfig { min_docs: 100, ..GraphConfig::default() }))] {
         let path = tmp.0.join(format!("{name}.qseg"));
         let pq = PqSource::Train(PqParams::for_dim(encoder.fde_dim()));
-        let config = SegmentConfig { segment_id: 1, storage: TokenStorage::F32, pq, graph, tokens: None };
+        let config =
+            SegmentConfig { segment_id: 1, storage: TokenStorage::F32, pq, graph, tokens: None, base_graph: None };
         let mut w = SegmentWriter::create(&path, encoder.clone(), config).unwrap();
         w.add_batch(&docs).unwrap();
         w.finish().unwrap();
@@ -402,6 +406,7 @@ fn graph_section_damage_is_corruption_never_a_panic() {
             pq: PqSource::Train(pq_params()),
             graph: Some(graph),
             tokens: None,
+            base_graph: None,
         },
     )
     .unwrap();
@@ -472,6 +477,7 @@ fn a_failed_write_poisons_the_writer() {
             pq: PqSource::Train(pq_params()),
             graph: None,
             tokens: None,
+            base_graph: None,
         },
     )
     .unwrap();
