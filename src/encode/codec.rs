@@ -292,14 +292,7 @@ impl TokenCodebook {
     /// The nearest centroid (squared L2; first on ties) of every `dim`-wide row of `tokens`, one
     /// id per row into `ids`.
     pub fn assign(&self, tokens: &[f32], ids: &mut [u16]) -> Result<()> {
-        if tokens.len() != ids.len() * self.dim {
-            return Err(Error::InvalidInput(format!(
-                "{} values are not {} tokens of dimension {}",
-                tokens.len(),
-                ids.len(),
-                self.dim
-            )));
-        }
+        self.check_tokens(tokens, ids)?;
         let mut dist = vec![0f32; ids.len()];
         self.assign_with_distance(tokens, ids, &mut dist);
         Ok(())
@@ -315,9 +308,7 @@ impl TokenCodebook {
             + self.byte_table.len()) as u64
     }
 
-    /// [`TokenCodebook::assign`] in parallel tasks on the current rayon pool: the same ids, for
-    /// many tokens at once (blocks of tokens share each pass over the centroids).
-    pub fn assign_batch(&self, tokens: &[f32], ids: &mut [u16]) -> Result<()> {
+    fn check_tokens(&self, tokens: &[f32], ids: &[u16]) -> Result<()> {
         if tokens.len() != ids.len() * self.dim {
             return Err(Error::InvalidInput(format!(
                 "{} values are not {} tokens of dimension {}",
@@ -326,6 +317,13 @@ impl TokenCodebook {
                 self.dim
             )));
         }
+        Ok(())
+    }
+
+    /// [`TokenCodebook::assign`] in parallel tasks on the current rayon pool: the same ids, for
+    /// many tokens at once (blocks of tokens share each pass over the centroids).
+    pub fn assign_batch(&self, tokens: &[f32], ids: &mut [u16]) -> Result<()> {
+        self.check_tokens(tokens, ids)?;
         let mut dist = vec![0f32; ids.len()];
         self.assign_parallel(tokens, ids, &mut dist);
         Ok(())
@@ -656,6 +654,11 @@ mod tests {
             let best = (0..32).map(d).fold(f32::INFINITY, f32::min);
             assert!(d(ids[i] as usize) <= best + 1e-4, "token {i} not at its nearest centroid");
         }
+        // The batch form gives the same ids, and refuses a count that does not fit.
+        let mut batch = vec![0u16; 2000];
+        a.assign_batch(&x, &mut batch).unwrap();
+        assert_eq!(batch, ids);
+        assert!(a.assign_batch(&x[..dim * 3], &mut [0u16; 2]).is_err());
     }
 
     #[test]
