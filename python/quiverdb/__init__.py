@@ -331,13 +331,18 @@ class Collection:
         k: int = 10,
         *,
         rerank: Optional[int] = None,
+        candidates: Optional[int] = None,
+        probe: Optional[int] = None,
         ids: Optional[Iterable[Id]] = None,
     ) -> "list[Hit]":
         """The best ``k`` documents for ``query`` (``n_tokens x dim``) by MaxSim, best first.
 
-        ``rerank``: candidates reranked by exact MaxSim (default: the engine's, by collection
-        size). ``ids``: search only these documents (an allow-list; every listed document is
-        scored exactly)."""
+        The stages (``None``: the engine's defaults, by collection size and query length):
+        ``candidates`` found by PQ-ADC over the FDE; ``probe``, the nearest token centroids
+        whose inverted lists add candidates for each query token (0: none); ``rerank``, the
+        candidates reranked by exact MaxSim after the centroid-interaction stage.
+        ``ids``: search only these documents (an allow-list; every listed document is scored
+        exactly, and the stages do not apply)."""
         q = _tokens(query, self.dim, "the query")
         if ids is not None:
             keys = list(ids)
@@ -345,7 +350,7 @@ class Collection:
             hits = self._hits(self._raw.search_ids(q, eids, int(k)))
             wanted = set(keys)
             return [h for h in hits if h.id in wanted]
-        return self._hits(self._raw.search(q, int(k), rerank))
+        return self._hits(self._raw.search(q, int(k), rerank, True, candidates, probe))
 
     def search_batch(
         self,
@@ -353,11 +358,15 @@ class Collection:
         k: int = 10,
         *,
         rerank: Optional[int] = None,
+        candidates: Optional[int] = None,
+        probe: Optional[int] = None,
         threads: Optional[int] = None,
     ) -> "list[list[Hit]]":
-        """Many queries on one snapshot, in parallel (``threads``: None for all cores)."""
+        """Many queries on one snapshot, in parallel (``threads``: None for all cores); the
+        stages as in :meth:`search`."""
         qs = [_tokens(q, self.dim, f"query {i}") for i, q in enumerate(queries)]
-        return [self._hits(h) for h in self._raw.search_batch(qs, int(k), rerank, True, threads)]
+        raw = self._raw.search_batch(qs, int(k), rerank, True, threads, candidates, probe)
+        return [self._hits(h) for h in raw]
 
     # -- maintenance -------------------------------------------------------------------------
 

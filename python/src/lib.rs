@@ -107,9 +107,19 @@ impl RawCollection {
     }
 }
 
-fn search_params(k: usize, rerank: Option<usize>, with_payload: bool) -> SearchParams {
+/// The search stages a caller may set (`None`: the engine's defaults, `SearchParams::stages`).
+#[derive(Clone, Copy)]
+struct Stages {
+    rerank: Option<usize>,
+    candidates: Option<usize>,
+    probe: Option<usize>,
+}
+
+fn search_params(k: usize, stages: Stages, with_payload: bool) -> SearchParams {
     let mut p = SearchParams::new(k);
-    p.rerank = rerank;
+    p.rerank = stages.rerank;
+    p.candidates = stages.candidates;
+    p.probe = stages.probe;
     p.with_payload = with_payload;
     p
 }
@@ -282,7 +292,8 @@ impl RawCollection {
     }
 
     /// The best `k` documents by MaxSim: `(id, score, payload bytes or None)`, best first.
-    #[pyo3(signature = (query, k, rerank=None, with_payload=true))]
+    #[pyo3(signature = (query, k, rerank=None, with_payload=true, candidates=None, probe=None))]
+    #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
         py: Python<'_>,
@@ -290,9 +301,11 @@ impl RawCollection {
         k: usize,
         rerank: Option<usize>,
         with_payload: bool,
+        candidates: Option<usize>,
+        probe: Option<usize>,
     ) -> PyResult<Vec<PyHit>> {
         let q = rows(&query, self.dim, "the query")?;
-        let params = search_params(k, rerank, with_payload);
+        let params = search_params(k, Stages { rerank, candidates, probe }, with_payload);
         let hits = self.with(|h| {
             py.detach(|| match h {
                 Handle::Writer(c) => c.search(q, &params),
@@ -304,7 +317,8 @@ impl RawCollection {
     }
 
     /// Many queries on one snapshot, in parallel on `threads` threads (None: all cores).
-    #[pyo3(signature = (queries, k, rerank=None, with_payload=true, threads=None))]
+    #[pyo3(signature = (queries, k, rerank=None, with_payload=true, threads=None, candidates=None, probe=None))]
+    #[allow(clippy::too_many_arguments)]
     fn search_batch(
         &self,
         py: Python<'_>,
@@ -313,6 +327,8 @@ impl RawCollection {
         rerank: Option<usize>,
         with_payload: bool,
         threads: Option<usize>,
+        candidates: Option<usize>,
+        probe: Option<usize>,
     ) -> PyResult<Vec<Vec<PyHit>>> {
         let mut slices = Vec::with_capacity(queries.len());
         for (i, q) in queries.iter().enumerate() {
@@ -321,7 +337,7 @@ impl RawCollection {
         if threads == Some(0) {
             return Err(InvalidParameter::new_err("invalid parameter `threads`: must be at least 1"));
         }
-        let params = search_params(k, rerank, with_payload);
+        let params = search_params(k, Stages { rerank, candidates, probe }, with_payload);
         let results = self.with(|h| {
             py.detach(|| {
                 let run = || match h {
@@ -353,7 +369,7 @@ impl RawCollection {
         with_payload: bool,
     ) -> PyResult<Vec<PyHit>> {
         let q = rows(&query, self.dim, "the query")?;
-        let params = search_params(k, None, with_payload);
+        let params = search_params(k, Stages { rerank: None, candidates: None, probe: None }, with_payload);
         let hits = self.with(|h| {
             py.detach(|| match h {
                 Handle::Writer(c) => c.search_ids(q, &ids, &params),

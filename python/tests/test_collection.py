@@ -276,3 +276,26 @@ def test_search_batch_and_subset(path):
         assert {h.id for h in only} == {"d50", "d60", "d1"} and only[0].id == "d1"
         with pytest.raises(quiverdb.InvalidParameter):
             c.search_batch([docs[1]], k=2, threads=0)
+
+
+def test_search_stages_can_be_set(path):
+    """``candidates``, ``probe`` and ``rerank`` reach the engine: covering the corpus at every stage
+    gives numpy's exact top-10; turning the inverted lists off still answers; out-of-range stage
+    sizes are ``InvalidParameter``."""
+    docs, queries = topical(600, 10, DIM, seed=21)
+    with small(path) as c:
+        c.insert_batch(list(range(600)), docs)
+        c.flush()
+        stored = [d.astype(np.float16).astype(np.float32) for d in docs]
+        for q in queries:
+            scores = np.array([exact_maxsim(q, d) for d in stored])
+            exact = np.argsort(-scores, kind="stable")[:10].tolist()
+            hits = c.search(q, k=10, candidates=600, probe=0, rerank=600)
+            assert {h.id for h in hits} == set(exact)
+            batch = c.search_batch([q], k=10, candidates=600, probe=0, rerank=600)
+            assert [h.id for h in batch[0]] == [h.id for h in hits]
+            assert len(c.search(q, k=10, candidates=50, probe=0)) == 10
+        with pytest.raises(quiverdb.InvalidParameter, match="candidates"):
+            c.search(queries[0], k=10, candidates=0)
+        with pytest.raises(quiverdb.InvalidParameter, match="probe"):
+            c.search(queries[0], k=10, probe=10**9)
