@@ -196,3 +196,43 @@ impl Neighbors for GraphView<'_> {
         Ok(())
     }
 }
+
+/// The nodes a search has seen: a small open-addressing hash set of node ids (no hashing crate,
+/// no allocation per probe) that starts at 256 slots and doubles, so a search costs in proportion
+/// to the nodes it visits, not to the graph's size (a bitset over all nodes is cleared per search
+/// and segment: 2 MB for a 16M-node segment).
+pub(crate) struct VisitedSet {
+    slots: Vec<u32>,
+    len: usize,
+}
+
+impl VisitedSet {
+    pub(crate) fn new() -> Self {
+        VisitedSet { slots: vec![NO_NEIGHBOR; 256], len: 0 }
+    }
+
+    /// Inserts `id`; false if it was present.
+    pub(crate) fn insert(&mut self, id: u32) -> bool {
+        if (self.len + 1) * 2 > self.slots.len() {
+            let grown = vec![NO_NEIGHBOR; self.slots.len() * 2];
+            let old = std::mem::replace(&mut self.slots, grown);
+            self.len = 0;
+            for v in old.into_iter().filter(|&v| v != NO_NEIGHBOR) {
+                self.insert(v);
+            }
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = (id.wrapping_mul(0x9e37_79b9) as usize) & mask;
+        loop {
+            match self.slots[i] {
+                NO_NEIGHBOR => {
+                    self.slots[i] = id;
+                    self.len += 1;
+                    return true;
+                }
+                v if v == id => return false,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+}

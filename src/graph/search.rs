@@ -1,6 +1,6 @@
 //! Beam search over a stored graph (the "greedy search" of the DiskANN papers with list size L).
 
-use super::Neighbors;
+use super::{Neighbors, VisitedSet};
 use crate::error::Result;
 use crate::topk::{Scored, TopK};
 
@@ -47,14 +47,8 @@ pub fn beam_search_batched<G: Neighbors>(
     stats: &mut SearchStats,
 ) -> Result<Vec<Scored>> {
     let list_size = list_size.max(1);
-    let nodes = graph.nodes();
-    let mut seen = vec![0u64; nodes.div_ceil(64)];
-    let mut mark = |id: u32| {
-        let (w, b) = (id as usize / 64, id as usize % 64);
-        let fresh = seen[w] & (1 << b) == 0;
-        seen[w] |= 1 << b;
-        fresh
-    };
+    let mut seen = VisitedSet::new();
+    let mut mark = |id: u32| seen.insert(id);
     // The beam: (score, id, expanded), best first.
     // The beam never holds more than every node; `list_size` is caller-supplied.
     let list_size = list_size.min(graph.nodes().max(1));
@@ -72,7 +66,13 @@ pub fn beam_search_batched<G: Neighbors>(
     }
     let mut neighbors = Vec::new();
     let mut fresh = Vec::new();
-    while let Some(i) = beam.iter().position(|c| !c.2) {
+    // Everything before `cursor` is expanded: the next node to expand is found from there, and an
+    // insertion before it moves it back (DiskANN's trick; a scan from the start made wide beams
+    // quadratic).
+    let mut cursor = 0;
+    while let Some(offset) = beam[cursor..].iter().position(|c| !c.2) {
+        let i = cursor + offset;
+        cursor = i;
         beam[i].2 = true;
         stats.hops += 1;
         neighbors.clear();
@@ -92,6 +92,7 @@ pub fn beam_search_batched<G: Neighbors>(
             let at = beam.partition_point(|c| better((c.0, c.1), (s, nb)));
             beam.insert(at, (s, nb, false));
             beam.truncate(list_size);
+            cursor = cursor.min(at);
         }
     }
     Ok(results.into_sorted())

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{Adjacency, Neighbors, NO_NEIGHBOR};
+use super::{Adjacency, Neighbors, VisitedSet, NO_NEIGHBOR};
 use crate::encode::rng::SplitMix64;
 use crate::encode::simd;
 use crate::error::{Error, Result};
@@ -114,43 +114,6 @@ impl Vectors {
     }
 }
 
-/// A small open-addressing set of node ids (no hashing crate, no allocation per probe).
-struct IdSet {
-    slots: Vec<u32>,
-    len: usize,
-}
-
-impl IdSet {
-    fn new() -> Self {
-        IdSet { slots: vec![NO_NEIGHBOR; 256], len: 0 }
-    }
-
-    /// Inserts `id`; false if it was present.
-    fn insert(&mut self, id: u32) -> bool {
-        if (self.len + 1) * 2 > self.slots.len() {
-            let grown = vec![NO_NEIGHBOR; self.slots.len() * 2];
-            let old = std::mem::replace(&mut self.slots, grown);
-            self.len = 0;
-            for v in old.into_iter().filter(|&v| v != NO_NEIGHBOR) {
-                self.insert(v);
-            }
-        }
-        let mask = self.slots.len() - 1;
-        let mut i = (id.wrapping_mul(0x9e37_79b9) as usize) & mask;
-        loop {
-            match self.slots[i] {
-                NO_NEIGHBOR => {
-                    self.slots[i] = id;
-                    self.len += 1;
-                    return true;
-                }
-                v if v == id => return false,
-                _ => i = (i + 1) & mask,
-            }
-        }
-    }
-}
-
 /// A candidate in a sorted search list.
 #[derive(Clone, Copy)]
 struct Candidate {
@@ -162,7 +125,7 @@ struct Candidate {
 /// Greedy search for node `p` from `start` with list size `l`; returns every expanded node with
 /// its distance to `p` (Vamana's visited set V).
 fn greedy_search(p: u32, start: u32, l: usize, adj: &[Vec<u32>], v: &Vectors, count: &mut u64) -> Vec<(u32, f32)> {
-    let mut seen = IdSet::new();
+    let mut seen = VisitedSet::new();
     let mut list: Vec<Candidate> = Vec::with_capacity(l + 1);
     let mut visited = Vec::new();
     seen.insert(start);
