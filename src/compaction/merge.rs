@@ -7,7 +7,7 @@
 //! retrains while it is young; with the same codebook the codes come out the same).
 //!
 //! **The graph is extended, not rebuilt** (FreshDiskANN's StreamingMerge): the input with the most
-//! live documents whose graph fits the output (same PQ codebook, degree and build dimension) is
+//! live documents whose graph fits the output (same degree and build dimension) is
 //! written first; its graph is renumbered to the output's ordinals with its deleted nodes
 //! consolidated ([`crate::graph::consolidate`]), and the other inputs' documents are inserted into
 //! it ([`crate::graph::extend`]). `OpenOptions::merge_rebuilds_graphs` builds anew instead.
@@ -26,12 +26,9 @@ use crate::encode::fde::FdeEncoder;
 use crate::encode::maxsim::DocTokens;
 use crate::encode::tokens::TokenMatrix;
 use crate::error::{Error, Result};
-use crate::format::segment::SectionKind;
 use crate::graph::BaseGraph;
 use crate::io::storage::Storage;
-use crate::segment::{
-    CodedTokens, Document, LiveBits, PqSource, SegmentConfig, SegmentReader, SegmentSummary, SegmentWriter,
-};
+use crate::segment::{CodedTokens, Document, LiveBits, SegmentConfig, SegmentReader, SegmentSummary, SegmentWriter};
 
 /// One input: a segment and which of its ordinals are live.
 pub struct MergeInput<'a> {
@@ -132,24 +129,20 @@ pub fn merge(
 }
 
 /// Which input's graph the output can keep: the one with the most live documents among those
-/// with a graph of the output's degree and build dimension whose PQ codes are the output's (same
-/// codebook), so its documents' codes and graph positions mean the same in the output. `None`:
-/// the output's graph is built anew.
+/// with a graph of the output's degree and build dimension. The graph depends only on the build
+/// vectors (a Count Sketch of each FDE, fixed by the collection's FDE parameters), not on the PQ
+/// codebook, so it stays valid when the merge retrains the codebook. `None`: the output's graph is
+/// built anew.
 fn graph_base(inputs: &[MergeInput<'_>], config: &SegmentConfig) -> Option<usize> {
     let graph = config.graph?;
-    let PqSource::Reuse(codebook) = &config.pq else { return None };
-    let centroids: Vec<u8> = codebook.centroids().iter().flat_map(|v| v.to_le_bytes()).collect();
-    let key = crc32fast::hash(&centroids);
     inputs
         .iter()
         .enumerate()
         .filter(|(_, i)| {
-            i.reader.sections().iter().any(|s| s.kind == SectionKind::PqCodebook && s.crc == key)
-                && i.reader.graph_header().is_some_and(|h| {
-                    h.max_degree == graph.params.max_degree
-                        && h.build_dim as usize == (graph.build_dim as usize).min(i.reader.fde_params().fde_dim())
-                })
-                && i.live.live_count() > 0
+            i.reader.graph_header().is_some_and(|h| {
+                h.max_degree == graph.params.max_degree
+                    && h.build_dim as usize == (graph.build_dim as usize).min(i.reader.fde_params().fde_dim())
+            }) && i.live.live_count() > 0
         })
         .max_by_key(|(at, i)| (i.live.live_count(), std::cmp::Reverse(*at)))
         .map(|(at, _)| at)

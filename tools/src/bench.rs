@@ -106,6 +106,15 @@ pub struct Args {
     /// PQ subspaces (bytes of code per document) when building (default: the library's).
     #[arg(long)]
     pq_subspaces: Option<u32>,
+    /// After building (in segments of `--segment-docs`), compact the collection and print one
+    /// `compaction` line: wall and CPU seconds, merges, documents and bytes written, graphs
+    /// extended rather than rebuilt. The sweep then runs on the compacted collection.
+    #[arg(long)]
+    compact: bool,
+    /// With `--compact`: merges rebuild every graph (`OpenOptions::merge_rebuilds_graphs`), for
+    /// a side-by-side run against extending the largest input's graph.
+    #[arg(long)]
+    merge_rebuild: bool,
 }
 
 struct Workload {
@@ -219,6 +228,7 @@ fn build(args: &Args, work: &Workload, path: &Path) -> Result<(Collection, f64),
         memtable_max_bytes: usize::MAX,
         background: false,
         merge_policy: TieredPolicy { base_docs: args.segment_docs.max(1) as u64, ..Default::default() },
+        merge_rebuilds_graphs: args.merge_rebuild,
         ..Default::default()
     };
     if path.join("catalog").exists() {
@@ -252,7 +262,40 @@ fn build(args: &Args, work: &Workload, path: &Path) -> Result<(Collection, f64),
         c.insert_batch(&batch).map_err(|e| e.to_string())?;
     }
     c.flush().map_err(|e| e.to_string())?;
-    Ok((c, t.elapsed().as_secs_f64()))
+    let build_s = t.elapsed().as_secs_f64();
+    if args.compact {
+        let segments = c.stats().map_err(|e| e.to_string())?.segments.len();
+        let (t, cpu) = (Instant::now(), cpu_seconds());
+        let report = c.compact().map_err(|e| e.to_string())?;
+        println!(
+            "{}",
+            json!({
+                "compaction": {
+                    "wall_s": round(t.elapsed().as_secs_f64()),
+                    "cpu_s": cpu_seconds().zip(cpu).map(|(b, a)| round(b - a)),
+                    "segments_before": segments,
+                    "segments_after": c.stats().map_err(|e| e.to_string())?.segments.len(),
+                    "merges": report.merges,
+                    "docs_written": report.docs_written,
+                    "bytes_written": report.bytes_written,
+                    "write_amplification": round(report.docs_written as f64 / docs.len().max(1) as f64),
+                    "graphs_extended": report.graphs_extended,
+                    "merge_rebuilds_graphs": args.merge_rebuild,
+                }
+            })
+        );
+    }
+    Ok((c, build_s))
+}
+
+/// This process's user + system CPU seconds (Linux `/proc/self/stat`; `None` elsewhere).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 fn round(x: f64) -> f64 {
