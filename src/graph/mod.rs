@@ -20,7 +20,9 @@
 //! at search lists 100 / 200 / 400): the two-pass build without slack took 55.5 s (0.817 / 0.909 /
 //! 0.964); with DiskANN's 1.3 slack on adjacency lists 29.7 s (0.823 / 0.912 / 0.965); one pass
 //! at α = 1.2 14.5 s (0.825 / 0.918 / 0.964); with int8 build vectors 6.8 s (0.818 / 0.917 /
-//! 0.965). One pass, slack and int8 are the defaults ([`VamanaParams::two_pass`]).
+//! 0.965). One pass, slack and int8 are the defaults ([`VamanaParams::two_pass`]). Prefetching
+//! the unseen neighbours' vectors before their distances are computed: 100,000 documents 57.0 s →
+//! 51.9 s, the same graph.
 //!
 //! **Determinism.** Insertion is batch-synchronous (prefix doubling, as in ParlayANN): the points
 //! of a batch are searched and pruned in parallel against the graph as it was at the batch start,

@@ -128,6 +128,7 @@ fn greedy_search(p: u32, start: u32, l: usize, adj: &[Vec<u32>], v: &Vectors, co
     let mut seen = VisitedSet::new();
     let mut list: Vec<Candidate> = Vec::with_capacity(l + 1);
     let mut visited = Vec::new();
+    let mut fresh = Vec::new();
     seen.insert(start);
     *count += 1;
     list.push(Candidate { dist: v.dist(p, start), id: start, expanded: false });
@@ -135,10 +136,14 @@ fn greedy_search(p: u32, start: u32, l: usize, adj: &[Vec<u32>], v: &Vectors, co
         list[i].expanded = true;
         let node = list[i].id;
         visited.push((node, list[i].dist));
-        for &nb in &adj[node as usize] {
-            if !seen.insert(nb) {
-                continue;
-            }
+        // The unseen neighbours' vectors are requested together before any is read, so their
+        // cache misses overlap instead of coming one distance at a time.
+        fresh.clear();
+        fresh.extend(adj[node as usize].iter().copied().filter(|&nb| seen.insert(nb)));
+        for &nb in &fresh {
+            simd::prefetch(v.row(nb));
+        }
+        for &nb in &fresh {
             *count += 1;
             let dist = v.dist(p, nb);
             if list.len() == l && !closer(dist, nb, list[l - 1].dist, list[l - 1].id) {
