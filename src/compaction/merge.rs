@@ -73,13 +73,14 @@ pub fn merge(
     // new ordinals are their ranks among its live ones).
     let mut config = config;
     let base = if extend_graph { graph_base(inputs, &config) } else { None };
-    let mut ordered: Vec<&MergeInput<'_>> = inputs.iter().collect();
     if let Some(b) = base {
-        ordered.swap(0, b);
-        ordered[1..].sort_by_key(|i| inputs.iter().position(|x| x.id == i.id));
-        config.base_graph = Some(base_graph(ordered[0])?);
+        config.base_graph = Some(base_graph(&inputs[b])?);
     }
-    let inputs = ordered;
+    let inputs: Vec<&MergeInput<'_>> = base
+        .map(|b| &inputs[b])
+        .into_iter()
+        .chain(inputs.iter().enumerate().filter(|(i, _)| Some(*i) != base).map(|(_, x)| x))
+        .collect();
     let dim = encoder.params().dim as usize;
     // A document from an input with the output's token codebook keeps its centroid ids (its
     // residual codes then decode and re-encode to the same values); others are reassigned.

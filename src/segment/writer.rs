@@ -11,6 +11,7 @@
 //! FDEs. With a trained codebook the codes need a second pass: tokens are read back from the
 //! temporary file (as stored, so FDEs always describe the stored values) and re-encoded.
 
+use std::borrow::Cow;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -381,7 +382,7 @@ impl SegmentWriter {
         }
         let assigned: Option<Vec<u16>> = match (tokens_book, coded) {
             (Some(book), None) => {
-                let values: Vec<Vec<f32>> =
+                let values: Vec<Cow<'_, [f32]>> =
                     docs.par_iter().map(|d| assignment_values(d.tokens.as_slice(), storage)).collect::<Result<_>>()?;
                 let values = values.concat();
                 let mut ids = vec![0u16; values.len() / dim];
@@ -398,14 +399,12 @@ impl SegmentWriter {
             .zip(&slots)
             .enumerate()
             .map(|(i, (doc, slot))| {
-                let given = match (coded, &assigned) {
-                    (Some(g), _) => Some(g[i]),
-                    (None, Some(ids)) => {
-                        Some(CodedTokens { ids: &ids[token_starts[i]..token_starts[i + 1]], residuals: &[] })
-                    }
-                    (None, None) => None,
+                let (ids, residuals) = match (coded, &assigned) {
+                    (Some(g), _) => (g[i].ids, Some(g[i].residuals)),
+                    (None, Some(ids)) => (&ids[token_starts[i]..token_starts[i + 1]], None),
+                    (None, None) => (&[][..], None),
                 };
-                let (bytes, stored, ids) = store_tokens(doc.tokens.as_slice(), storage, tokens_book, given)?;
+                let (bytes, stored, ids) = store_tokens(doc.tokens.as_slice(), storage, tokens_book, ids, residuals)?;
                 if codebook.is_none() && slot.is_none() {
                     return Ok((bytes, None, Vec::new(), ids));
                 }
@@ -702,43 +701,32 @@ pub struct CodedTokens<'a> {
 /// Stored bytes, decoded values (all types but `f32`), centroid ids (with a token codebook).
 type StoredTokens = (Vec<u8>, Option<Vec<f32>>, Vec<u16>);
 
-/// Token values as stored: the little-endian bytes, the values they decode to (for every type
-/// but `f32`), so FDEs are computed from exactly what the segment holds, and the tokens' centroid
-/// ids when there is a token codebook (`given`, or the nearest centroids: of the stored values for
-/// the plain types, of the original values for the residual codecs).
+/// Token values as stored: the little-endian bytes and, for every type but `f32`, the values they
+/// decode to (so FDEs are computed from exactly what the segment holds). `ids` are the tokens'
+/// centroid ids (empty without a token codebook; chosen by [`assignment_values`]); `residuals`,
+/// the residual codes when they are known already (a merge from a segment with the same codebook),
+/// else residual storage encodes them from `values` against `ids`.
 fn store_tokens(
     values: &[f32],
     storage: TokenStorage,
     book: Option<&TokenCodebook>,
-    given: Option<CodedTokens<'_>>,
+    ids: &[u16],
+    residuals: Option<&[u8]>,
 ) -> Result<StoredTokens> {
-    let ids_of = |v: &[f32]| -> Result<Vec<u16>> {
-        Ok(match (book, given) {
-            (_, Some(g)) => g.ids.to_vec(),
-            (Some(b), None) => {
-                let mut ids = vec![0u16; v.len() / b.dim()];
-                b.assign(v, &mut ids)?;
-                ids
-            }
-            (None, None) => Vec::new(),
-        })
-    };
+    let ids = ids.to_vec();
     match storage {
-        TokenStorage::F32 => Ok((values.iter().flat_map(|v| v.to_le_bytes()).collect(), None, ids_of(values)?)),
+        TokenStorage::F32 => Ok((values.iter().flat_map(|v| v.to_le_bytes()).collect(), None, ids)),
         TokenStorage::F16 | TokenStorage::Bf16 => {
             let bits = to_16bit(values, storage)?;
             let bytes = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
-            let stored = from_16bit(&bits, storage)?;
-            let ids = ids_of(&stored)?;
-            Ok((bytes, Some(stored), ids))
+            Ok((bytes, Some(from_16bit(&bits, storage)?), ids))
         }
         TokenStorage::Residual1 | TokenStorage::Residual2 | TokenStorage::Residual4 => {
             let book = book.ok_or_else(|| Error::InvalidInput("residual storage needs a token codebook".into()))?;
-            let ids = ids_of(values)?;
             let rb = book.residual_bytes();
-            let bytes = match given {
-                Some(g) if !g.residuals.is_empty() || ids.is_empty() => g.residuals.to_vec(),
-                _ => {
+            let bytes = match residuals {
+                Some(r) => r.to_vec(),
+                None => {
                     let mut bytes = vec![0u8; ids.len() * rb];
                     for ((token, &id), out) in values.chunks_exact(book.dim()).zip(&ids).zip(bytes.chunks_exact_mut(rb))
                     {
@@ -757,10 +745,10 @@ fn store_tokens(
 /// The values a token's centroid id is chosen for: what the segment stores for the plain types
 /// (so f16 and bf16 tokens are assigned as they decode), the original values for the residual
 /// codecs (whose residuals are taken from them).
-fn assignment_values(values: &[f32], storage: TokenStorage) -> Result<Vec<f32>> {
+fn assignment_values(values: &[f32], storage: TokenStorage) -> Result<Cow<'_, [f32]>> {
     match storage {
-        TokenStorage::F16 | TokenStorage::Bf16 => from_16bit(&to_16bit(values, storage)?, storage),
-        _ => Ok(values.to_vec()),
+        TokenStorage::F16 | TokenStorage::Bf16 => Ok(Cow::Owned(from_16bit(&to_16bit(values, storage)?, storage)?)),
+        _ => Ok(Cow::Borrowed(values)),
     }
 }
 
