@@ -130,11 +130,15 @@ pub struct MaxSimQuery {
     /// A short query (≤ `DOC_MAJOR_MAX_QUERY` tokens, dimension a multiple of the kernel's width)
     /// row-major, for the document-major AVX-512/AVX2 kernels; `None` otherwise.
     short: Option<Vec<f32>>,
+    /// The short query rounded to bf16, row-major, for the document-major `vdpbf16ps` kernel
+    /// against bf16 documents (when [`MaxSimQuery::uses_bf16_dot`] and the dimension is a multiple
+    /// of [`simd::DOC_MAJOR_BF16_WIDTH`]); `None` otherwise.
+    short_bf16: Option<Vec<u16>>,
 }
 
 impl MaxSimQuery {
-    /// Prepares `query` for the best kernel this CPU supports. With [`Isa::Avx512Bf16`] and
-    /// `QUIVERDB_BF16_DOT=1`, bf16-stored documents are scored against the query rounded to bf16
+    /// Prepares `query` for the best kernel this CPU supports. With [`Isa::Avx512Bf16`] (unless
+    /// `QUIVERDB_BF16_DOT=0`), bf16-stored documents are scored against the query rounded to bf16
     /// (`vdpbf16ps`); the score error this adds is reported by `cargo bench --bench maxsim`.
     pub fn new(query: &TokenMatrix<'_>) -> Self {
         Self::with_isa(query, Isa::detect())
@@ -170,7 +174,12 @@ impl MaxSimQuery {
         let short =
             (kernel_width > 0 && rows <= simd::DOC_MAJOR_MAX_QUERY && rows > 0 && dim.is_multiple_of(kernel_width))
                 .then(|| query.as_slice().to_vec());
-        MaxSimQuery { dim, isa, blocks, short }
+        let uses_bf16_dot = !blocks.is_empty() && blocks.iter().all(|b| !b.bf16_pairs.is_empty());
+        let short_bf16 = short
+            .as_ref()
+            .filter(|_| uses_bf16_dot && dim.is_multiple_of(simd::DOC_MAJOR_BF16_WIDTH))
+            .map(|q| q.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect());
+        MaxSimQuery { dim, isa, blocks, short, short_bf16 }
     }
 
     /// The token dimension this query expects of documents.
@@ -206,6 +215,12 @@ impl MaxSimQuery {
                 r.decode_into(&mut decoded)?;
                 self.score(DocTokens::F32(&decoded))
             });
+        }
+        if let (Some(short), DocTokens::Bf16(bits)) = (&self.short_bf16, doc) {
+            let mut maxes = [f32::NEG_INFINITY; simd::DOC_MAJOR_MAX_QUERY];
+            let maxes = &mut maxes[..short.len() / self.dim];
+            simd::max_dots_doc_major_bf16(self.isa, short, self.dim, bits, maxes);
+            return Ok(maxes.iter().sum());
         }
         if let Some(short) = &self.short {
             if !(self.uses_bf16_dot() && matches!(doc, DocTokens::Bf16(_))) {
@@ -344,27 +359,30 @@ mod tests {
     #[test]
     fn sixteen_bit_documents_score_as_their_upcast() {
         let dim = 64;
-        let q = random(9, dim, 3);
-        let d: Vec<f32> = random(50, dim, 4).iter().map(|v| v * 0.1).collect();
-        let qm = TokenMatrix::new(&q, dim).unwrap();
-        for storage in [TokenStorage::F16, TokenStorage::Bf16] {
-            let bits = to_16bit(&d, storage).unwrap();
-            let up = crate::encode::storage::from_16bit(&bits, storage).unwrap();
-            let want = maxsim_reference(&qm, &TokenMatrix::new(&up, dim).unwrap()).unwrap();
-            // The BF16 dot-product path scores bf16 documents against the query rounded to bf16.
-            let q_bf16: Vec<f32> = q.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
-            let want_bf16 =
-                maxsim_reference(&TokenMatrix::new(&q_bf16, dim).unwrap(), &TokenMatrix::new(&up, dim).unwrap())
-                    .unwrap();
-            for isa in Isa::available() {
-                let query = MaxSimQuery::with_isa(&qm, isa);
-                let doc = match storage {
-                    TokenStorage::F16 => DocTokens::F16(&bits),
-                    _ => DocTokens::Bf16(&bits),
-                };
-                let got = query.score(doc).unwrap();
-                let want = if query.uses_bf16_dot() && storage == TokenStorage::Bf16 { want_bf16 } else { want };
-                assert!((got - want).abs() < 1e-3, "{storage:?} {isa:?}: {got} vs {want}");
+        // 3 query tokens take the document-major kernels, 9 the blocked ones.
+        for nq in [3, 9] {
+            let q = random(nq, dim, 3);
+            let d: Vec<f32> = random(50, dim, 4).iter().map(|v| v * 0.1).collect();
+            let qm = TokenMatrix::new(&q, dim).unwrap();
+            for storage in [TokenStorage::F16, TokenStorage::Bf16] {
+                let bits = to_16bit(&d, storage).unwrap();
+                let up = crate::encode::storage::from_16bit(&bits, storage).unwrap();
+                let want = maxsim_reference(&qm, &TokenMatrix::new(&up, dim).unwrap()).unwrap();
+                // The BF16 dot-product path scores bf16 documents against the query rounded to bf16.
+                let q_bf16: Vec<f32> = q.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
+                let want_bf16 =
+                    maxsim_reference(&TokenMatrix::new(&q_bf16, dim).unwrap(), &TokenMatrix::new(&up, dim).unwrap())
+                        .unwrap();
+                for isa in Isa::available() {
+                    let query = MaxSimQuery::with_isa(&qm, isa);
+                    let doc = match storage {
+                        TokenStorage::F16 => DocTokens::F16(&bits),
+                        _ => DocTokens::Bf16(&bits),
+                    };
+                    let got = query.score(doc).unwrap();
+                    let want = if query.uses_bf16_dot() && storage == TokenStorage::Bf16 { want_bf16 } else { want };
+                    assert!((got - want).abs() < 1e-3, "{storage:?} {isa:?} nq {nq}: {got} vs {want}");
+                }
             }
         }
     }
