@@ -342,23 +342,17 @@ pub struct AdcTable {
 fn quantize_table(table: &[f32], rows: usize) -> (Vec<u8>, f32, f32) {
     let mut mins = Vec::with_capacity(rows);
     let mut spread = 0f32;
-    for r in 0..rows {
-        let row = &table[r * PQ_CENTROIDS..(r + 1) * PQ_CENTROIDS];
-        let (lo, hi) = row.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    for row in table.chunks_exact(PQ_CENTROIDS).take(rows) {
+        let (lo, hi) = simd::min_max(row);
         mins.push(lo);
         spread = spread.max(hi - lo);
     }
     let scale = if spread > 0.0 { spread / 255.0 } else { 1.0 };
     let inv = 1.0 / scale;
     let mut q = vec![0u8; table.len()];
-    for r in 0..rows {
-        let lo = mins[r];
-        let src = &table[r * PQ_CENTROIDS..(r + 1) * PQ_CENTROIDS];
-        // Values are ≥ lo, so `+ 0.5` then truncation rounds to nearest (no libm `round` call,
-        // which the baseline x86-64 target would not inline); `as u8` saturates at 255.
-        for (d, &v) in q[r * PQ_CENTROIDS..(r + 1) * PQ_CENTROIDS].iter_mut().zip(src) {
-            *d = ((v - lo) * inv + 0.5) as u8;
-        }
+    // Values are ≥ lo, so `+ 0.5` then truncation rounds to nearest.
+    for ((dst, src), &lo) in q.chunks_exact_mut(PQ_CENTROIDS).zip(table.chunks_exact(PQ_CENTROIDS)).zip(&mins) {
+        simd::quantize_u8(src, lo, inv, dst);
     }
     (q, scale, mins.iter().sum())
 }

@@ -528,6 +528,40 @@ pub fn fma_peak_probe(iterations: u64) -> Option<f32> {
 /// FLOP per round of [`fma_peak_probe`].
 pub const FMA_PROBE_FLOP_PER_ROUND: u64 = 2 * 12 * 8 * 2;
 
+/// The least and greatest of `v`, whose values are finite; `(+inf, -inf)` when empty.
+pub fn min_max(v: &[f32]) -> (f32, f32) {
+    match Isa::detect() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` and above are only returned after runtime detection of AVX2.
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => unsafe { x86::min_max_avx2(v) },
+        _ => min_max_portable(v),
+    }
+}
+
+fn min_max_portable(v: &[f32]) -> (f32, f32) {
+    v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+}
+
+/// Byte quantization of finite values: `dst[i] = trunc(min(max((src[i] - lo) * inv + 0.5, 0), 255))`,
+/// with a separate multiply and add (no FMA) in every implementation, so the bytes are identical on
+/// every CPU.
+pub fn quantize_u8(src: &[f32], lo: f32, inv: f32, dst: &mut [u8]) {
+    assert_eq!(src.len(), dst.len());
+    match Isa::detect() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` and above are only returned after runtime detection of AVX2; the
+        // lengths were asserted equal above.
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => unsafe { x86::quantize_u8_avx2(src, lo, inv, dst) },
+        _ => quantize_u8_portable(src, lo, inv, dst),
+    }
+}
+
+fn quantize_u8_portable(src: &[f32], lo: f32, inv: f32, dst: &mut [u8]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = ((v - lo) * inv + 0.5).max(0.0).min(255.0) as u8;
+    }
+}
+
 /// Converts IEEE half-precision bits to `f32` (exact: every f16 is an f32).
 pub fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len());
@@ -884,6 +918,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn byte_quantization_and_ranges_match_the_portable_definitions() {
+        let mut state = 0xabcd_ef01u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) * 8.0 - 4.0
+        };
+        for n in [0usize, 1, 7, 8, 9, 31, 32, 33, 256, 300] {
+            let v: Vec<f32> = (0..n).map(|_| next()).collect();
+            let (lo, hi) = min_max(&v);
+            assert_eq!((lo, hi), min_max_portable(&v), "n {n}");
+            if n > 0 {
+                assert_eq!(lo, v.iter().copied().fold(f32::INFINITY, f32::min));
+                assert_eq!(hi, v.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+            }
+            // Also values past both ends of the byte range, which clamp.
+            for &(lo, inv) in &[(lo, 255.0 / (hi - lo).max(1e-6)), (0.0, 40.0), (-1.0, 1.0)] {
+                let mut got = vec![0u8; n];
+                let mut want = vec![0u8; n];
+                quantize_u8(&v, lo, inv, &mut got);
+                quantize_u8_portable(&v, lo, inv, &mut want);
+                assert_eq!(got, want, "n {n} lo {lo} inv {inv}");
+            }
+        }
+        let mut one = [0u8; 3];
+        quantize_u8_portable(&[-5.0, 2.49, 1e9], 0.0, 1.0, &mut one);
+        assert_eq!(one, [0, 2, 255]);
     }
 
     #[test]
@@ -1366,6 +1429,61 @@ mod x86 {
         // SAFETY: `lanes` has room for eight i32.
         unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
         lanes.iter().sum::<i32>() + super::dot_i8_portable(&a[i..], &b[i..])
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn min_max_avx2(v: &[f32]) -> (f32, f32) {
+        let n = v.len();
+        let mut i = 0;
+        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+        if n >= 8 {
+            // SAFETY: every load reads 8 values from i with i + 8 <= n.
+            unsafe {
+                let mut vlo = _mm256_loadu_ps(v.as_ptr());
+                let mut vhi = vlo;
+                i = 8;
+                while i + 8 <= n {
+                    let x = _mm256_loadu_ps(v.as_ptr().add(i));
+                    vlo = _mm256_min_ps(vlo, x);
+                    vhi = _mm256_max_ps(vhi, x);
+                    i += 8;
+                }
+                let mut lanes = [0f32; 8];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), vlo);
+                lo = lanes.iter().copied().fold(lo, f32::min);
+                _mm256_storeu_ps(lanes.as_mut_ptr(), vhi);
+                hi = lanes.iter().copied().fold(hi, f32::max);
+            }
+        }
+        let (l, h) = super::min_max_portable(&v[i..]);
+        (lo.min(l), hi.max(h))
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn quantize_u8_avx2(src: &[f32], lo: f32, inv: f32, dst: &mut [u8]) {
+        let n = src.len();
+        let mut i = 0;
+        // SAFETY: each step reads 32 values of src and writes 32 bytes of dst from i, with
+        // i + 32 <= n = src.len() = dst.len() (asserted by the caller).
+        unsafe {
+            let (vlo, vinv, half) = (_mm256_set1_ps(lo), _mm256_set1_ps(inv), _mm256_set1_ps(0.5));
+            let (zero, top) = (_mm256_setzero_ps(), _mm256_set1_ps(255.0));
+            let ints = |at: usize| {
+                let x = _mm256_loadu_ps(src.as_ptr().add(at));
+                let x = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(x, vlo), vinv), half);
+                _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(x, zero), top))
+            };
+            // packus works within 128-bit halves; this permutation restores the order.
+            let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+            while i + 32 <= n {
+                let w01 = _mm256_packus_epi32(ints(i), ints(i + 8));
+                let w23 = _mm256_packus_epi32(ints(i + 16), ints(i + 24));
+                let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(w01, w23), order);
+                _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, bytes);
+                i += 32;
+            }
+        }
+        super::quantize_u8_portable(&src[i..], lo, inv, &mut dst[i..]);
     }
 
     #[target_feature(enable = "avx2,f16c")]
