@@ -807,9 +807,112 @@ pub fn max_dots_bf16(isa: Isa, pairs: &[u16], lanes: usize, dim: usize, doc: &[u
     }
 }
 
+/// True when [`dots_bf16`] runs `vdpbf16ps` here for `dim`-wide rows: AVX-512 BF16 detected, the
+/// bf16 kernels not turned off ([`bf16_dot_enabled`]), `dim` even.
+pub fn bf16_dots_available(dim: usize) -> bool {
+    Isa::detect() == Isa::Avx512Bf16 && bf16_dot_enabled() && dim > 0 && dim.is_multiple_of(2)
+}
+
+/// Inner products of bf16 rows with a query block: for every row `r` of `rows` (`dim` values each,
+/// `dim` even) and lane `l` of a [`bf16_pair_block`] (`lanes` a multiple of 16, at most
+/// [`MAXSIM_BLOCK_LANES`]), `out[r * stride + col + l] = Σ_c q_l[c] · r[c]`, products summed in f32.
+/// The rest of `out` is left alone. [`Isa::Avx512Bf16`] runs `vdpbf16ps`; any other `isa` runs the
+/// portable definition (what the tests compare the kernel with).
+#[allow(clippy::too_many_arguments)] // a strided output window needs its stride and column
+pub fn dots_bf16(
+    isa: Isa,
+    pairs: &[u16],
+    lanes: usize,
+    dim: usize,
+    rows: &[u16],
+    out: &mut [f32],
+    stride: usize,
+    col: usize,
+) {
+    assert!(lanes.is_multiple_of(16) && (16..=MAXSIM_BLOCK_LANES).contains(&lanes), "lanes = {lanes}");
+    assert!(dim > 0 && dim.is_multiple_of(2), "dim = {dim}");
+    assert_eq!(pairs.len(), dim * lanes);
+    assert_eq!(rows.len() % dim, 0);
+    let n = rows.len() / dim;
+    assert!(col + lanes <= stride && out.len() >= n * stride, "output window out of bounds");
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Bf16 => {
+            assert_eq!(Isa::detect(), Isa::Avx512Bf16, "AVX-512 BF16 kernel requested on a CPU without it");
+            // SAFETY: AVX-512 F and BF16 detected just above; lengths checked above.
+            unsafe {
+                match lanes / 16 {
+                    1 => x86::dots_bf16_avx512::<1>(pairs, dim, rows, out, stride, col),
+                    _ => x86::dots_bf16_avx512::<2>(pairs, dim, rows, out, stride, col),
+                }
+            }
+        }
+        _ => {
+            for (r, row) in rows.chunks_exact(dim).enumerate() {
+                for l in 0..lanes {
+                    let mut acc = 0f32;
+                    for p in 0..dim / 2 {
+                        for k in 0..2 {
+                            let q = half::bf16::from_bits(pairs[(p * lanes + l) * 2 + k]).to_f32();
+                            acc += q * half::bf16::from_bits(row[2 * p + k]).to_f32();
+                        }
+                    }
+                    out[r * stride + col + l] = acc;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bf16_dots_kernel_matches_its_definition() {
+        let have = Isa::available().contains(&Isa::Avx512Bf16);
+        if !have {
+            eprintln!("note: no AVX-512 BF16 on this CPU; the vdpbf16ps dots kernel is not run");
+        }
+        let mut state = 0x0bad_cafeu64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        };
+        for &(lanes, dim, n, stride, col) in
+            &[(16, 2, 1, 16, 0), (16, 128, 7, 48, 32), (32, 128, 13, 32, 0), (32, 6, 20, 48, 16)]
+        {
+            let block: Vec<f32> = (0..lanes * dim).map(|_| next()).collect();
+            let pairs = bf16_pair_block(&block, lanes, dim);
+            let rows: Vec<u16> = (0..n * dim).map(|_| half::bf16::from_f32(next()).to_bits()).collect();
+            let mut want = vec![7f32; n * stride];
+            dots_bf16(Isa::Portable, &pairs, lanes, dim, &rows, &mut want, stride, col);
+            for r in 0..n {
+                for c in 0..stride {
+                    let w = want[r * stride + c];
+                    if c < col || c >= col + lanes {
+                        assert_eq!(w, 7.0, "outside the window");
+                        continue;
+                    }
+                    let l = c - col;
+                    let plain: f32 = (0..dim)
+                        .map(|d| {
+                            half::bf16::from_f32(block[d * lanes + l]).to_f32()
+                                * half::bf16::from_bits(rows[r * dim + d]).to_f32()
+                        })
+                        .sum();
+                    assert!((plain - w).abs() <= 1e-4 * dim as f32, "definition: {plain} vs {w}");
+                }
+            }
+            if have {
+                let mut got = vec![7f32; n * stride];
+                dots_bf16(Isa::Avx512Bf16, &pairs, lanes, dim, &rows, &mut got, stride, col);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() <= 1e-4 * dim as f32, "lanes {lanes} dim {dim} n {n}: {g} vs {w}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn bf16_dot_kernel_matches_its_definition() {
@@ -1747,6 +1850,71 @@ mod x86 {
                 for (i, m) in maxes.iter_mut().enumerate() {
                     *m = m.max(_mm512_reduce_add_ps(acc[i]));
                 }
+            }
+        }
+    }
+
+    /// The store-instead-of-max sibling of [`max_dots_bf16_avx512`]: each row's inner products with
+    /// the block's lanes go to `out[r * stride + col..][..16 * NV]`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn dots_bf16_avx512<const NV: usize>(
+        pairs: &[u16],
+        dim: usize,
+        rows: &[u16],
+        out: &mut [f32],
+        stride: usize,
+        col: usize,
+    ) {
+        let lanes = NV * 16;
+        let n = rows.len() / dim;
+        let half_dim = dim / 2;
+        let q = pairs.as_ptr();
+        let d = rows.as_ptr();
+        let o = out.as_mut_ptr();
+        // SAFETY: the caller asserted pairs.len() == dim * lanes, rows.len() == n * dim, dim even,
+        // col + lanes <= stride and out.len() >= n * stride; every offset below stays inside those.
+        unsafe {
+            let pair_of = |t: usize, p: usize| -> __m512bh {
+                let bits = (d.add(t * dim + 2 * p) as *const u32).read_unaligned();
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(bits as i32))
+            };
+            let query = |p: usize, v: usize| -> __m512bh {
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(q.add(p * lanes * 2 + v * 32) as *const _))
+            };
+            let mut j = 0;
+            while j + DOC_TILE_512 <= n {
+                let mut acc = [[_mm512_setzero_ps(); NV]; DOC_TILE_512];
+                for p in 0..half_dim {
+                    let mut qv = [std::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512()); NV];
+                    for (v, r) in qv.iter_mut().enumerate() {
+                        *r = query(p, v);
+                    }
+                    for (t, acc_t) in acc.iter_mut().enumerate() {
+                        let b = pair_of(j + t, p);
+                        for (a, qr) in acc_t.iter_mut().zip(&qv) {
+                            *a = _mm512_dpbf16_ps(*a, *qr, b);
+                        }
+                    }
+                }
+                for (t, acc_t) in acc.iter().enumerate() {
+                    for (v, a) in acc_t.iter().enumerate() {
+                        _mm512_storeu_ps(o.add((j + t) * stride + col + v * 16), *a);
+                    }
+                }
+                j += DOC_TILE_512;
+            }
+            while j < n {
+                let mut acc = [_mm512_setzero_ps(); NV];
+                for p in 0..half_dim {
+                    let b = pair_of(j, p);
+                    for (v, a) in acc.iter_mut().enumerate() {
+                        *a = _mm512_dpbf16_ps(*a, query(p, v), b);
+                    }
+                }
+                for (v, a) in acc.iter().enumerate() {
+                    _mm512_storeu_ps(o.add(j * stride + col + v * 16), *a);
+                }
+                j += 1;
             }
         }
     }
