@@ -558,7 +558,7 @@ pub fn quantize_u8(src: &[f32], lo: f32, inv: f32, dst: &mut [u8]) {
 
 fn quantize_u8_portable(src: &[f32], lo: f32, inv: f32, dst: &mut [u8]) {
     for (d, &v) in dst.iter_mut().zip(src) {
-        *d = ((v - lo) * inv + 0.5).max(0.0).min(255.0) as u8;
+        *d = ((v - lo) * inv + 0.5).clamp(0.0, 255.0) as u8;
     }
 }
 
