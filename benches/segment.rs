@@ -33,7 +33,15 @@ fn main() {
     let mut writer = SegmentWriter::create(
         &path,
         encoder,
-        SegmentConfig { segment_id: 1, storage: TokenStorage::F16, pq, graph: None, tokens: None, base_graph: None },
+        SegmentConfig {
+            segment_id: 1,
+            storage: TokenStorage::F16,
+            pq,
+            graph: None,
+            tokens: None,
+            base_graph: None,
+            fields: Vec::new(),
+        },
     )
     .unwrap();
     let docs: Vec<Document> =

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::options::{CollectionOptions, Durability, OpenOptions};
-use crate::search::{search_snapshot, Hit, SearchParams, SearchProfile};
+use crate::search::{search_snapshot, Hit, Schema, SearchParams, SearchProfile};
 use crate::snapshot::StoredDocument;
 use crate::stats::{CollectionStats, StatsView};
 use crate::write::WriteMode;
@@ -152,14 +152,14 @@ impl Collection {
     pub fn search(&self, query: &[f32], params: &SearchParams) -> Result<Vec<Hit>> {
         self.engine.check_open()?;
         let snapshot = self.engine.snapshot();
-        search_snapshot(&snapshot, &self.engine.encoder, self.engine.options.dim as usize, query, params, None)
+        search_snapshot(&snapshot, &self.engine.encoder, Schema::of(&self.engine.options), query, params, None)
     }
 
     /// Many queries in parallel (rayon), each as [`Collection::search`], on one snapshot.
     pub fn search_batch(&self, queries: &[&[f32]], params: &SearchParams) -> Result<Vec<Vec<Hit>>> {
         self.engine.check_open()?;
         let snapshot = self.engine.snapshot();
-        crate::search::search_batch(&snapshot, &self.engine.encoder, self.engine.options.dim as usize, queries, params)
+        crate::search::search_batch(&snapshot, &self.engine.encoder, Schema::of(&self.engine.options), queries, params)
     }
 
     /// Exact MaxSim of `query` against the documents `ids` only (ids not present are skipped;
@@ -169,7 +169,9 @@ impl Collection {
     pub fn search_ids(&self, query: &[f32], ids: &[u64], params: &SearchParams) -> Result<Vec<Hit>> {
         self.engine.check_open()?;
         let dim = self.engine.options.dim as usize;
-        crate::search::search_ids(dim, query, params, ids, |id| self.engine.lookup(id))
+        crate::search::search_ids(dim, &self.engine.options.indexed_fields, query, params, ids, |id| {
+            self.engine.lookup(id)
+        })
     }
 
     /// Like [`Collection::search`], also returning where the time went.
@@ -177,8 +179,14 @@ impl Collection {
         self.engine.check_open()?;
         let snapshot = self.engine.snapshot();
         let mut profile = SearchProfile::default();
-        let dim = self.engine.options.dim as usize;
-        let hits = search_snapshot(&snapshot, &self.engine.encoder, dim, query, params, Some(&mut profile))?;
+        let hits = search_snapshot(
+            &snapshot,
+            &self.engine.encoder,
+            Schema::of(&self.engine.options),
+            query,
+            params,
+            Some(&mut profile),
+        )?;
         Ok((hits, profile))
     }
 

@@ -113,6 +113,7 @@ impl Engine {
             graph: Some(self.options.graph),
             tokens,
             base_graph: None,
+            fields: self.options.indexed_fields.clone(),
         };
         Ok((config, retrain, trains_tokens))
     }

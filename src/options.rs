@@ -10,6 +10,7 @@ use crate::encode::fde::FdeParams;
 use crate::encode::pq::PqParams;
 use crate::encode::storage::TokenStorage;
 use crate::error::{Error, Result};
+use crate::filter::IndexedField;
 use crate::limits::MAX_DIM;
 use crate::segment::GraphConfig;
 use crate::wal::WalRecovery;
@@ -45,6 +46,12 @@ pub struct CollectionOptions {
     /// residual `storage`). Collections created before it existed get the default.
     #[serde(default = "default_token_codebook")]
     pub token_codebook: Option<TokenCodebookParams>,
+    /// Payload fields indexed for filtered search (`SearchParams::filter`), fixed at creation:
+    /// every segment gets their column (the `field_index` section), and a payload giving one of
+    /// them a value of another kind is refused at insert. Empty by default; collections created
+    /// before filters existed have none.
+    #[serde(default)]
+    pub indexed_fields: Vec<IndexedField>,
 }
 
 fn default_token_codebook() -> Option<TokenCodebookParams> {
@@ -70,6 +77,7 @@ impl CollectionOptions {
             pq_settled_docs: pq.max_training_vectors as u64,
             durability: Durability::Sync,
             token_codebook: default_token_codebook(),
+            indexed_fields: Vec::new(),
         }
     }
 
@@ -97,6 +105,7 @@ impl CollectionOptions {
             None => {}
         }
         self.pq.validate(self.fde.fde_dim())?;
+        crate::filter::validate_fields(&self.indexed_fields)?;
         self.graph.params.validate()?;
         if self.graph.build_dim == 0 || self.graph.build_dim as usize > crate::limits::MAX_FDE_DIM {
             return Err(Error::invalid_param(

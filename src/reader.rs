@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::memtable::MemView;
 use crate::options::CollectionOptions;
 use crate::recovery::{self, SegmentMissing, CATALOG_DIR};
-use crate::search::{search_snapshot, Hit, SearchParams, SearchProfile};
+use crate::search::{search_snapshot, Hit, Schema, SearchParams, SearchProfile};
 use crate::snapshot::{locate, stale_location, Found, Located, SegmentHandle, Snapshot, StoredDocument, Version};
 use crate::stats::{CollectionStats, StatsView};
 use crate::wal::WalRecovery;
@@ -108,26 +108,28 @@ impl CollectionReader {
     /// The best `params.k` documents for `query` by MaxSim, as [`crate::Collection::search`].
     pub fn search(&self, query: &[f32], params: &SearchParams) -> Result<Vec<Hit>> {
         let st = self.current();
-        search_snapshot(&st.snapshot, &self.encoder, self.options.dim as usize, query, params, None)
+        search_snapshot(&st.snapshot, &self.encoder, Schema::of(&self.options), query, params, None)
     }
 
     /// Many queries in parallel, each as [`CollectionReader::search`], on one view.
     pub fn search_batch(&self, queries: &[&[f32]], params: &SearchParams) -> Result<Vec<Vec<Hit>>> {
         let st = self.current();
-        crate::search::search_batch(&st.snapshot, &self.encoder, self.options.dim as usize, queries, params)
+        crate::search::search_batch(&st.snapshot, &self.encoder, Schema::of(&self.options), queries, params)
     }
 
     /// Exact MaxSim against the documents `ids` only, as [`crate::Collection::search_ids`].
     pub fn search_ids(&self, query: &[f32], ids: &[u64], params: &SearchParams) -> Result<Vec<Hit>> {
-        crate::search::search_ids(self.options.dim as usize, query, params, ids, |id| self.find(id))
+        crate::search::search_ids(self.options.dim as usize, &self.options.indexed_fields, query, params, ids, |id| {
+            self.find(id)
+        })
     }
 
     /// Like [`CollectionReader::search`], also returning where the time went.
     pub fn search_profiled(&self, query: &[f32], params: &SearchParams) -> Result<(Vec<Hit>, SearchProfile)> {
         let st = self.current();
         let mut profile = SearchProfile::default();
-        let dim = self.options.dim as usize;
-        let hits = search_snapshot(&st.snapshot, &self.encoder, dim, query, params, Some(&mut profile))?;
+        let hits =
+            search_snapshot(&st.snapshot, &self.encoder, Schema::of(&self.options), query, params, Some(&mut profile))?;
         Ok((hits, profile))
     }
 

@@ -17,6 +17,7 @@ use crate::encode::maxsim::MaxSimQuery;
 use crate::encode::pq::AdcTable;
 use crate::encode::tokens::TokenMatrix;
 use crate::error::{Error, Result};
+use crate::filter::{BoundFilter, Filter, IndexedField};
 use crate::graph::{beam_search_batched, SearchStats};
 use crate::limits::{MAX_LIST_SIZE, MAX_RERANK, MAX_TOKENS_PER_QUERY};
 use crate::segment::SegmentReader;
@@ -64,7 +65,19 @@ pub struct SearchParams {
     /// Default true: measured with `quiver bench --cold` (40k docs, 4 segments), a cold query
     /// went from 462-506 ms to 76-79 ms p50, warm p50 within 1-4%.
     pub prefetch: bool,
+    /// Only documents that pass this filter are returned ([`crate::filter`]): predicates on the
+    /// collection's indexed payload fields and id allow-lists. Per segment, the passing set comes
+    /// from the field index; when few pass ([`FILTER_FLAT_FACTOR`]) their PQ codes are scanned
+    /// directly, else the graph is searched through the others with a beam widened by the
+    /// inverse of the passing share. `None`: no filter (and no cost).
+    pub filter: Option<Filter>,
 }
+
+/// A segment whose passing documents `p` satisfy `p² ≤ FILTER_FLAT_FACTOR · L · n` (beam width
+/// `L`, `n` documents) is searched by scanning the passing documents' codes, else by the graph: a
+/// beam widened to `L · n / p` scores about `FILTER_FLAT_FACTOR · L · n / p` codes (each expansion
+/// scores the unseen part of an R = 32 list), the scan `p`.
+pub const FILTER_FLAT_FACTOR: u64 = 16;
 
 /// Largest [`SearchParams::probe`].
 pub const MAX_PROBE: usize = 1024;
@@ -183,6 +196,7 @@ impl SearchParams {
             with_payload: false,
             parallel: false,
             prefetch: true,
+            filter: None,
         }
     }
 
@@ -255,6 +269,12 @@ pub struct SearchProfile {
     pub distance_computations: u64,
     /// Documents scored by exact MaxSim.
     pub reranked: u64,
+    /// Evaluating the filter over the segments (field index or payloads).
+    pub filter_us: f64,
+    /// Segment documents that passed the filter (live or not).
+    pub filter_passing: u64,
+    /// Segments searched by a scan of the passing documents' codes instead of the graph.
+    pub filter_flat_segments: u64,
 }
 
 /// Greedy ball carving: each token joins the first cluster whose seed token has inner product
@@ -299,6 +319,9 @@ struct SegmentPool {
     fde_guard: Vec<u32>,
     us: f64,
     cheap_us: f64,
+    filter_us: f64,
+    filter_passing: u64,
+    filter_flat: bool,
     distance_computations: u64,
     fde_candidates: u64,
     postings_candidates: u64,
@@ -335,18 +358,29 @@ fn prepare_query<'q>(dim: usize, query: &'q [f32], params: &SearchParams) -> Res
 /// `params.rerank` and `list_size` do not apply: every listed document is scored exactly.
 pub(crate) fn search_ids(
     dim: usize,
+    fields: &[IndexedField],
     query: &[f32],
     params: &SearchParams,
     ids: &[u64],
     lookup: impl Fn(u64) -> Result<Option<crate::snapshot::Found>>,
 ) -> Result<Vec<Hit>> {
     let (_, maxsim) = prepare_query(dim, query, params)?;
+    let filter = params.filter.as_ref().map(|f| f.bind(fields)).transpose()?;
     let mut unique: Vec<u64> = ids.to_vec();
     unique.sort_unstable();
     unique.dedup();
     let mut scored: Vec<(f32, u64, crate::snapshot::Found)> = Vec::new();
     for id in unique {
         let Some(f) = lookup(id)? else { continue };
+        if let Some(filter) = &filter {
+            let payload = match &f {
+                crate::snapshot::Found::Memory(doc) => doc.payload.as_slice(),
+                crate::snapshot::Found::Segment(h, ord) => h.reader.payload(*ord as usize),
+            };
+            if !filter.matches_payload(id, payload, fields) {
+                continue;
+            }
+        }
         let score = match &f {
             crate::snapshot::Found::Memory(doc) => maxsim.score(doc.tokens.as_doc_tokens())?,
             crate::snapshot::Found::Segment(h, ord) => maxsim.score(h.reader.tokens(*ord as usize))?,
@@ -372,23 +406,41 @@ pub(crate) fn search_ids(
 pub(crate) fn search_batch(
     snapshot: &Snapshot,
     encoder: &FdeEncoder,
-    dim: usize,
+    schema: Schema<'_>,
     queries: &[&[f32]],
     params: &SearchParams,
 ) -> Result<Vec<Vec<Hit>>> {
     use rayon::prelude::*;
-    queries.par_iter().map(|q| search_snapshot(snapshot, encoder, dim, q, params, None)).collect()
+    queries.par_iter().map(|q| search_snapshot(snapshot, encoder, schema, q, params, None)).collect()
+}
+
+/// What a search needs to know of its collection: the token dimension and the indexed fields.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Schema<'a> {
+    pub dim: usize,
+    pub fields: &'a [IndexedField],
+}
+
+impl<'a> Schema<'a> {
+    pub(crate) fn of(options: &'a crate::options::CollectionOptions) -> Self {
+        Schema { dim: options.dim as usize, fields: &options.indexed_fields }
+    }
 }
 
 pub(crate) fn search_snapshot(
     snapshot: &Snapshot,
     encoder: &FdeEncoder,
-    dim: usize,
+    schema: Schema<'_>,
     query: &[f32],
     params: &SearchParams,
     profile: Option<&mut SearchProfile>,
 ) -> Result<Vec<Hit>> {
+    let dim = schema.dim;
+    let fields = schema.fields;
     let (tokens, maxsim) = prepare_query(dim, query, params)?;
+    let filter: Option<BoundFilter> = params.filter.as_ref().map(|f| f.bind(fields)).transpose()?;
+    let passes =
+        |doc: &crate::memtable::MemDoc| filter.as_ref().is_none_or(|f| f.matches_payload(doc.id, &doc.payload, fields));
     let version = &snapshot.version;
     let active = &snapshot.active;
     let frozen = version.frozen.as_deref();
@@ -397,11 +449,11 @@ pub(crate) fn search_snapshot(
 
     // Memtables: exact MaxSim over every visible document.
     let t = Instant::now();
-    for doc in &active.docs {
+    for doc in active.docs.iter().filter(|d| passes(d)) {
         found.push((maxsim.score(doc.tokens.as_doc_tokens())?, doc.id, Source::Memory(doc.clone())));
     }
     if let Some(frozen) = frozen {
-        for doc in frozen.docs.iter().filter(|d| !active.shadows(d.id)) {
+        for doc in frozen.docs.iter().filter(|d| !active.shadows(d.id) && passes(d)) {
             found.push((maxsim.score(doc.tokens.as_doc_tokens())?, doc.id, Source::Memory(doc.clone())));
         }
     }
@@ -456,6 +508,12 @@ pub(crate) fn search_snapshot(
             let table = tables.get(&seg.handle.codebook_key);
             let (Some(table), true) = (table, live > 0) else { return Ok(SegmentPool::default()) };
             let reader = &seg.handle.reader;
+            let t = Instant::now();
+            let passing = filter.as_ref().map(|f| reader.filter(f, fields)).transpose()?;
+            let filter_us = t.elapsed().as_secs_f64() * 1e6;
+            if passing.as_ref().is_some_and(|p| p.is_empty()) {
+                return Ok(SegmentPool { filter_us, ..Default::default() });
+            }
             // Checked arithmetic in u128 (budgets ≤ MAX_RERANK, live ≤ total_docs, so the share
             // fits a usize), and no segment is asked for more than it holds.
             let share_of = |budget: usize| -> usize {
@@ -467,16 +525,23 @@ pub(crate) fn search_snapshot(
             let ids = reader.doc_ids();
             let skip = |ord: u32| {
                 let id = ids[ord as usize];
-                !seg.live.is_live(ord) || active.shadows(id) || frozen.is_some_and(|f| f.shadows(id))
+                !seg.live.is_live(ord)
+                    || active.shadows(id)
+                    || frozen.is_some_and(|f| f.shadows(id))
+                    || passing.as_ref().is_some_and(|p| !p.contains(ord))
             };
             let search = SegmentSearch { k: params.k, candidates: depth, list_size, prefetch: params.prefetch };
-            let (mut fde_candidates, stats, us) = segment_candidates(reader, table, search, skip)?;
+            let (mut fde_candidates, stats, us, flat) =
+                filtered_candidates(reader, table, search, passing.as_ref(), skip)?;
             fde_candidates.truncate(depth);
             let mut pool = SegmentPool {
                 share: share_of(stages.rerank),
                 fde_candidates: fde_candidates.len() as u64,
                 us,
                 distance_computations: stats.distance_computations,
+                filter_us,
+                filter_passing: passing.as_ref().map_or(0, |p| p.len()),
+                filter_flat: flat,
                 ..Default::default()
             };
             let ci = reader.token_codebook_key().and_then(|key| ci_tables.get(&key));
@@ -543,6 +608,9 @@ pub(crate) fn search_snapshot(
             prof.fde_candidates += p.fde_candidates;
             prof.postings_candidates += p.postings_candidates;
             prof.cheap_scored += p.cheap_scored;
+            prof.filter_us += p.filter_us;
+            prof.filter_passing += p.filter_passing;
+            prof.filter_flat_segments += p.filter_flat as u64;
         }
         // 3. Exact MaxSim over each segment's chosen candidates.
         let rerank_of = |index: usize| -> Result<(Ranked, f64)> {
@@ -633,6 +701,59 @@ fn search_segment_timed(
     let ordinals: Vec<u32> = found.iter().map(|c| c.doc).collect();
     let hits = rerank_ordinals(segment, query, &ordinals, params.k, params.prefetch)?;
     Ok((hits, stats, (candidate_us, started.elapsed().as_secs_f64() * 1e6, reranked)))
+}
+
+/// [`segment_candidates`] under a filter whose passing ordinals are `passing` (`skip` already
+/// excludes the others): few passing documents are scored directly by PQ-ADC, many by the graph
+/// with a beam widened by `n / passing` (see [`FILTER_FLAT_FACTOR`]). Also says whether it scanned.
+fn filtered_candidates(
+    segment: &SegmentReader,
+    table: &AdcTable,
+    params: SegmentSearch,
+    passing: Option<&roaring::RoaringBitmap>,
+    skip: impl Fn(u32) -> bool,
+) -> Result<(Vec<Scored>, SearchStats, f64, bool)> {
+    let Some(passing) = passing else {
+        let (found, stats, us) = segment_candidates(segment, table, params, skip)?;
+        return Ok((found, stats, us, false));
+    };
+    let n = segment.doc_count().max(1) as u64;
+    let pass = passing.len().max(1);
+    let width = params.list_size.max(params.candidates.max(params.k)) as u64;
+    if segment.graph().is_none()
+        || pass.saturating_mul(pass) <= FILTER_FLAT_FACTOR.saturating_mul(width).saturating_mul(n)
+    {
+        let started = Instant::now();
+        if table.subspaces() != segment.pq_subspaces() {
+            return Err(Error::InvalidInput(format!(
+                "ADC table for {}-byte codes used on a segment with {}-byte codes",
+                table.subspaces(),
+                segment.pq_subspaces()
+            )));
+        }
+        let codes = segment.pq_codes();
+        let mut top = TopK::new(width as usize);
+        let mut ids: Vec<u32> = Vec::with_capacity(256);
+        let mut scores = Vec::with_capacity(256);
+        let mut stats = SearchStats::default();
+        let mut ordinals = passing.iter().filter(|&o| !skip(o)).peekable();
+        while ordinals.peek().is_some() {
+            ids.clear();
+            ids.extend(ordinals.by_ref().take(256));
+            if params.prefetch {
+                segment.prefetch_codes(&ids);
+            }
+            table.score_many(codes, &ids, &mut scores);
+            stats.distance_computations += ids.len() as u64;
+            for (&doc, &score) in ids.iter().zip(&scores) {
+                top.push(Scored { doc, score });
+            }
+        }
+        return Ok((top.into_sorted(), stats, started.elapsed().as_secs_f64() * 1e6, true));
+    }
+    let widened = (width.saturating_mul(n) / pass).min(MAX_LIST_SIZE as u64).min(n).max(width) as usize;
+    let (found, stats, us) = segment_candidates(segment, table, SegmentSearch { list_size: widened, ..params }, skip)?;
+    Ok((found, stats, us, false))
 }
 
 /// The candidate stage of one segment: up to `max(candidates, list_size)` ordinals by PQ-ADC score,

@@ -256,3 +256,42 @@ pub fn token_codebook_bytes(data: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Arbitrary bytes as a segment's `field_index` section: decoding returns an index or an error; a
+/// decoded index round-trips through its bytes, and filters evaluated on it select only ordinals
+/// of the segment, never a panic.
+///
+/// Layout of `data`: byte 0 gives the segment's document count (1 + b), the rest is the section.
+pub fn field_index_bytes(data: &[u8]) -> Result<(), String> {
+    use crate::filter::column::FieldIndex;
+    use crate::filter::Filter;
+    let Some((&n, section)) = data.split_first() else { return Ok(()) };
+    let doc_count = 1 + n as u32;
+    let Ok(index) = FieldIndex::decode(section, doc_count) else { return Ok(()) };
+    match FieldIndex::decode(&index.encode(), doc_count) {
+        Ok(again) if again == index => {}
+        other => return Err(format!("a decoded field index does not round-trip: {other:?}")),
+    }
+    let fields = index.fields();
+    let ids: Vec<u64> = (0..doc_count as u64).collect();
+    let mut filters = vec![r#"{"not":{"ids":[]}}"#.to_string(), r#"{"ids":[0,3]}"#.to_string()];
+    for f in &fields {
+        let name = serde_json::to_string(&f.name).map_err(|e| e.to_string())?;
+        filters.push(match f.kind {
+            crate::filter::FieldKind::Keyword => format!(r#"{{"field":{name},"in":["a","","b"]}}"#),
+            crate::filter::FieldKind::Integer => format!(r#"{{"not":{{"field":{name},"gte":-5,"lt":100}}}}"#),
+            crate::filter::FieldKind::Float => format!(r#"{{"field":{name},"gt":-1.5,"lte":2.5}}"#),
+            crate::filter::FieldKind::Bool => format!(r#"{{"or":[{{"field":{name},"eq":true}},{{"ids":[1]}}]}}"#),
+        });
+    }
+    for text in filters {
+        let bound = Filter::from_json(&text).and_then(|f| f.bind(&fields)).map_err(|e| format!("{text}: {e}"))?;
+        let Some(passing) = index.evaluate(&bound, &ids) else {
+            return Err(format!("{text}: the index does not cover its own fields"));
+        };
+        if passing.max().is_some_and(|m| m >= doc_count) {
+            return Err(format!("{text}: ordinal {:?} beyond {doc_count} documents", passing.max()));
+        }
+    }
+    Ok(())
+}

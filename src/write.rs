@@ -50,6 +50,8 @@ impl Engine {
                 doc.payload.map_or(0, |p| p.len())
             )));
         }
+        crate::filter::check_payload(doc.payload, &self.options.indexed_fields)
+            .map_err(|e| Error::InvalidInput(format!("document {}: {e}", doc.id)))?;
         Ok(tokens)
     }
 

@@ -9,10 +9,11 @@ pub const HEADER_MAGIC: [u8; 8] = *b"QVDBSEG\0";
 /// Last 8 bytes of every segment file.
 pub const TAIL_MAGIC: [u8; 8] = *b"QVDBEND\0";
 /// The segment format version this build writes.
-pub const FORMAT_VERSION: u32 = 3;
-/// The versions this build reads: 1 (no graph section), 2 (optional graph section) and 3
-/// (optional token codebook, token codes and centroid postings; residual token storage).
-pub const READABLE_VERSIONS: [u32; 3] = [1, 2, 3];
+pub const FORMAT_VERSION: u32 = 4;
+/// The versions this build reads: 1 (no graph section), 2 (optional graph section), 3
+/// (optional token codebook, token codes and centroid postings; residual token storage) and 4
+/// (optional field index).
+pub const READABLE_VERSIONS: [u32; 4] = [1, 2, 3, 4];
 /// Header length.
 pub const HEADER_LEN: usize = 64;
 /// One section table entry.
@@ -85,6 +86,8 @@ pub enum SectionKind {
     /// Inverted lists from centroid to documents (version 3, optional, with `TokenCentroids`):
     /// `u32 k`, `u32 0`, `(k + 1) × u32` offsets, then ascending `u32` ordinals per centroid.
     CentroidPostings = 12,
+    /// The indexed payload fields' columns (version 4, optional): see [`crate::filter::column`].
+    FieldIndex = 13,
 }
 
 impl SectionKind {
@@ -101,8 +104,13 @@ impl SectionKind {
     ];
 
     /// Kinds a segment may have at most once (format version 2 on).
-    pub const OPTIONAL: [SectionKind; 4] =
-        [SectionKind::Graph, SectionKind::TokenCentroids, SectionKind::TokenCodes, SectionKind::CentroidPostings];
+    pub const OPTIONAL: [SectionKind; 5] = [
+        SectionKind::Graph,
+        SectionKind::TokenCentroids,
+        SectionKind::TokenCodes,
+        SectionKind::CentroidPostings,
+        SectionKind::FieldIndex,
+    ];
 
     /// The kind with on-disk code `code`.
     pub fn from_code(code: u32) -> Option<Self> {
@@ -124,6 +132,7 @@ impl SectionKind {
             SectionKind::TokenCentroids => "token_centroids",
             SectionKind::TokenCodes => "token_codes",
             SectionKind::CentroidPostings => "centroid_postings",
+            SectionKind::FieldIndex => "field_index",
         }
     }
 }
@@ -311,7 +320,7 @@ mod tests {
         let mut old = h;
         old.version = 1;
         assert_eq!(decode_header(&encode_header(&old)).unwrap().version, 1);
-        old.version = 4;
+        old.version = 5;
         assert!(decode_header(&encode_header(&old)).is_err());
         let t = Tail { table_offset: 9000, section_count: 8, table_crc: 1, file_len: 9288 };
         assert_eq!(decode_tail(&encode_tail(&t)).unwrap(), t);

@@ -19,6 +19,8 @@ use crate::encode::pq::PqCodebook;
 use crate::encode::simd::PQ_CENTROIDS;
 use crate::encode::storage::TokenStorage;
 use crate::error::{Error, Result};
+use crate::filter::column::FieldIndex;
+use crate::filter::{BoundFilter, IndexedField};
 use crate::format::fde_params;
 use crate::format::graph::{self as graph_format, GraphHeader, GRAPH_HEADER_LEN};
 use crate::format::segment::{
@@ -27,6 +29,7 @@ use crate::format::segment::{
 };
 use crate::graph::GraphView;
 use crate::io::mmap::{cast_slice, ReadOnlyMap};
+use roaring::RoaringBitmap;
 
 /// A section as `quiver inspect` shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +63,9 @@ struct Inner {
     token_codebook: Option<Arc<TokenCodebook>>,
     /// Pages already prefetched (`ReadOnlyMap::will_need_once`).
     prefetched: Vec<std::sync::atomic::AtomicU64>,
+    /// The field index, decoded and checked at its first use (a filtered search or `verify`), so
+    /// opening stays independent of it; the error message when the section is damaged.
+    field_index: std::sync::OnceLock<std::result::Result<Arc<FieldIndex>, String>>,
 }
 
 fn corrupt(path: &Path, offset: u64, what: impl Into<String>) -> Error {
@@ -159,6 +165,9 @@ impl SegmentReader {
                 tail.table_offset,
                 "a segment before format 3 cannot have token codebook sections",
             ));
+        }
+        if header.version < 4 && has(SectionKind::FieldIndex) {
+            return Err(corrupt(path, tail.table_offset, "a segment before format 4 cannot have a field index"));
         }
         if has(SectionKind::TokenCentroids) != has(SectionKind::TokenCodes)
             || (has(SectionKind::CentroidPostings) && !has(SectionKind::TokenCentroids))
@@ -267,6 +276,7 @@ impl SegmentReader {
                 sections,
                 graph,
                 token_codebook,
+                field_index: std::sync::OnceLock::new(),
             }),
         };
         reader.check_offsets(SectionKind::TokenOffsets, header.token_rows)?;
@@ -604,13 +614,48 @@ impl SegmentReader {
         self.inner.map.bytes().len() as u64
     }
 
+    /// The field index (format 4 segments of collections with indexed fields), decoded and
+    /// checked on first use. A damaged section is [`Error::Corruption`] naming the file and
+    /// section, at every call.
+    pub fn field_index(&self) -> Result<Option<Arc<FieldIndex>>> {
+        let Some(entry) = self.inner.sections.get(&SectionKind::FieldIndex).copied() else { return Ok(None) };
+        let decoded = self.inner.field_index.get_or_init(|| {
+            let bytes = self.section_bytes(SectionKind::FieldIndex);
+            if crc32fast::hash(bytes) != entry.crc {
+                return Err("checksum mismatch".to_string());
+            }
+            FieldIndex::decode(bytes, self.doc_count() as u32).map(Arc::new)
+        });
+        match decoded {
+            Ok(index) => Ok(Some(index.clone())),
+            Err(what) => Err(corrupt(self.path(), entry.offset, format!("section field_index: {what}"))),
+        }
+    }
+
+    /// The ordinals whose documents pass `filter` (live or not: the caller checks liveness), by
+    /// the field index where it covers the filter's fields, else by reading every payload (a
+    /// segment written before a field was indexed), with the same result.
+    pub fn filter(&self, filter: &BoundFilter, fields: &[IndexedField]) -> Result<RoaringBitmap> {
+        if let Some(index) = self.field_index()? {
+            if let Some(passing) = index.evaluate(filter, self.doc_ids()) {
+                return Ok(passing);
+            }
+        }
+        let ids = self.doc_ids();
+        Ok((0..self.doc_count())
+            .filter(|&o| filter.matches_payload(ids[o], self.payload(o), fields))
+            .map(|o| o as u32)
+            .collect())
+    }
+
     /// Verifies every byte of the file: each section against its CRC, the alignment padding
-    /// between sections as zeros (the header, table and tail were verified by `open`), and every
-    /// graph record (ids in range, no self loops, padding only at the end).
+    /// between sections as zeros (the header, table and tail were verified by `open`), every
+    /// graph record (ids in range, no self loops, padding only at the end) and the field index.
     pub fn verify(&self) -> Result<()> {
         for entry in self.inner.sections.values() {
             check_crc(self.path(), entry, self.section_bytes(entry.kind))?;
         }
+        self.field_index()?;
         if let Some(graph) = self.graph() {
             graph.validate_all()?;
         }

@@ -25,6 +25,8 @@ use crate::encode::rng::SplitMix64;
 use crate::encode::storage::{from_16bit, to_16bit, TokenStorage};
 use crate::encode::tokens::TokenMatrix;
 use crate::error::{Error, Result};
+use crate::filter::column::FieldIndex;
+use crate::filter::IndexedField;
 use crate::format::fde_params;
 use crate::format::graph as graph_format;
 use crate::format::segment::{
@@ -98,6 +100,9 @@ pub struct SegmentConfig {
     /// merge's largest input, renumbered, its deleted nodes bypassed). Used when the segment gets
     /// a graph; its lists must name only those documents.
     pub base_graph: Option<BaseGraph>,
+    /// Indexed payload fields: their columns are built from the documents' payloads into the
+    /// `field_index` section (none when empty).
+    pub fields: Vec<IndexedField>,
 }
 
 /// A published segment.
@@ -511,6 +516,14 @@ impl SegmentWriter {
             self.write_section(SectionKind::TokenCodes, &ids, SECTION_ALIGN)?;
             let postings = self.postings_section(book.centroid_count());
             self.write_section(SectionKind::CentroidPostings, &postings, SECTION_ALIGN)?;
+        }
+        if !self.config.fields.is_empty() {
+            let offsets = &self.payload_offsets;
+            let index = FieldIndex::build(
+                &self.config.fields,
+                offsets.windows(2).map(|w| &payload_bytes[w[0] as usize..w[1] as usize]),
+            );
+            self.write_section(SectionKind::FieldIndex, &index.encode(), SECTION_ALIGN)?;
         }
         let mut graph_extended = false;
         if let Some(graph) = self.config.graph.filter(|g| n as u64 >= g.min_docs) {

@@ -117,12 +117,51 @@ fn token_codebook_corpus_has_a_valid_seed() {
 }
 
 #[test]
+fn field_index_corpus_has_valid_seeds() {
+    use quiverdb::filter::column::FieldIndex;
+    use quiverdb::{FieldKind, IndexedField};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/field_index_decode");
+    let fields = vec![
+        IndexedField::new("lang", FieldKind::Keyword),
+        IndexedField::new("year", FieldKind::Integer),
+        IndexedField::new("score", FieldKind::Float),
+        IndexedField::new("open", FieldKind::Bool),
+    ];
+    let payloads: Vec<String> = (0..12)
+        .map(|i| {
+            serde_json::json!({"lang": (["a", "b", ""][i % 3]), "year": i as i64 * 13 - 40, "score": i as f64 / 4.0 - 1.0, "open": i % 2 == 0})
+                .to_string()
+        })
+        .collect();
+    let seeds = [
+        ("seed-four-fields", FieldIndex::build(&fields, payloads.iter().map(|p| p.as_bytes()))),
+        (
+            "seed-keyword-arrays",
+            FieldIndex::build(&fields[..1], [br#"{"lang":["a","b"]}"#.as_slice(), b"{}"].into_iter()),
+        ),
+    ];
+    for (name, index) in seeds {
+        let mut data = vec![(index.doc_count() - 1) as u8];
+        data.extend(index.encode());
+        if std::env::var_os("QUIVERDB_WRITE_FIXTURES").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(name), &data).unwrap();
+        }
+        let committed = std::fs::read(dir.join(name)).expect("the committed seed");
+        assert_eq!(committed, data, "{name} is what this build writes");
+        quiverdb::testing::field_index_bytes(&committed).unwrap();
+        assert!(FieldIndex::decode(&committed[1..], index.doc_count()).is_ok(), "{name} decodes");
+    }
+}
+
+#[test]
 fn wal_segment_search_and_operation_corpora_replay_cleanly() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
     let scratch = crate::common::TempDir::new("corpus-replay");
     type Check = fn(&std::path::Path, &[u8]) -> Result<(), String>;
-    let targets: [(&str, Check, &str); 4] = [
+    let targets: [(&str, Check, &str); 5] = [
         ("token_codebook_decode", |_, d| quiverdb::testing::token_codebook_bytes(d), "unused"),
+        ("field_index_decode", |_, d| quiverdb::testing::field_index_bytes(d), "unused"),
         ("wal_replay", quiverdb::testing::wal_bytes, "wal"),
         ("segment_search", quiverdb::testing::segment_bytes, "input.qseg"),
         ("collection_ops", quiverdb::testing::collection_ops, "ops"),

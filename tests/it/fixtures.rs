@@ -50,6 +50,7 @@ fn write_current(path: &Path) {
         graph: Some(graph),
         tokens: None,
         base_graph: None,
+        fields: Vec::new(),
     };
     let mut w = SegmentWriter::create(path, encoder, config).unwrap();
     w.add_batch(&[
@@ -113,6 +114,7 @@ fn write_v3(path: &Path) {
         graph: None,
         tokens: Some(Arc::new(book)),
         base_graph: None,
+        fields: Vec::new(),
     };
     let mut w = SegmentWriter::create(path, encoder, config).unwrap();
     w.add_batch(&[

@@ -6,6 +6,7 @@ mod common;
 mod decoders;
 mod disk_full;
 mod extremes;
+mod filter;
 mod fixtures;
 mod golden;
 mod graph;

@@ -60,10 +60,21 @@ fn apply(model: &mut Model, op: Op) {
     }
 }
 
+/// The indexed fields of the crash workload's collection: the document's version and its id's
+/// parity, so a filter's answer after recovery can be checked against the model's.
+fn indexed_fields() -> Vec<quiverdb::IndexedField> {
+    use quiverdb::{FieldKind, IndexedField};
+    vec![IndexedField::new("version", FieldKind::Integer), IndexedField::new("parity", FieldKind::Keyword)]
+}
+
+fn payload(id: u64, version: u64) -> Vec<u8> {
+    format!(r#"{{"version":{version},"parity":"{}"}}"#, if id.is_multiple_of(2) { "even" } else { "odd" }).into_bytes()
+}
+
 fn run(c: &Collection, op: Op) -> quiverdb::Result<()> {
     match op {
-        Op::Insert(id) => c.insert(id, &tokens(id, 0), None),
-        Op::Upsert(id, v) => c.upsert(id, &tokens(id, v), None),
+        Op::Insert(id) => c.insert(id, &tokens(id, 0), Some(&payload(id, 0))),
+        Op::Upsert(id, v) => c.upsert(id, &tokens(id, v), Some(&payload(id, v))),
         Op::Delete(id) => c.delete(id).map(|_| ()),
         Op::Flush => c.flush(),
         Op::Compact => c.compact().map(|_| ()),
@@ -79,7 +90,9 @@ fn open_options(storage: Option<Arc<FaultStorage>>) -> OpenOptions {
 }
 
 fn fresh_collection(path: &Path) {
-    let c = Collection::create(path, small_options(TokenStorage::F16, 2), open_options(None)).unwrap();
+    let mut options = small_options(TokenStorage::F16, 2);
+    options.indexed_fields = indexed_fields();
+    let c = Collection::create(path, options, open_options(None)).unwrap();
     c.close().unwrap();
 }
 
@@ -123,6 +136,18 @@ fn check_state(path: &Path, ops: &[Op], acked: usize, context: &str) {
     let hits = c.search(&tokens(5, 0), &SearchParams { rerank: Some(100), ..SearchParams::new(12) }).unwrap();
     assert_eq!(hits.len(), actual.len().min(12), "{context}: search sees every live document");
     assert!(hits.iter().all(|h| actual.contains_key(&h.id)), "{context}: search returned a dead id");
+    // Filters on the indexed fields see exactly the model's documents.
+    let filtered = |text: &str, keep: &dyn Fn(u64, u64) -> bool| {
+        let filter = quiverdb::Filter::from_json(text).unwrap();
+        let params = SearchParams { rerank: Some(100), filter: Some(filter), ..SearchParams::new(12) };
+        let mut got: Vec<u64> = c.search(&tokens(5, 0), &params).unwrap().iter().map(|h| h.id).collect();
+        got.sort_unstable();
+        let want: Vec<u64> = actual.iter().filter(|(&id, &v)| keep(id, v)).map(|(&id, _)| id).collect();
+        assert_eq!(got, want, "{context}: filter {text}");
+    };
+    filtered(r#"{"field":"version","gte":1}"#, &|_, v| v >= 1);
+    filtered(r#"{"field":"parity","eq":"odd"}"#, &|id, _| id % 2 == 1);
+    filtered(r#"{"not":{"field":"version","in":[0,3]}}"#, &|_, v| v != 0 && v != 3);
 }
 
 fn long() -> bool {

@@ -54,7 +54,7 @@ fn write(path: &Path, docs: &Docs, storage: TokenStorage, pq: PqSource, batch: u
     let mut w = SegmentWriter::create(
         path,
         small_encoder(),
-        SegmentConfig { segment_id: 9, storage, pq, graph: None, tokens: None, base_graph: None },
+        SegmentConfig { segment_id: 9, storage, pq, graph: None, tokens: None, base_graph: None, fields: Vec::new() },
     )?;
     let all: Vec<Document> = (0..docs.ids.len())
         .map(|i| Document {
@@ -132,6 +132,7 @@ fn writer_refuses_bad_input_and_leaves_no_file() {
             graph: None,
             tokens: None,
             base_graph: None,
+            fields: Vec::new(),
         },
     )
     .unwrap();
@@ -146,6 +147,7 @@ fn writer_refuses_bad_input_and_leaves_no_file() {
             graph: None,
             tokens: None,
             base_graph: None,
+            fields: Vec::new(),
         },
     )
     .unwrap();
@@ -170,6 +172,7 @@ fn writer_refuses_bad_input_and_leaves_no_file() {
             graph: None,
             tokens: None,
             base_graph: None,
+            fields: Vec::new(),
         }
     )
     .is_err());
@@ -330,8 +333,15 @@ fn segment_search_matches_exact_maxsim_with_and_without_graph() {
     for (name, graph) in [("flat", None), ("graph", Some(GraphConfig { min_docs: 100, ..GraphConfig::default() }))] {
         let path = tmp.0.join(format!("{name}.qseg"));
         let pq = PqSource::Train(PqParams::for_dim(encoder.fde_dim()));
-        let config =
-            SegmentConfig { segment_id: 1, storage: TokenStorage::F32, pq, graph, tokens: None, base_graph: None };
+        let config = SegmentConfig {
+            segment_id: 1,
+            storage: TokenStorage::F32,
+            pq,
+            graph,
+            tokens: None,
+            base_graph: None,
+            fields: Vec::new(),
+        };
         let mut w = SegmentWriter::create(&path, encoder.clone(), config).unwrap();
         w.add_batch(&docs).unwrap();
         w.finish().unwrap();
@@ -407,6 +417,7 @@ fn graph_section_damage_is_corruption_never_a_panic() {
             graph: Some(graph),
             tokens: None,
             base_graph: None,
+            fields: Vec::new(),
         },
     )
     .unwrap();
@@ -478,6 +489,7 @@ fn a_failed_write_poisons_the_writer() {
             graph: None,
             tokens: None,
             base_graph: None,
+            fields: Vec::new(),
         },
     )
     .unwrap();

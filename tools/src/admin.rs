@@ -10,7 +10,8 @@ use quiverdb::check::{layout, verify_collection};
 use quiverdb::format::wal::RecordOp;
 use quiverdb::wal::{replay, WalRecovery};
 use quiverdb::{
-    Collection, CollectionOptions, CollectionReader, Durability, OpenOptions, Projection, SearchParams, TokenStorage,
+    Collection, CollectionOptions, CollectionReader, Durability, Filter, IndexedField, OpenOptions, Projection,
+    SearchParams, TokenStorage,
 };
 use serde_json::json;
 
@@ -65,6 +66,10 @@ pub struct CreateArgs {
     /// Default durability of writes: sync, none or periodic:MILLISECONDS.
     #[arg(long, default_value = "sync")]
     durability: String,
+    /// A payload field to index for filtered search, `NAME:KIND` with KIND keyword, integer,
+    /// float or bool (repeat for several): `--index-field lang:keyword --index-field year:integer`.
+    #[arg(long = "index-field", value_name = "NAME:KIND")]
+    index_fields: Vec<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -89,6 +94,11 @@ pub fn create(args: CreateArgs) -> Result<(), String> {
     }
     options.storage = TokenStorage::from_name(&args.storage).map_err(|e| e.to_string())?;
     options.durability = parse_durability(&args.durability)?;
+    options.indexed_fields = args
+        .index_fields
+        .iter()
+        .map(|f| IndexedField::parse(f).map_err(|e| format!("--index-field: {e}")))
+        .collect::<Result<_, _>>()?;
     let c = Collection::create(&args.path, options.clone(), OpenOptions { background: false, ..Default::default() })
         .map_err(|e| e.to_string())?;
     c.close().map_err(|e| e.to_string())?;
@@ -392,6 +402,11 @@ pub struct SearchArgs {
     /// Include payloads.
     #[arg(long)]
     payload: bool,
+    /// Only documents passing this filter, as JSON over the collection's indexed fields, e.g.
+    /// '{"and":[{"field":"lang","eq":"en"},{"field":"year","gte":2020}]}' (README, "Filtered
+    /// search").
+    #[arg(long)]
+    filter: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -407,7 +422,8 @@ pub fn search(args: SearchArgs) -> Result<(), String> {
             c.options().dim
         ));
     }
-    let params = SearchParams { rerank: args.rerank, with_payload: args.payload, ..SearchParams::new(args.k) };
+    let filter = args.filter.as_deref().map(Filter::from_json).transpose().map_err(|e| format!("--filter: {e}"))?;
+    let params = SearchParams { rerank: args.rerank, with_payload: args.payload, filter, ..SearchParams::new(args.k) };
     let t = Instant::now();
     let hits = c.search(&values, &params).map_err(|e| e.to_string())?;
     let ms = t.elapsed().as_secs_f64() * 1e3;

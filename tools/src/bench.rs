@@ -20,7 +20,8 @@ use quiverdb::exact::exact_top_k;
 use quiverdb::io::fs::{peak_resident_bytes, tree_bytes};
 use quiverdb::synthetic::{generate, CorpusSpec};
 use quiverdb::{
-    Collection, CollectionOptions, CollectionReader, Durability, NewDocument, OpenOptions, SearchParams, TokenStorage,
+    Collection, CollectionOptions, CollectionReader, Durability, FieldKind, Filter, IndexedField, MaxSimQuery,
+    NewDocument, OpenOptions, SearchParams, SearchProfile, TokenStorage,
 };
 use serde_json::json;
 
@@ -115,6 +116,24 @@ pub struct Args {
     /// a side-by-side run against extending the largest input's graph.
     #[arg(long)]
     merge_rebuild: bool,
+    /// Filtered search at these selectivities, e.g. `0.5,0.1,0.01,0.001`: the collection gets an
+    /// indexed integer field `bucket`, uniform over 0..100,000 by document, and each selectivity
+    /// `s` filters `bucket < s·100,000`. One `filter` line per selectivity: recall@10 against
+    /// exact MaxSim over the documents that pass (brute force, timed too), p50/p99 beside the
+    /// unfiltered p50 of the same run, the plan counters, and the field index's bytes per document.
+    #[arg(long, value_delimiter = ',')]
+    filter_selectivity: Vec<f64>,
+}
+
+/// Buckets of the generated `bucket` field.
+const FILTER_BUCKETS: u64 = 100_000;
+
+/// Document `i`'s `bucket`: a fixed hash of its ordinal, uniform over `0..FILTER_BUCKETS`.
+fn bucket_of(i: usize) -> u64 {
+    let mut z = (i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) % FILTER_BUCKETS
 }
 
 struct Workload {
@@ -251,13 +270,26 @@ fn build(args: &Args, work: &Workload, path: &Path) -> Result<(Collection, f64),
     if let Some(m) = args.pq_subspaces {
         options.pq.subspaces = m;
     }
+    let filtered = !args.filter_selectivity.is_empty();
+    if filtered {
+        options.indexed_fields = vec![IndexedField::new("bucket", FieldKind::Integer)];
+    }
+    let payloads: Vec<Vec<u8>> = if filtered {
+        (0..docs.len()).map(|i| format!(r#"{{"bucket":{}}}"#, bucket_of(i)).into_bytes()).collect()
+    } else {
+        Vec::new()
+    };
     let t = Instant::now();
     let c = Collection::create(path, options, open).map_err(|e| e.to_string())?;
     let ids: Vec<usize> = (0..docs.len()).collect();
     for chunk in ids.chunks(1024) {
         let batch: Vec<NewDocument> = chunk
             .iter()
-            .map(|&i| NewDocument { id: i as u64, tokens: docs.get(i).as_slice(), payload: None })
+            .map(|&i| NewDocument {
+                id: i as u64,
+                tokens: docs.get(i).as_slice(),
+                payload: payloads.get(i).map(|p| p.as_slice()),
+            })
             .collect();
         c.insert_batch(&batch).map_err(|e| e.to_string())?;
     }
@@ -407,6 +439,9 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
             None => None,
         };
         exact_line = Some(line(json!("exact"), &ranked, &lat, qps, serde_json::Value::Null));
+    }
+    if !args.filter_selectivity.is_empty() {
+        filter_sweep(args, work, &collection, docs, path)?;
     }
     // The dataset is no longer needed: free it, so the page cache can hold the index while the
     // settings are measured (at 1M documents the corpus alone is 8 GB).
@@ -562,6 +597,105 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
         println!("{v}");
     }
 
+    Ok(())
+}
+
+/// Ranked ids per query, latency per query (ms), and the profile counters summed.
+type Timed = (Vec<Vec<u32>>, Vec<f64>, SearchProfile);
+
+/// `--filter-selectivity`: per selectivity, filtered search at the defaults against exact MaxSim
+/// over the passing documents, and the unfiltered search of the same run for the latency ratio.
+fn filter_sweep(
+    args: &Args,
+    work: &Workload,
+    collection: &Collection,
+    docs: &MultiVectors,
+    path: &Path,
+) -> Result<(), String> {
+    let queries = &work.queries;
+    let nq = queries.len();
+    let timed = |params: &SearchParams| -> Result<Timed, String> {
+        for q in 0..nq {
+            collection.search(queries.get(q).as_slice(), params).map_err(|e| e.to_string())?;
+        }
+        let (mut ranked, mut lat, mut total) = (Vec::new(), Vec::new(), SearchProfile::default());
+        for q in 0..nq {
+            let t = Instant::now();
+            let (hits, p) = collection.search_profiled(queries.get(q).as_slice(), params).map_err(|e| e.to_string())?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+            ranked.push(hits.iter().map(|h| h.id as u32).collect());
+            total.filter_us += p.filter_us;
+            total.filter_passing += p.filter_passing;
+            total.filter_flat_segments += p.filter_flat_segments;
+            total.distance_computations += p.distance_computations;
+        }
+        Ok((ranked, lat, total))
+    };
+    let base = SearchParams { prefetch: !args.no_prefetch, ..SearchParams::new(args.k) };
+    let (_, unfiltered_lat, _) = timed(&base)?;
+    let unfiltered_p50 = percentile(&unfiltered_lat, 50.0);
+    // The field index's decoded bytes, over every segment.
+    let mut index_bytes = 0usize;
+    for entry in std::fs::read_dir(path.join("segments")).map_err(|e| e.to_string())? {
+        let file = entry.map_err(|e| e.to_string())?.path();
+        if file.extension().is_some_and(|x| x == "qseg") {
+            let reader = quiverdb::segment::SegmentReader::open(&file).map_err(|e| e.to_string())?;
+            index_bytes += reader.field_index().map_err(|e| e.to_string())?.map_or(0, |i| i.memory_bytes());
+        }
+    }
+    for &s in &args.filter_selectivity {
+        if !(0.0..=1.0).contains(&s) {
+            return Err(format!("--filter-selectivity {s} is outside [0, 1]"));
+        }
+        let threshold = (s * FILTER_BUCKETS as f64).round() as u64;
+        let passing: Vec<usize> = (0..docs.len()).filter(|&i| bucket_of(i) < threshold).collect();
+        // Exact filtered MaxSim: brute force over the passing documents, single-threaded.
+        let mut truth = Vec::with_capacity(nq);
+        let mut exact_lat = Vec::with_capacity(nq);
+        for q in 0..nq {
+            let t = Instant::now();
+            let prepared = MaxSimQuery::new(&queries.get(q));
+            let mut top = quiverdb::topk::TopK::new(args.k);
+            for &i in &passing {
+                let score = prepared.score_matrix(&docs.get(i)).map_err(|e| e.to_string())?;
+                top.push(quiverdb::topk::Scored { doc: i as u32, score });
+            }
+            exact_lat.push(t.elapsed().as_secs_f64() * 1e3);
+            truth.push(top.into_sorted().iter().map(|h| h.doc).collect::<Vec<u32>>());
+        }
+        let filter =
+            Filter::from_json(&format!(r#"{{"field":"bucket","lt":{threshold}}}"#)).map_err(|e| e.to_string())?;
+        let params = SearchParams { filter: Some(filter), ..base.clone() };
+        let (ranked, lat, total) = timed(&params)?;
+        let recall = ranked
+            .iter()
+            .zip(&truth)
+            .map(|(r, t)| if t.is_empty() { 1.0 } else { recall_at_k(r, t, args.k.min(10).min(t.len())) })
+            .sum::<f64>()
+            / nq.max(1) as f64;
+        let n = nq.max(1) as f64;
+        let p50 = percentile(&lat, 50.0);
+        println!(
+            "{}",
+            json!({
+                "dataset": work.name,
+                "n_docs": work.n_docs,
+                "filter": {
+                    "selectivity": s,
+                    "passing_docs": passing.len(),
+                    "recall@10": round(recall),
+                    "latency_ms": {"p50": round(p50), "p99": round(percentile(&lat, 99.0))},
+                    "unfiltered_p50_ms": round(unfiltered_p50),
+                    "vs_unfiltered_p50": round(p50 / unfiltered_p50.max(1e-9)),
+                    "exact_filtered_p50_ms": round(percentile(&exact_lat, 50.0)),
+                    "filter_us": round(total.filter_us / n),
+                    "flat_segments": round(total.filter_flat_segments as f64 / n),
+                    "adc_distances": round(total.distance_computations as f64 / n),
+                    "field_index_bytes_per_doc": round(index_bytes as f64 / docs.len().max(1) as f64),
+                },
+            })
+        );
+    }
     Ok(())
 }
 
