@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from typing import Any, Iterable, NamedTuple, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -104,10 +104,26 @@ def _engine_id(key: Id) -> int:
     raise InvalidInput(f"invalid input: id {key!r} is a {type(key).__name__}, not an int or str")
 
 
+# The key a dict payload's stored JSON object carries a string id under (refused in user dicts).
+_KEY_FIELD = "_quiverdb_key"
+
+
 def _encode_payload(key: Id, payload: Payload) -> bytes:
-    """The stored payload: a small envelope with the string key (if any) and the user payload, so
-    the key is written in the same WAL record as the document and is exactly as durable."""
+    """The stored payload, with the string key (if any) in the same WAL record as the document, so
+    it is exactly as durable. A dict is stored as a JSON object, the key under ``_quiverdb_key``,
+    so the engine's indexed fields (filtered search) see its top-level keys; anything else goes in
+    a small envelope."""
     k = key.encode("utf-8") if isinstance(key, str) else b""
+    if isinstance(payload, dict):
+        if _KEY_FIELD in payload:
+            raise InvalidInput(f"invalid input: payload key {_KEY_FIELD!r} is reserved")
+        obj = dict(payload)
+        if isinstance(key, str):
+            obj[_KEY_FIELD] = key
+        try:
+            return json.dumps(obj, separators=(",", ":")).encode("utf-8")
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"invalid input: payload is not JSON-serialisable ({e})") from None
     if payload is None:
         tag, data = _TAG_NONE, b""
     elif isinstance(payload, (dict, list)):
@@ -117,6 +133,18 @@ def _encode_payload(key: Id, payload: Payload) -> bytes:
     else:
         raise InvalidInput(f"invalid input: payload of type {type(payload).__name__} (use dict, list or bytes)")
     return _MAGIC + bytes([tag]) + struct.pack("<I", len(k)) + k + data
+
+
+def _filter_json(filter: "Optional[Union[Mapping[str, Any], str]]") -> Optional[str]:
+    """A filter as the engine takes it: JSON text."""
+    if filter is None or isinstance(filter, str):
+        return filter
+    if isinstance(filter, Mapping):
+        try:
+            return json.dumps(filter, separators=(",", ":"))
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"invalid input: filter is not JSON-serialisable ({e})") from None
+    raise InvalidInput(f"invalid input: filter of type {type(filter).__name__} (use dict or str)")
 
 
 def _decode_payload(raw: Optional[bytes]) -> "tuple[Optional[str], Payload]":
@@ -135,9 +163,13 @@ def _decode_payload(raw: Optional[bytes]) -> "tuple[Optional[str], Payload]":
             return key, data
         return key, None
     try:
-        return None, json.loads(raw)
+        value = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return None, raw
+    if isinstance(value, dict) and isinstance(value.get(_KEY_FIELD), str):
+        key = value.pop(_KEY_FIELD)
+        return key, value
+    return None, value
 
 
 def _tokens(x: Any, dim: int, what: str) -> np.ndarray:
@@ -178,6 +210,7 @@ class Collection:
         *,
         storage: str = "f16",
         durability: str = "sync",
+        indexed_fields: Optional[Mapping[str, str]] = None,
         **options: int,
     ) -> "Collection":
         """Creates a collection of ``dim``-dimensional tokens at ``path`` (which must not exist or
@@ -186,10 +219,14 @@ class Collection:
         ``storage``: ``"f16"`` (default), ``"bf16"`` or ``"f32"``. ``durability``: ``"sync"``
         (fsync before each write returns), ``"none"``, or ``"periodic:MS"``. ``options``:
         ``memtable_max_docs``, ``memtable_max_bytes``, ``background`` (0/1),
-        ``maintenance_threads``, ``graph_min_docs``.
+        ``maintenance_threads``, ``graph_min_docs``. ``indexed_fields``: payload fields to filter
+        on, name to kind (``"keyword"``, ``"integer"``, ``"float"``, ``"bool"``), e.g.
+        ``{"lang": "keyword", "year": "integer"}``; see :meth:`search`'s ``filter``.
         """
         opts = [(k, int(v)) for k, v in options.items()]
-        return cls(_quiverdb.RawCollection.create(str(path), int(dim), storage, durability, opts), str(path))
+        fields = [(str(n), str(kind)) for n, kind in (indexed_fields or {}).items()]
+        raw = _quiverdb.RawCollection.create(str(path), int(dim), storage, durability, opts, fields)
+        return cls(raw, str(path))
 
     @classmethod
     def open(
@@ -334,6 +371,7 @@ class Collection:
         candidates: Optional[int] = None,
         probe: Optional[int] = None,
         ids: Optional[Iterable[Id]] = None,
+        filter: Optional[Union[Mapping[str, Any], str]] = None,
     ) -> "list[Hit]":
         """The best ``k`` documents for ``query`` (``n_tokens x dim``) by MaxSim, best first.
 
@@ -342,15 +380,20 @@ class Collection:
         whose inverted lists add candidates for each query token (0: none); ``rerank``, the
         candidates reranked by exact MaxSim after the centroid-interaction stage.
         ``ids``: search only these documents (an allow-list; every listed document is scored
-        exactly, and the stages do not apply)."""
+        exactly, and the stages do not apply). ``filter``: only documents passing it, as a dict
+        or a JSON string over the collection's ``indexed_fields``, e.g.
+        ``{"and": [{"field": "lang", "eq": "en"}, {"field": "year", "gte": 2020}]}`` (operators
+        ``eq``, ``in``, ``gt``, ``gte``, ``lt``, ``lte``, ``and``, ``or``, ``not``; the README's
+        "Filtered search")."""
         q = _tokens(query, self.dim, "the query")
+        f = _filter_json(filter)
         if ids is not None:
             keys = list(ids)
             eids = [_engine_id(i) for i in keys]
-            hits = self._hits(self._raw.search_ids(q, eids, int(k)))
+            hits = self._hits(self._raw.search_ids(q, eids, int(k), True, f))
             wanted = set(keys)
             return [h for h in hits if h.id in wanted]
-        return self._hits(self._raw.search(q, int(k), rerank, True, candidates, probe))
+        return self._hits(self._raw.search(q, int(k), rerank, True, candidates, probe, f))
 
     def search_batch(
         self,
@@ -361,11 +404,12 @@ class Collection:
         candidates: Optional[int] = None,
         probe: Optional[int] = None,
         threads: Optional[int] = None,
+        filter: Optional[Union[Mapping[str, Any], str]] = None,
     ) -> "list[list[Hit]]":
         """Many queries on one snapshot, in parallel (``threads``: None for all cores); the
-        stages as in :meth:`search`."""
+        stages and ``filter`` as in :meth:`search`."""
         qs = [_tokens(q, self.dim, f"query {i}") for i, q in enumerate(queries)]
-        raw = self._raw.search_batch(qs, int(k), rerank, True, threads, candidates, probe)
+        raw = self._raw.search_batch(qs, int(k), rerank, True, threads, candidates, probe, _filter_json(filter))
         return [self._hits(h) for h in raw]
 
     # -- maintenance -------------------------------------------------------------------------

@@ -12,7 +12,8 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use quiverdb::{
-    Collection, CollectionOptions, CollectionReader, Durability, NewDocument, OpenOptions, SearchParams, TokenStorage,
+    Collection, CollectionOptions, CollectionReader, Durability, FieldKind, Filter, IndexedField, NewDocument,
+    OpenOptions, SearchParams, TokenStorage,
 };
 
 create_exception!(_quiverdb, Error, PyException, "Base class of every quiverdb error.");
@@ -115,13 +116,14 @@ struct Stages {
     probe: Option<usize>,
 }
 
-fn search_params(k: usize, stages: Stages, with_payload: bool) -> SearchParams {
+fn search_params(k: usize, stages: Stages, with_payload: bool, filter: Option<&str>) -> PyResult<SearchParams> {
     let mut p = SearchParams::new(k);
     p.rerank = stages.rerank;
     p.candidates = stages.candidates;
     p.probe = stages.probe;
     p.with_payload = with_payload;
-    p
+    p.filter = filter.map(Filter::from_json).transpose().map_err(to_py)?;
+    Ok(p)
 }
 
 type PyHit = (u64, f32, Option<Py<PyBytes>>);
@@ -137,7 +139,7 @@ fn hits_to_py(py: Python<'_>, hits: Vec<quiverdb::Hit>) -> Vec<PyHit> {
 impl RawCollection {
     /// Creates a collection and opens it for writing. `options` are `(name, value)` pairs.
     #[staticmethod]
-    #[pyo3(signature = (path, dim, storage, durability, options))]
+    #[pyo3(signature = (path, dim, storage, durability, options, indexed_fields=Vec::new()))]
     fn create(
         py: Python<'_>,
         path: std::path::PathBuf,
@@ -145,10 +147,14 @@ impl RawCollection {
         storage: &str,
         durability: &str,
         options: Vec<(String, u64)>,
+        indexed_fields: Vec<(String, String)>,
     ) -> PyResult<Self> {
         let mut o = CollectionOptions::new(dim);
         o.storage = parse_storage(storage)?;
         o.durability = parse_durability(durability)?;
+        for (name, kind) in indexed_fields {
+            o.indexed_fields.push(IndexedField::new(name, FieldKind::parse(&kind).map_err(to_py)?));
+        }
         let mut open = OpenOptions::default();
         for (name, value) in options {
             match name.as_str() {
@@ -292,7 +298,7 @@ impl RawCollection {
     }
 
     /// The best `k` documents by MaxSim: `(id, score, payload bytes or None)`, best first.
-    #[pyo3(signature = (query, k, rerank=None, with_payload=true, candidates=None, probe=None))]
+    #[pyo3(signature = (query, k, rerank=None, with_payload=true, candidates=None, probe=None, filter=None))]
     #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
@@ -303,9 +309,10 @@ impl RawCollection {
         with_payload: bool,
         candidates: Option<usize>,
         probe: Option<usize>,
+        filter: Option<&str>,
     ) -> PyResult<Vec<PyHit>> {
         let q = rows(&query, self.dim, "the query")?;
-        let params = search_params(k, Stages { rerank, candidates, probe }, with_payload);
+        let params = search_params(k, Stages { rerank, candidates, probe }, with_payload, filter)?;
         let hits = self.with(|h| {
             py.detach(|| match h {
                 Handle::Writer(c) => c.search(q, &params),
@@ -317,7 +324,7 @@ impl RawCollection {
     }
 
     /// Many queries on one snapshot, in parallel on `threads` threads (None: all cores).
-    #[pyo3(signature = (queries, k, rerank=None, with_payload=true, threads=None, candidates=None, probe=None))]
+    #[pyo3(signature = (queries, k, rerank=None, with_payload=true, threads=None, candidates=None, probe=None, filter=None))]
     #[allow(clippy::too_many_arguments)]
     fn search_batch(
         &self,
@@ -329,6 +336,7 @@ impl RawCollection {
         threads: Option<usize>,
         candidates: Option<usize>,
         probe: Option<usize>,
+        filter: Option<&str>,
     ) -> PyResult<Vec<Vec<PyHit>>> {
         let mut slices = Vec::with_capacity(queries.len());
         for (i, q) in queries.iter().enumerate() {
@@ -337,7 +345,7 @@ impl RawCollection {
         if threads == Some(0) {
             return Err(InvalidParameter::new_err("invalid parameter `threads`: must be at least 1"));
         }
-        let params = search_params(k, Stages { rerank, candidates, probe }, with_payload);
+        let params = search_params(k, Stages { rerank, candidates, probe }, with_payload, filter)?;
         let results = self.with(|h| {
             py.detach(|| {
                 let run = || match h {
@@ -359,7 +367,7 @@ impl RawCollection {
 
     /// Exact MaxSim of `query` against the documents `ids` only (absent ids are skipped): the best
     /// `k`, best first.
-    #[pyo3(signature = (query, ids, k, with_payload=true))]
+    #[pyo3(signature = (query, ids, k, with_payload=true, filter=None))]
     fn search_ids(
         &self,
         py: Python<'_>,
@@ -367,9 +375,10 @@ impl RawCollection {
         ids: Vec<u64>,
         k: usize,
         with_payload: bool,
+        filter: Option<&str>,
     ) -> PyResult<Vec<PyHit>> {
         let q = rows(&query, self.dim, "the query")?;
-        let params = search_params(k, Stages { rerank: None, candidates: None, probe: None }, with_payload);
+        let params = search_params(k, Stages { rerank: None, candidates: None, probe: None }, with_payload, filter)?;
         let hits = self.with(|h| {
             py.detach(|| match h {
                 Handle::Writer(c) => c.search_ids(q, &ids, &params),

@@ -299,3 +299,41 @@ def test_search_stages_can_be_set(path):
             c.search(queries[0], k=10, candidates=0)
         with pytest.raises(quiverdb.InvalidParameter, match="probe"):
             c.search(queries[0], k=10, probe=10**9)
+
+
+def test_filtered_search_on_indexed_fields(tmp_path):
+    rng = np.random.default_rng(5)
+    fields = {"lang": "keyword", "year": "integer", "score": "float", "open": "bool"}
+    c = quiverdb.Collection.create(tmp_path / "f", dim=16, indexed_fields=fields, graph_min_docs=64)
+    docs = {}
+    for i in range(300):
+        key = f"doc-{i}" if i % 2 else i
+        payload = {"lang": ["en", "de", "fr"][i % 3], "year": 2000 + i % 30, "score": i / 300, "open": i % 4 == 0}
+        docs[key] = payload
+        c.insert(key, rng.standard_normal((3 + i % 5, 16)), payload)
+        if i == 199:
+            c.flush()
+    q = rng.standard_normal((4, 16))
+    filters = [
+        ({"field": "lang", "eq": "de"}, lambda p: p["lang"] == "de"),
+        ({"and": [{"field": "year", "gte": 2020}, {"field": "open", "eq": True}]}, lambda p: p["year"] >= 2020 and p["open"]),
+        ('{"not": {"field": "score", "lt": 0.9}}', lambda p: p["score"] >= 0.9),
+    ]
+    for flt, keep in filters:
+        passing = {k for k, p in docs.items() if keep(p)}
+        hits = c.search(q, k=len(passing) + 5, rerank=400, filter=flt)
+        assert {h.id for h in hits} == passing, flt
+        for h in hits:
+            assert h.payload == docs[h.id], "the payload comes back as given, the key hidden"
+        assert {h.id for h in c.search_batch([q], k=len(passing) + 5, rerank=400, filter=flt)[0]} == passing
+    allowed = [1, "doc-5", 6]
+    assert {h.id for h in c.search(q, k=10, ids=allowed, filter={"field": "lang", "eq": "fr"})} == {"doc-5"}
+    with pytest.raises(quiverdb.InvalidInput, match="not indexed"):
+        c.search(q, filter={"field": "colour", "eq": "red"})
+    with pytest.raises(quiverdb.InvalidInput, match="indexed as integer"):
+        c.insert(999, rng.standard_normal((2, 16)), {"year": "soon"})
+    with pytest.raises(quiverdb.InvalidInput, match="reserved"):
+        c.insert(998, rng.standard_normal((2, 16)), {"_quiverdb_key": "x"})
+    with pytest.raises(quiverdb.InvalidInput, match="unknown field kind"):
+        quiverdb.Collection.create(tmp_path / "bad", dim=16, indexed_fields={"a": "text"})
+    c.close()
