@@ -17,8 +17,9 @@ use parking_lot::Mutex;
 
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::filter::IndexedField;
 use crate::options::{CollectionOptions, Durability, OpenOptions};
-use crate::search::{search_snapshot, Hit, Schema, SearchParams, SearchProfile};
+use crate::search::{search_snapshot, Hit, SearchParams, SearchProfile};
 use crate::snapshot::StoredDocument;
 use crate::stats::{CollectionStats, StatsView};
 use crate::write::WriteMode;
@@ -125,6 +126,23 @@ impl Collection {
         self.engine.write_docs(docs, WriteMode::Upsert)
     }
 
+    /// Indexes one more payload field for filtered search ([`crate::filter`]), for the documents
+    /// already stored as for those to come. Refused (`InvalidInput`, nothing changed) when the
+    /// name is already indexed or when a stored document gives the field a value of another kind
+    /// (the error names it). Durable when it returns. Segments written before it are filtered by
+    /// reading their payloads (same results, slower) until compaction rewrites them with the
+    /// field's column.
+    pub fn index_field(&self, field: IndexedField) -> Result<()> {
+        self.engine.check_open()?;
+        self.engine.index_field(field)
+    }
+
+    /// The indexed payload fields: [`CollectionOptions::indexed_fields`] plus those added by
+    /// [`Collection::index_field`].
+    pub fn indexed_fields(&self) -> Vec<IndexedField> {
+        self.engine.fields().to_vec()
+    }
+
     /// Deletes `id`. Returns whether it existed (nothing is logged if it did not).
     pub fn delete(&self, id: u64) -> Result<bool> {
         self.engine.delete(id)
@@ -152,14 +170,14 @@ impl Collection {
     pub fn search(&self, query: &[f32], params: &SearchParams) -> Result<Vec<Hit>> {
         self.engine.check_open()?;
         let snapshot = self.engine.snapshot();
-        search_snapshot(&snapshot, &self.engine.encoder, Schema::of(&self.engine.options), query, params, None)
+        search_snapshot(&snapshot, &self.engine.encoder, self.engine.options.dim as usize, query, params, None)
     }
 
     /// Many queries in parallel (rayon), each as [`Collection::search`], on one snapshot.
     pub fn search_batch(&self, queries: &[&[f32]], params: &SearchParams) -> Result<Vec<Vec<Hit>>> {
         self.engine.check_open()?;
         let snapshot = self.engine.snapshot();
-        crate::search::search_batch(&snapshot, &self.engine.encoder, Schema::of(&self.engine.options), queries, params)
+        crate::search::search_batch(&snapshot, &self.engine.encoder, self.engine.options.dim as usize, queries, params)
     }
 
     /// Exact MaxSim of `query` against the documents `ids` only (ids not present are skipped;
@@ -169,9 +187,7 @@ impl Collection {
     pub fn search_ids(&self, query: &[f32], ids: &[u64], params: &SearchParams) -> Result<Vec<Hit>> {
         self.engine.check_open()?;
         let dim = self.engine.options.dim as usize;
-        crate::search::search_ids(dim, &self.engine.options.indexed_fields, query, params, ids, |id| {
-            self.engine.lookup(id)
-        })
+        crate::search::search_ids(dim, &self.engine.fields(), query, params, ids, |id| self.engine.lookup(id))
     }
 
     /// Like [`Collection::search`], also returning where the time went.
@@ -182,7 +198,7 @@ impl Collection {
         let hits = search_snapshot(
             &snapshot,
             &self.engine.encoder,
-            Schema::of(&self.engine.options),
+            self.engine.options.dim as usize,
             query,
             params,
             Some(&mut profile),

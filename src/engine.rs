@@ -34,6 +34,7 @@ use crate::encode::codec::TokenCodebook;
 use crate::encode::fde::FdeEncoder;
 use crate::encode::pq::PqCodebook;
 use crate::error::{Error, Poison, Result};
+use crate::filter::IndexedField;
 use crate::io::storage::Storage;
 use crate::memtable::{MemEntry, MemView, Memtable};
 use crate::options::{CollectionOptions, Durability, OpenOptions};
@@ -91,6 +92,9 @@ pub(crate) struct Engine {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) path: PathBuf,
     pub(crate) options: CollectionOptions,
+    /// The indexed payload fields: `options.indexed_fields` plus those added since by
+    /// [`Engine::index_field`] (changed only under the `writer` lock).
+    pub(crate) fields: RwLock<Arc<Vec<IndexedField>>>,
     pub(crate) open_options: OpenOptions,
     /// The effective durability (the handle's choice, else the collection's default).
     pub(crate) durability: Durability,
@@ -176,6 +180,7 @@ impl Engine {
         Ok(Engine {
             storage,
             path: path.to_path_buf(),
+            fields: RwLock::new(Arc::new(options.indexed_fields.clone())),
             options,
             durability,
             open_options: open,
@@ -223,7 +228,12 @@ impl Engine {
             let st = self.state.read();
             (st.version.clone(), st.active.entries().to_vec())
         };
-        Snapshot { version, active: Arc::new(MemView::resolve(&entries)) }
+        Snapshot { version, active: Arc::new(MemView::resolve(&entries)), fields: self.fields() }
+    }
+
+    /// The indexed payload fields now.
+    pub(crate) fn fields(&self) -> Arc<Vec<IndexedField>> {
+        self.fields.read().clone()
     }
 
     /// Where `id`'s visible version is, consistent across memtables and catalog.

@@ -113,7 +113,7 @@ impl Engine {
             graph: Some(self.options.graph),
             tokens,
             base_graph: None,
-            fields: self.options.indexed_fields.clone(),
+            fields: self.fields().to_vec(),
         };
         Ok((config, retrain, trains_tokens))
     }

@@ -46,10 +46,11 @@ pub struct CollectionOptions {
     /// residual `storage`). Collections created before it existed get the default.
     #[serde(default = "default_token_codebook")]
     pub token_codebook: Option<TokenCodebookParams>,
-    /// Payload fields indexed for filtered search (`SearchParams::filter`), fixed at creation:
-    /// every segment gets their column (the `field_index` section), and a payload giving one of
-    /// them a value of another kind is refused at insert. Empty by default; collections created
-    /// before filters existed have none.
+    /// Payload fields indexed for filtered search (`SearchParams::filter`): every segment gets
+    /// their column (the `field_index` section), and a payload giving one of them a value of
+    /// another kind is refused at insert. Empty by default; collections created before filters
+    /// existed have none. `Collection::index_field` adds fields later (stored here in the
+    /// catalog; `Collection::indexed_fields` gives the current list).
     #[serde(default)]
     pub indexed_fields: Vec<IndexedField>,
 }

@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::memtable::MemView;
 use crate::options::CollectionOptions;
 use crate::recovery::{self, SegmentMissing, CATALOG_DIR};
-use crate::search::{search_snapshot, Hit, Schema, SearchParams, SearchProfile};
+use crate::search::{search_snapshot, Hit, SearchParams, SearchProfile};
 use crate::snapshot::{locate, stale_location, Found, Located, SegmentHandle, Snapshot, StoredDocument, Version};
 use crate::stats::{CollectionStats, StatsView};
 use crate::wal::WalRecovery;
@@ -105,23 +105,33 @@ impl CollectionReader {
         &self.options
     }
 
+    /// The indexed payload fields as of open or the last [`CollectionReader::refresh`].
+    pub fn indexed_fields(&self) -> Vec<crate::filter::IndexedField> {
+        self.current().snapshot.fields.to_vec()
+    }
+
     /// The best `params.k` documents for `query` by MaxSim, as [`crate::Collection::search`].
     pub fn search(&self, query: &[f32], params: &SearchParams) -> Result<Vec<Hit>> {
         let st = self.current();
-        search_snapshot(&st.snapshot, &self.encoder, Schema::of(&self.options), query, params, None)
+        search_snapshot(&st.snapshot, &self.encoder, self.options.dim as usize, query, params, None)
     }
 
     /// Many queries in parallel, each as [`CollectionReader::search`], on one view.
     pub fn search_batch(&self, queries: &[&[f32]], params: &SearchParams) -> Result<Vec<Vec<Hit>>> {
         let st = self.current();
-        crate::search::search_batch(&st.snapshot, &self.encoder, Schema::of(&self.options), queries, params)
+        crate::search::search_batch(&st.snapshot, &self.encoder, self.options.dim as usize, queries, params)
     }
 
     /// Exact MaxSim against the documents `ids` only, as [`crate::Collection::search_ids`].
     pub fn search_ids(&self, query: &[f32], ids: &[u64], params: &SearchParams) -> Result<Vec<Hit>> {
-        crate::search::search_ids(self.options.dim as usize, &self.options.indexed_fields, query, params, ids, |id| {
-            self.find(id)
-        })
+        crate::search::search_ids(
+            self.options.dim as usize,
+            &self.current().snapshot.fields,
+            query,
+            params,
+            ids,
+            |id| self.find(id),
+        )
     }
 
     /// Like [`CollectionReader::search`], also returning where the time went.
@@ -129,7 +139,7 @@ impl CollectionReader {
         let st = self.current();
         let mut profile = SearchProfile::default();
         let hits =
-            search_snapshot(&st.snapshot, &self.encoder, Schema::of(&self.options), query, params, Some(&mut profile))?;
+            search_snapshot(&st.snapshot, &self.encoder, self.options.dim as usize, query, params, Some(&mut profile))?;
         Ok((hits, profile))
     }
 
@@ -257,9 +267,10 @@ fn load_once(
     let (memtable_ops, memtable_bytes) = (memtable.len() as u64, memtable.bytes() as u64);
     let active = Arc::new(MemView::resolve(memtable.entries()));
     let version: Arc<Version> = Arc::new(version);
+    let fields = Arc::new(catalog.options()?.indexed_fields);
     Ok(Attempt::Done(ReadState {
         catalog,
-        snapshot: Snapshot { version, active },
+        snapshot: Snapshot { version, active, fields },
         memtable_ops,
         memtable_bytes,
         last_seq: report.last_seq,

@@ -413,37 +413,23 @@ pub(crate) fn search_ids(
 pub(crate) fn search_batch(
     snapshot: &Snapshot,
     encoder: &FdeEncoder,
-    schema: Schema<'_>,
+    dim: usize,
     queries: &[&[f32]],
     params: &SearchParams,
 ) -> Result<Vec<Vec<Hit>>> {
     use rayon::prelude::*;
-    queries.par_iter().map(|q| search_snapshot(snapshot, encoder, schema, q, params, None)).collect()
-}
-
-/// What a search needs to know of its collection: the token dimension and the indexed fields.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Schema<'a> {
-    pub dim: usize,
-    pub fields: &'a [IndexedField],
-}
-
-impl<'a> Schema<'a> {
-    pub(crate) fn of(options: &'a crate::options::CollectionOptions) -> Self {
-        Schema { dim: options.dim as usize, fields: &options.indexed_fields }
-    }
+    queries.par_iter().map(|q| search_snapshot(snapshot, encoder, dim, q, params, None)).collect()
 }
 
 pub(crate) fn search_snapshot(
     snapshot: &Snapshot,
     encoder: &FdeEncoder,
-    schema: Schema<'_>,
+    dim: usize,
     query: &[f32],
     params: &SearchParams,
     profile: Option<&mut SearchProfile>,
 ) -> Result<Vec<Hit>> {
-    let dim = schema.dim;
-    let fields = schema.fields;
+    let fields: &[IndexedField] = &snapshot.fields;
     let (tokens, maxsim) = prepare_query(dim, query, params)?;
     let filter: Option<BoundFilter> = params.filter.as_ref().map(|f| f.bind(fields)).transpose()?;
     let passes =

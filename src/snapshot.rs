@@ -88,6 +88,8 @@ pub(crate) struct Version {
 pub(crate) struct Snapshot {
     pub(crate) version: Arc<Version>,
     pub(crate) active: Arc<MemView>,
+    /// The collection's indexed payload fields at this instant (filters are checked against them).
+    pub(crate) fields: Arc<Vec<crate::filter::IndexedField>>,
 }
 
 /// Where a visible version of an id lives.

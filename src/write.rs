@@ -15,6 +15,7 @@ use crate::collection::NewDocument;
 use crate::encode::tokens::TokenMatrix;
 use crate::engine::{Engine, WriterState};
 use crate::error::{Error, Result};
+use crate::filter::IndexedField;
 use crate::format::wal::{encode_delete, encode_put};
 use crate::limits::{MAX_BATCH_DOCS, MAX_DOC_VALUES, MAX_PAYLOAD_BYTES};
 use crate::memtable::{MemDoc, MemEntry, OwnedTokens};
@@ -32,8 +33,14 @@ pub(crate) enum WriteMode {
     Upsert,
 }
 
+/// A document's payload against the indexed fields (the insert-time rule of [`crate::filter`]).
+fn check_payload(doc: &NewDocument<'_>, fields: &[IndexedField]) -> Result<()> {
+    crate::filter::check_payload(doc.payload, fields)
+        .map_err(|e| Error::InvalidInput(format!("document {}: {e}", doc.id)))
+}
+
 impl Engine {
-    pub(crate) fn validate_doc<'a>(&self, doc: &NewDocument<'a>) -> Result<TokenMatrix<'a>> {
+    pub(crate) fn validate_doc<'a>(&self, doc: &NewDocument<'a>, fields: &[IndexedField]) -> Result<TokenMatrix<'a>> {
         let tokens = TokenMatrix::new(doc.tokens, self.options.dim as usize)
             .map_err(|e| Error::InvalidInput(format!("document {}: {e}", doc.id)))?;
         if doc.tokens.len() > MAX_DOC_VALUES {
@@ -50,8 +57,7 @@ impl Engine {
                 doc.payload.map_or(0, |p| p.len())
             )));
         }
-        crate::filter::check_payload(doc.payload, &self.options.indexed_fields)
-            .map_err(|e| Error::InvalidInput(format!("document {}: {e}", doc.id)))?;
+        check_payload(doc, fields)?;
         Ok(tokens)
     }
 
@@ -77,9 +83,10 @@ impl Engine {
                 docs.len()
             )));
         }
+        let fields = self.fields();
         let mut entries = Vec::with_capacity(docs.len());
         for doc in docs {
-            let tokens = self.validate_doc(doc)?;
+            let tokens = self.validate_doc(doc, &fields)?;
             let owned = OwnedTokens::from_f32(tokens.as_slice(), self.options.storage)?;
             entries.push(Arc::new(MemDoc { id: doc.id, tokens: owned, payload: doc.payload.unwrap_or(&[]).to_vec() }));
         }
@@ -95,6 +102,14 @@ impl Engine {
         let mut buf = Vec::new();
         let writer = self.writer.lock();
         self.check_writable()?;
+        // A field indexed since the payloads were checked (`index_field` changes fields only under
+        // the writer lock): check them against it too.
+        let now = self.fields();
+        if !Arc::ptr_eq(&now, &fields) {
+            for doc in docs {
+                check_payload(doc, &now)?;
+            }
+        }
         if mode == WriteMode::Insert {
             for d in docs {
                 if self.exists_for_write(d.id)? {
@@ -122,6 +137,61 @@ impl Engine {
             .map(|(i, d)| MemEntry { id: d.id, seq: first + i as u64, doc: Some(d) })
             .collect();
         self.log_and_apply(writer, &buf, mem)
+    }
+
+    /// Indexes one more payload field ([`crate::Collection::index_field`]). Under the writer
+    /// lock, so no write slips between the check and the change: every live or logged document
+    /// must give the field a value of its kind or none, else nothing changes and the error names
+    /// the first document that does not. Then the stored options gain the field (one synced
+    /// catalog write: the commit point), and writes and searches see it. Segments written before
+    /// carry no column for it and are filtered on their payloads until a merge rewrites them.
+    pub(crate) fn index_field(&self, field: IndexedField) -> Result<()> {
+        let writer = self.writer.lock();
+        self.check_writable()?;
+        let mut next: Vec<IndexedField> = self.fields().to_vec();
+        if next.iter().any(|f| f.name == field.name) {
+            return Err(Error::InvalidInput(format!("field '{}' is already indexed", field.name)));
+        }
+        next.push(field.clone());
+        crate::filter::validate_fields(&next)?;
+        let one = [field];
+        let check = |id: u64, payload: &[u8]| {
+            crate::filter::check_payload(Some(payload), &one).map_err(|e| {
+                Error::InvalidInput(format!("document {id}: {e}; change or delete it before indexing the field"))
+            })
+        };
+        for e in self.pending.lock().iter() {
+            if let Some(d) = &e.doc {
+                check(d.id, &d.payload)?;
+            }
+        }
+        let snapshot = self.snapshot();
+        let frozen = snapshot.version.frozen.as_deref();
+        for d in &snapshot.active.docs {
+            check(d.id, &d.payload)?;
+        }
+        if let Some(frozen) = frozen {
+            for d in frozen.docs.iter().filter(|d| !snapshot.active.shadows(d.id)) {
+                check(d.id, &d.payload)?;
+            }
+        }
+        for seg in &snapshot.version.segments {
+            let reader = &seg.handle.reader;
+            for (ord, &id) in reader.doc_ids().iter().enumerate() {
+                if seg.live.is_live(ord as u32)
+                    && !snapshot.active.shadows(id)
+                    && !frozen.is_some_and(|f| f.shadows(id))
+                {
+                    check(id, reader.payload(ord))?;
+                }
+            }
+        }
+        let mut options = self.catalog.options()?;
+        options.indexed_fields = next.clone();
+        self.catalog.set_options(&options)?;
+        *self.fields.write() = Arc::new(next);
+        drop(writer);
+        Ok(())
     }
 
     pub(crate) fn delete(&self, id: u64) -> Result<bool> {

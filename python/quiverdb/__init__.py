@@ -362,6 +362,12 @@ class Collection:
             out.append(Hit(key if key is not None else eid, float(score), payload))
         return out
 
+    def index_field(self, name: str, kind: str) -> None:
+        """Indexes one more payload field for ``filter`` (``kind``: ``"keyword"``, ``"integer"``,
+        ``"float"``, ``"bool"``), for the documents already stored too; refused, naming the
+        document, if one gives the field a value of another kind."""
+        self._raw.index_field(str(name), str(kind))
+
     def search(
         self,
         query: Any,

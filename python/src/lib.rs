@@ -297,6 +297,13 @@ impl RawCollection {
         Ok(Some((array, PyBytes::new(py, &doc.payload))))
     }
 
+    /// Indexes one more payload field (`kind`: keyword, integer, float, bool) for the stored
+    /// documents and those to come.
+    fn index_field(&self, py: Python<'_>, name: String, kind: &str) -> PyResult<()> {
+        let field = IndexedField::new(name, FieldKind::parse(kind).map_err(to_py)?);
+        self.writer(|c| py.detach(|| c.index_field(field)).map_err(to_py))
+    }
+
     /// The best `k` documents by MaxSim: `(id, score, payload bytes or None)`, best first.
     #[pyo3(signature = (query, k, rerank=None, with_payload=true, candidates=None, probe=None, filter=None))]
     #[allow(clippy::too_many_arguments)]

@@ -334,6 +334,11 @@ def test_filtered_search_on_indexed_fields(tmp_path):
         c.insert(999, rng.standard_normal((2, 16)), {"year": "soon"})
     with pytest.raises(quiverdb.InvalidInput, match="reserved"):
         c.insert(998, rng.standard_normal((2, 16)), {"_quiverdb_key": "x"})
+    c.index_field("tier", "integer")
+    c.insert(1001, rng.standard_normal((2, 16)), {"tier": 2, "lang": "en"})
+    assert [h.id for h in c.search(q, k=5, filter={"field": "tier", "eq": 2})] == [1001]
+    with pytest.raises(quiverdb.InvalidInput, match="already indexed"):
+        c.index_field("tier", "integer")
     with pytest.raises(quiverdb.InvalidInput, match="unknown field kind"):
         quiverdb.Collection.create(tmp_path / "bad", dim=16, indexed_fields={"a": "text"})
     c.close()

@@ -209,6 +209,16 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// Replaces the stored options (one synced write): how `index_field` makes a new indexed
+    /// field durable.
+    pub fn set_options(&self, options: &CollectionOptions) -> Result<()> {
+        let config = serde_json::to_vec(&serde_json::json!({ "version": CONFIG_VERSION, "options": options }))
+            .map_err(|e| Error::InvalidInput(format!("options do not serialise: {e}")))?;
+        let mut batch = WriteBatch::default();
+        batch.put(KEY_CONFIG, config);
+        self.write(batch)
+    }
+
     /// Opens an existing catalog.
     pub fn open(path: &Path) -> Result<Self> {
         let db = DB::open(&Self::db_options(false), path)

@@ -279,3 +279,63 @@ fn a_damaged_field_index_is_corruption_naming_the_section() {
     let e = c.search(&tokens, &params).unwrap_err();
     assert!(matches!(e, Error::Corruption { .. }) && e.to_string().contains("field_index"), "{e}");
 }
+
+#[test]
+fn index_field_covers_documents_already_stored() {
+    let dir = TempDir::new("filter-index-field");
+    let path = dir.0.join("c");
+    let c = Collection::create(&path, small_options(TokenStorage::F16, 256), manual_open(Durability::None)).unwrap();
+    let corpus = generate(&CorpusSpec {
+        n_docs: 600,
+        n_queries: 3,
+        dim: DIM,
+        min_doc_tokens: 2,
+        max_doc_tokens: 6,
+        query_tokens: 4,
+        seed: 5,
+    })
+    .unwrap();
+    let payload = |i: u64| format!(r#"{{"bucket":{},"tag":"t{}"}}"#, i % 10, i % 3).into_bytes();
+    for (i, d) in corpus.docs.iter().enumerate() {
+        c.insert(i as u64, d.as_slice(), Some(&payload(i as u64))).unwrap();
+        if i == 399 {
+            c.flush().unwrap();
+        }
+    }
+    // One document gives `odd` a number: indexing it as a keyword is refused, naming it.
+    c.insert(1000, corpus.docs.get(0).as_slice(), Some(br#"{"odd": 5, "bucket": 3}"#)).unwrap();
+    let reader_before = quiverdb::CollectionReader::open(&path).unwrap();
+    let filter = Filter::from_json(r#"{"field":"bucket","eq":3}"#).unwrap();
+    let params = SearchParams { filter: Some(filter), rerank: Some(400), ..SearchParams::new(100) };
+    let q = corpus.queries.get(0);
+    assert!(c.search(q.as_slice(), &params).unwrap_err().to_string().contains("not indexed"));
+
+    let e = c.index_field(IndexedField::new("odd", FieldKind::Keyword)).unwrap_err();
+    assert!(e.to_string().contains("document 1000") && e.to_string().contains("'odd'"), "{e}");
+    assert!(c.indexed_fields().is_empty(), "a refused field changes nothing");
+
+    c.index_field(IndexedField::new("bucket", FieldKind::Integer)).unwrap();
+    assert!(c.index_field(IndexedField::new("bucket", FieldKind::Integer)).is_err(), "indexed twice");
+    let want: HashSet<u64> = (0..600u64).filter(|i| i % 10 == 3).chain([1000]).collect();
+    let got = |hits: Vec<quiverdb::Hit>| hits.iter().map(|h| h.id).collect::<HashSet<u64>>();
+    assert_eq!(got(c.search(q.as_slice(), &params).unwrap()), want, "segment (payload scan) and memtable");
+    // New writes are checked against the new field.
+    let e = c.insert(2000, q.as_slice(), Some(br#"{"bucket": "x"}"#)).unwrap_err();
+    assert!(e.to_string().contains("'bucket' is indexed as integer"), "{e}");
+    // Readers see it at open or refresh.
+    assert!(reader_before.search(q.as_slice(), &params).is_err());
+    reader_before.refresh().unwrap();
+    assert_eq!(got(reader_before.search(q.as_slice(), &params).unwrap()), want);
+    assert_eq!(reader_before.indexed_fields(), vec![IndexedField::new("bucket", FieldKind::Integer)]);
+
+    // Durable, and written into segments from then on.
+    c.flush().unwrap();
+    c.compact().unwrap();
+    drop(c);
+    let c = Collection::open_with(&path, manual_open(Durability::None)).unwrap();
+    assert_eq!(c.indexed_fields(), vec![IndexedField::new("bucket", FieldKind::Integer)]);
+    assert_eq!(got(c.search(q.as_slice(), &params).unwrap()), want);
+    let newest = segment_files(&path).pop().unwrap();
+    let index = quiverdb::segment::SegmentReader::open(&newest).unwrap().field_index().unwrap().unwrap();
+    assert_eq!(index.fields(), vec![IndexedField::new("bucket", FieldKind::Integer)]);
+}

@@ -191,6 +191,25 @@ pub struct PathArgs {
     json: bool,
 }
 
+/// Arguments of `quiver index-field`.
+#[derive(clap::Args)]
+pub struct IndexFieldArgs {
+    /// Collection directory.
+    path: PathBuf,
+    /// The field, `NAME:KIND` (KIND: keyword, integer, float or bool).
+    field: String,
+}
+
+pub fn index_field(args: IndexFieldArgs) -> Result<(), String> {
+    let field = IndexedField::parse(&args.field).map_err(|e| e.to_string())?;
+    let c = open(&args.path)?;
+    c.index_field(field).map_err(|e| e.to_string())?;
+    let fields: Vec<String> = c.indexed_fields().iter().map(|f| format!("{}:{}", f.name, f.kind.name())).collect();
+    c.close().map_err(|e| e.to_string())?;
+    println!("{}: indexed fields {}", args.path.display(), fields.join(", "));
+    Ok(())
+}
+
 pub fn flush(args: PathArgs) -> Result<(), String> {
     let c = open(&args.path)?;
     let t = Instant::now();
@@ -287,6 +306,10 @@ pub fn stats(args: PathArgs) -> Result<(), String> {
         o.graph.params.max_degree, o.graph.params.build_list, o.graph.params.alpha, o.graph.build_dim, o.graph.min_docs
     );
     println!("  storage              {}, durability {}", o.storage.name(), durability_name(o.durability));
+    if !o.indexed_fields.is_empty() {
+        let fields: Vec<String> = o.indexed_fields.iter().map(|f| format!("{}:{}", f.name, f.kind.name())).collect();
+        println!("  indexed fields       {}", fields.join(", "));
+    }
     if !s.segments.is_empty() {
         println!("  {:>18} {:>10} {:>10} {:>10} {:>6}", "segment", "documents", "live", "MB", "graph");
         for seg in &s.segments {

@@ -46,6 +46,11 @@ enum Command {
     ///
     /// Example: quiver delete /data/col 42 43 44
     Delete(admin::DeleteArgs),
+    /// Index one more payload field for filtered search (`--filter`), for the documents already
+    /// stored too; refused, naming the document, if one gives the field a value of another kind.
+    ///
+    /// Example: quiver index-field /data/col lang:keyword
+    IndexField(admin::IndexFieldArgs),
     /// Write the memtable (documents replayed from the WAL) to a segment.
     ///
     /// Example: quiver flush /data/col
@@ -101,6 +106,7 @@ fn main() {
         Command::Search(args) => admin::search(args),
         Command::Get(args) => admin::get(args),
         Command::Delete(args) => admin::delete(args),
+        Command::IndexField(args) => admin::index_field(args),
         Command::Flush(args) => admin::flush(args),
         Command::Compact(args) => admin::compact(args),
         Command::Stats(args) => admin::stats(args),
