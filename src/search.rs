@@ -715,13 +715,7 @@ fn filtered_candidates(
     let beam = filtered_beam(width, segment.doc_count(), passing.len() as usize);
     if segment.graph().is_none() || passing.len() <= (FILTER_SCAN_PER_BEAM * beam) as u64 {
         let started = Instant::now();
-        if table.subspaces() != segment.pq_subspaces() {
-            return Err(Error::InvalidInput(format!(
-                "ADC table for {}-byte codes used on a segment with {}-byte codes",
-                table.subspaces(),
-                segment.pq_subspaces()
-            )));
-        }
+        check_code_length(table, segment)?;
         let codes = segment.pq_codes();
         let mut top = TopK::new(width);
         let mut ids: Vec<u32> = Vec::with_capacity(256);
@@ -746,6 +740,18 @@ fn filtered_candidates(
     Ok((found, stats, us, false))
 }
 
+/// An ADC table scores codes of its own length only.
+fn check_code_length(table: &AdcTable, segment: &SegmentReader) -> Result<()> {
+    if table.subspaces() != segment.pq_subspaces() {
+        return Err(Error::InvalidInput(format!(
+            "ADC table for {}-byte codes used on a segment with {}-byte codes",
+            table.subspaces(),
+            segment.pq_subspaces()
+        )));
+    }
+    Ok(())
+}
+
 /// The graph beam for a filter that `passing` of `n` documents pass, from an unfiltered beam of
 /// `width`: unchanged while at least [`FILTER_WIDEN_BELOW`] of the documents pass (the beam walks
 /// through the others and still holds enough that pass), else widened by
@@ -765,13 +771,7 @@ fn segment_candidates(
     skip: impl Fn(u32) -> bool,
 ) -> Result<(Vec<Scored>, SearchStats, f64)> {
     let started = Instant::now();
-    if table.subspaces() != segment.pq_subspaces() {
-        return Err(Error::InvalidInput(format!(
-            "ADC table for {}-byte codes used on a segment with {}-byte codes",
-            table.subspaces(),
-            segment.pq_subspaces()
-        )));
-    }
+    check_code_length(table, segment)?;
     let candidates = params.candidates.max(params.k);
     let mut stats = SearchStats::default();
     let codes = segment.pq_codes();

@@ -868,17 +868,22 @@ pub fn dots_bf16(
 mod tests {
     use super::*;
 
+    /// A deterministic stream of values in [-1, 1) (an LCG), for the kernel tests.
+    fn uniform(seed: u64) -> impl FnMut() -> f32 {
+        let mut state = seed;
+        move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        }
+    }
+
     #[test]
     fn bf16_dots_kernel_matches_its_definition() {
         let have = Isa::available().contains(&Isa::Avx512Bf16);
         if !have {
             eprintln!("note: no AVX-512 BF16 on this CPU; the vdpbf16ps dots kernel is not run");
         }
-        let mut state = 0x0bad_cafeu64;
-        let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut next = uniform(0x0bad_cafeu64);
         for &(lanes, dim, n, stride, col) in
             &[(16, 2, 1, 16, 0), (16, 128, 7, 48, 32), (32, 128, 13, 32, 0), (32, 6, 20, 48, 16)]
         {
@@ -922,11 +927,7 @@ mod tests {
         if !have {
             eprintln!("note: no AVX-512 BF16 on this CPU; the vdpbf16ps kernel is not run");
         }
-        let mut state = 0x1234_5678u64;
-        let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut next = uniform(0x1234_5678u64);
         for &(lanes, dim, n) in &[(16, 2, 1), (16, 128, 7), (32, 128, 13), (32, 6, 6), (16, 64, 100)] {
             let block: Vec<f32> = (0..lanes * dim).map(|_| next()).collect();
             let pairs = bf16_pair_block(&block, lanes, dim);
@@ -964,11 +965,7 @@ mod tests {
         if !have {
             eprintln!("note: no AVX-512 on this CPU; the document-major kernel is not run");
         }
-        let mut state = 0x9e37_79b9u64;
-        let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut next = uniform(0x9e37_79b9u64);
         for &(nq, dim, n) in &[(1, 16, 1), (3, 128, 7), (8, 64, 2), (5, 32, 13), (2, 128, 200)] {
             let query: Vec<f32> = (0..nq * dim).map(|_| next()).collect();
             let f32s: Vec<f32> = (0..n * dim).map(|_| next()).collect();
@@ -994,11 +991,7 @@ mod tests {
         if !have {
             eprintln!("note: no AVX-512 BF16 on this CPU; the document-major vdpbf16ps kernel is not run");
         }
-        let mut state = 0x5151_7777u64;
-        let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        };
+        let mut next = uniform(0x5151_7777u64);
         let bf = |v: f32| half::bf16::from_f32(v).to_bits();
         for &(nq, dim, n) in &[(1, 32, 1), (3, 128, 7), (8, 64, 2), (5, 96, 13), (2, 128, 200), (4, 20, 3)] {
             let query: Vec<u16> = (0..nq * dim).map(|_| bf(next())).collect();

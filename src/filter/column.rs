@@ -410,12 +410,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn fields() -> Vec<IndexedField> {
-        vec![
-            IndexedField::new("lang", FieldKind::Keyword),
-            IndexedField::new("year", FieldKind::Integer),
-            IndexedField::new("score", FieldKind::Float),
-            IndexedField::new("open", FieldKind::Bool),
-        ]
+        super::super::test_fields()
     }
 
     fn payload(i: u32) -> Vec<u8> {

@@ -697,17 +697,23 @@ impl BoundFilter {
     }
 }
 
+/// One field of each kind, for the unit tests of this module and [`column`].
+#[cfg(test)]
+pub(crate) fn test_fields() -> Vec<IndexedField> {
+    vec![
+        IndexedField::new("lang", FieldKind::Keyword),
+        IndexedField::new("year", FieldKind::Integer),
+        IndexedField::new("score", FieldKind::Float),
+        IndexedField::new("open", FieldKind::Bool),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn fields() -> Vec<IndexedField> {
-        vec![
-            IndexedField::new("lang", FieldKind::Keyword),
-            IndexedField::new("year", FieldKind::Integer),
-            IndexedField::new("score", FieldKind::Float),
-            IndexedField::new("open", FieldKind::Bool),
-        ]
+        test_fields()
     }
 
     fn bound(text: &str) -> Result<BoundFilter> {
