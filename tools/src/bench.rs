@@ -117,10 +117,12 @@ pub struct Args {
     #[arg(long)]
     merge_rebuild: bool,
     /// Filtered search at these selectivities, e.g. `0.5,0.1,0.01,0.001`: the collection gets an
-    /// indexed integer field `bucket`, uniform over 0..100,000 by document, and each selectivity
+    /// indexed integer field `bucket`, uniform over 0..100,000 by document (and a keyword field
+    /// `tenant`, 1,000 values, for its memory figure), and each selectivity
     /// `s` filters `bucket < s·100,000`. One `filter` line per selectivity: recall@10 against
     /// exact MaxSim over the documents that pass (brute force, timed too), p50/p99 beside the
-    /// unfiltered p50 of the same run, the plan counters, and the field index's bytes per document.
+    /// unfiltered p50 of the same run, the plan counters, and the field index's bytes per document
+    /// per field.
     #[arg(long, value_delimiter = ',')]
     filter_selectivity: Vec<f64>,
 }
@@ -272,10 +274,15 @@ fn build(args: &Args, work: &Workload, path: &Path) -> Result<(Collection, f64),
     }
     let filtered = !args.filter_selectivity.is_empty();
     if filtered {
-        options.indexed_fields = vec![IndexedField::new("bucket", FieldKind::Integer)];
+        options.indexed_fields =
+            vec![IndexedField::new("bucket", FieldKind::Integer), IndexedField::new("tenant", FieldKind::Keyword)];
     }
+    // `tenant`: one of 1,000 keywords (about 100 documents each at 100k), for the keyword
+    // column's memory figure.
     let payloads: Vec<Vec<u8>> = if filtered {
-        (0..docs.len()).map(|i| format!(r#"{{"bucket":{}}}"#, bucket_of(i)).into_bytes()).collect()
+        (0..docs.len())
+            .map(|i| format!(r#"{{"bucket":{},"tenant":"t{}"}}"#, bucket_of(i), bucket_of(i) % 1000).into_bytes())
+            .collect()
     } else {
         Vec::new()
     };
@@ -634,15 +641,23 @@ fn filter_sweep(
     let base = SearchParams { prefetch: !args.no_prefetch, ..SearchParams::new(args.k) };
     let (_, unfiltered_lat, _) = timed(&base)?;
     let unfiltered_p50 = percentile(&unfiltered_lat, 50.0);
-    // The field index's decoded bytes, over every segment.
-    let mut index_bytes = 0usize;
+    // The field index's decoded bytes per field, over every segment.
+    let mut index_bytes: std::collections::BTreeMap<String, usize> = Default::default();
     for entry in std::fs::read_dir(path.join("segments")).map_err(|e| e.to_string())? {
         let file = entry.map_err(|e| e.to_string())?.path();
         if file.extension().is_some_and(|x| x == "qseg") {
             let reader = quiverdb::segment::SegmentReader::open(&file).map_err(|e| e.to_string())?;
-            index_bytes += reader.field_index().map_err(|e| e.to_string())?.map_or(0, |i| i.memory_bytes());
+            if let Some(index) = reader.field_index().map_err(|e| e.to_string())? {
+                for (name, bytes) in index.field_memory_bytes() {
+                    *index_bytes.entry(name).or_default() += bytes;
+                }
+            }
         }
     }
+    let per_doc: serde_json::Map<String, serde_json::Value> = index_bytes
+        .iter()
+        .map(|(name, &b)| (name.clone(), round(b as f64 / docs.len().max(1) as f64).into()))
+        .collect();
     for &s in &args.filter_selectivity {
         if !(0.0..=1.0).contains(&s) {
             return Err(format!("--filter-selectivity {s} is outside [0, 1]"));
@@ -691,7 +706,7 @@ fn filter_sweep(
                     "filter_us": round(total.filter_us / n),
                     "flat_segments": round(total.filter_flat_segments as f64 / n),
                     "adc_distances": round(total.distance_computations as f64 / n),
-                    "field_index_bytes_per_doc": round(index_bytes as f64 / docs.len().max(1) as f64),
+                    "field_index_bytes_per_doc": per_doc,
                 },
             })
         );
