@@ -379,14 +379,8 @@ pub(crate) fn search_ids(
     let mut scored: Vec<(f32, u64, crate::snapshot::Found)> = Vec::new();
     for id in unique {
         let Some(f) = lookup(id)? else { continue };
-        if let Some(filter) = &filter {
-            let payload = match &f {
-                crate::snapshot::Found::Memory(doc) => doc.payload.as_slice(),
-                crate::snapshot::Found::Segment(h, ord) => h.reader.payload(*ord as usize),
-            };
-            if !filter.matches_payload(id, payload, fields) {
-                continue;
-            }
+        if filter.as_ref().is_some_and(|filter| !filter.matches_payload(id, f.payload_bytes())) {
+            continue;
         }
         let score = match &f {
             crate::snapshot::Found::Memory(doc) => maxsim.score(doc.tokens.as_doc_tokens())?,
@@ -398,14 +392,7 @@ pub(crate) fn search_ids(
     scored.truncate(params.k);
     Ok(scored
         .into_iter()
-        .map(|(score, id, f)| Hit {
-            id,
-            score,
-            payload: params.with_payload.then(|| match f {
-                crate::snapshot::Found::Memory(doc) => doc.payload.clone(),
-                crate::snapshot::Found::Segment(h, ord) => h.reader.payload(ord as usize).to_vec(),
-            }),
-        })
+        .map(|(score, id, f)| Hit { id, score, payload: params.with_payload.then(|| f.payload()) })
         .collect())
 }
 
@@ -433,7 +420,7 @@ pub(crate) fn search_snapshot(
     let (tokens, maxsim) = prepare_query(dim, query, params)?;
     let filter: Option<BoundFilter> = params.filter.as_ref().map(|f| f.bind(fields)).transpose()?;
     let passes =
-        |doc: &crate::memtable::MemDoc| filter.as_ref().is_none_or(|f| f.matches_payload(doc.id, &doc.payload, fields));
+        |doc: &crate::memtable::MemDoc| filter.as_ref().is_none_or(|f| f.matches_payload(doc.id, &doc.payload));
     let version = &snapshot.version;
     let active = &snapshot.active;
     let frozen = version.frozen.as_deref();
@@ -502,7 +489,7 @@ pub(crate) fn search_snapshot(
             let (Some(table), true) = (table, live > 0) else { return Ok(SegmentPool::default()) };
             let reader = &seg.handle.reader;
             let t = Instant::now();
-            let passing = filter.as_ref().map(|f| reader.filter(f, fields)).transpose()?;
+            let passing = filter.as_ref().map(|f| reader.filter(f)).transpose()?;
             let filter_us = t.elapsed().as_secs_f64() * 1e6;
             if passing.as_ref().is_some_and(|p| p.is_empty()) {
                 return Ok(SegmentPool { filter_us, ..Default::default() });
@@ -716,25 +703,14 @@ fn filtered_candidates(
     if segment.graph().is_none() || passing.len() <= (FILTER_SCAN_PER_BEAM * beam) as u64 {
         let started = Instant::now();
         check_code_length(table, segment)?;
-        let codes = segment.pq_codes();
-        let mut top = TopK::new(width);
-        let mut ids: Vec<u32> = Vec::with_capacity(256);
-        let mut scores = Vec::with_capacity(256);
         let mut stats = SearchStats::default();
-        let mut ordinals = passing.iter().filter(|&o| !skip(o)).peekable();
-        while ordinals.peek().is_some() {
-            ids.clear();
-            ids.extend(ordinals.by_ref().take(256));
-            if params.prefetch {
-                segment.prefetch_codes(&ids);
-            }
-            table.score_many(codes, &ids, &mut scores);
+        let found = table.scan_ordinals(segment.pq_codes(), passing.iter().filter(|&o| !skip(o)), width, |ids| {
             stats.distance_computations += ids.len() as u64;
-            for (&doc, &score) in ids.iter().zip(&scores) {
-                top.push(Scored { doc, score });
+            if params.prefetch {
+                segment.prefetch_codes(ids);
             }
-        }
-        return Ok((top.into_sorted(), stats, started.elapsed().as_secs_f64() * 1e6, true));
+        });
+        return Ok((found, stats, started.elapsed().as_secs_f64() * 1e6, true));
     }
     let (found, stats, us) = segment_candidates(segment, table, SegmentSearch { list_size: beam, ..params }, skip)?;
     Ok((found, stats, us, false))

@@ -103,9 +103,14 @@ pub(crate) enum Found {
 impl Found {
     /// The document's payload bytes alone (no token copy).
     pub(crate) fn payload(&self) -> Vec<u8> {
+        self.payload_bytes().to_vec()
+    }
+
+    /// The document's payload bytes, borrowed.
+    pub(crate) fn payload_bytes(&self) -> &[u8] {
         match self {
-            Found::Memory(doc) => doc.payload.clone(),
-            Found::Segment(handle, ordinal) => handle.reader.payload(*ordinal as usize).to_vec(),
+            Found::Memory(doc) => &doc.payload,
+            Found::Segment(handle, ordinal) => handle.reader.payload(*ordinal as usize),
         }
     }
 

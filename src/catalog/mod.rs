@@ -172,6 +172,12 @@ fn encode_codebook(codebook: &PqCodebook, trained_docs: u64) -> Vec<u8> {
     v
 }
 
+/// The `c` record: the options with the config version.
+fn encode_config(options: &CollectionOptions) -> Result<Vec<u8>> {
+    serde_json::to_vec(&serde_json::json!({ "version": CONFIG_VERSION, "options": options }))
+        .map_err(|e| Error::InvalidInput(format!("options do not serialise: {e}")))
+}
+
 impl Catalog {
     fn rocks_err(&self, e: rocksdb::Error) -> Error {
         Error::Catalog { path: self.path.clone(), message: e.into_string() }
@@ -198,10 +204,8 @@ impl Catalog {
         let db = DB::open(&Self::db_options(true), path)
             .map_err(|e| Error::Catalog { path: path.to_path_buf(), message: e.into_string() })?;
         let catalog = Catalog { db, path: path.to_path_buf(), failed: Default::default() };
-        let config = serde_json::to_vec(&serde_json::json!({ "version": CONFIG_VERSION, "options": options }))
-            .map_err(|e| Error::InvalidInput(format!("options do not serialise: {e}")))?;
         let mut batch = WriteBatch::default();
-        batch.put(KEY_CONFIG, config);
+        batch.put(KEY_CONFIG, encode_config(options)?);
         batch.put(KEY_CHECKPOINT, 0u64.to_le_bytes());
         batch.put(KEY_NEXT_SEGMENT, 1u64.to_le_bytes());
         batch.put(KEY_DEAD_TRACKED, DEAD_TRACKING_VERSION.to_le_bytes());
@@ -212,10 +216,8 @@ impl Catalog {
     /// Replaces the stored options (one synced write): how `index_field` makes a new indexed
     /// field durable.
     pub fn set_options(&self, options: &CollectionOptions) -> Result<()> {
-        let config = serde_json::to_vec(&serde_json::json!({ "version": CONFIG_VERSION, "options": options }))
-            .map_err(|e| Error::InvalidInput(format!("options do not serialise: {e}")))?;
         let mut batch = WriteBatch::default();
-        batch.put(KEY_CONFIG, config);
+        batch.put(KEY_CONFIG, encode_config(options)?);
         self.write(batch)
     }
 

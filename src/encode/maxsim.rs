@@ -174,12 +174,12 @@ impl MaxSimQuery {
         let short =
             (kernel_width > 0 && rows <= simd::DOC_MAJOR_MAX_QUERY && rows > 0 && dim.is_multiple_of(kernel_width))
                 .then(|| query.as_slice().to_vec());
-        let uses_bf16_dot = !blocks.is_empty() && blocks.iter().all(|b| !b.bf16_pairs.is_empty());
-        let short_bf16 = short
-            .as_ref()
-            .filter(|_| uses_bf16_dot && dim.is_multiple_of(simd::DOC_MAJOR_BF16_WIDTH))
-            .map(|q| q.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect());
-        MaxSimQuery { dim, isa, blocks, short, short_bf16 }
+        let mut prepared = MaxSimQuery { dim, isa, blocks, short, short_bf16: None };
+        if prepared.uses_bf16_dot() && dim.is_multiple_of(simd::DOC_MAJOR_BF16_WIDTH) {
+            prepared.short_bf16 =
+                prepared.short.as_ref().map(|q| q.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect());
+        }
+        prepared
     }
 
     /// The token dimension this query expects of documents.

@@ -425,13 +425,27 @@ impl AdcTable {
     /// Flat scan: the best `top_n` of `codes` (consecutive `m`-byte codes; ordinal = position),
     /// skipping ordinals for which `skip` returns true.
     pub fn scan(&self, codes: &[u8], top_n: usize, skip: impl Fn(u32) -> bool) -> Vec<Scored> {
+        let n = (codes.len() / self.subspaces) as u32;
+        self.scan_ordinals(codes, (0..n).filter(|&d| !skip(d)), top_n, |_| {})
+    }
+
+    /// The best `top_n` of the codes of `ordinals` (each below the code count), scored 256 at a
+    /// time; `before_block` sees each block's ordinals first (to prefetch their codes).
+    pub fn scan_ordinals(
+        &self,
+        codes: &[u8],
+        ordinals: impl Iterator<Item = u32>,
+        top_n: usize,
+        mut before_block: impl FnMut(&[u32]),
+    ) -> Vec<Scored> {
         let mut top = TopK::new(top_n);
-        let n = codes.len() / self.subspaces;
+        let mut ordinals = ordinals.peekable();
         let mut ids = Vec::with_capacity(256);
         let mut scores = Vec::with_capacity(256);
-        for start in (0..n).step_by(256) {
+        while ordinals.peek().is_some() {
             ids.clear();
-            ids.extend((start..(start + 256).min(n)).map(|d| d as u32).filter(|&d| !skip(d)));
+            ids.extend(ordinals.by_ref().take(256));
+            before_block(&ids);
             self.score_many(codes, &ids, &mut scores);
             for (&doc, &score) in ids.iter().zip(&scores) {
                 top.push(Scored { doc, score });

@@ -174,21 +174,21 @@ pub(crate) fn payload_object(payload: &[u8]) -> Option<serde_json::Map<String, V
     }
 }
 
-/// The value of `field` in `object`, `Ok(None)` when absent or null, an error naming the field
-/// when the value has another kind.
-pub(crate) fn field_value(object: &serde_json::Map<String, Value>, field: &IndexedField) -> Result<Option<FieldValue>> {
-    let Some(v) = object.get(&field.name) else { return Ok(None) };
+/// The value of field `name` of `kind` in `object`, `Ok(None)` when absent or null, an error
+/// naming the field when the value has another kind.
+pub(crate) fn field_value(
+    object: &serde_json::Map<String, Value>,
+    name: &str,
+    kind: FieldKind,
+) -> Result<Option<FieldValue>> {
+    let Some(v) = object.get(name) else { return Ok(None) };
     if v.is_null() {
         return Ok(None);
     }
     let wrong = |what: &str| {
-        Error::InvalidInput(format!(
-            "payload field '{}' is indexed as {}, but its value is {what}",
-            field.name,
-            field.kind.name()
-        ))
+        Error::InvalidInput(format!("payload field '{name}' is indexed as {}, but its value is {what}", kind.name()))
     };
-    Ok(Some(match field.kind {
+    Ok(Some(match kind {
         FieldKind::Keyword => match v {
             Value::String(s) => FieldValue::Keywords(vec![s.clone()]),
             Value::Array(items) => {
@@ -236,7 +236,7 @@ pub fn check_payload(payload: Option<&[u8]>, fields: &[IndexedField]) -> Result<
     }
     let Some(object) = payload.and_then(payload_object) else { return Ok(()) };
     for f in fields {
-        field_value(&object, f)?;
+        field_value(&object, &f.name, f.kind)?;
     }
     Ok(())
 }
@@ -634,63 +634,49 @@ pub(crate) fn float_in(x: f64, lower: Option<(f64, bool)>, upper: Option<(f64, b
 }
 
 impl BoundFilter {
-    /// The field names the filter reads.
-    pub fn fields(&self) -> Vec<&str> {
-        let mut out = Vec::new();
-        self.collect_fields(&mut out);
-        out.sort_unstable();
-        out.dedup();
-        out
-    }
-
-    fn collect_fields<'a>(&'a self, out: &mut Vec<&'a str>) {
+    /// Whether the filter reads any payload field (an `ids`-only filter does not).
+    fn reads_fields(&self) -> bool {
         match self {
-            BoundFilter::Keywords { field, .. }
-            | BoundFilter::Integers { field, .. }
-            | BoundFilter::Floats { field, .. }
-            | BoundFilter::Bool { field, .. } => out.push(field),
-            BoundFilter::And(p) | BoundFilter::Or(p) => p.iter().for_each(|f| f.collect_fields(out)),
-            BoundFilter::Not(inner) => inner.collect_fields(out),
-            BoundFilter::Ids(_) | BoundFilter::Nothing => {}
+            BoundFilter::Keywords { .. }
+            | BoundFilter::Integers { .. }
+            | BoundFilter::Floats { .. }
+            | BoundFilter::Bool { .. } => true,
+            BoundFilter::And(p) | BoundFilter::Or(p) => p.iter().any(|f| f.reads_fields()),
+            BoundFilter::Not(inner) => inner.reads_fields(),
+            BoundFilter::Ids(_) | BoundFilter::Nothing => false,
         }
     }
 
     /// The filter's verdict on one document from its id and payload: the definition that the
-    /// segment field index reproduces. A value of the wrong kind counts as absent here (insert
-    /// refuses such payloads; this only matters for documents written before the field was
-    /// declared).
-    pub fn matches_payload(&self, id: u64, payload: &[u8], fields: &[IndexedField]) -> bool {
-        let object = if self.fields().is_empty() { None } else { payload_object(payload) };
-        self.matches_object(id, object.as_ref(), fields)
+    /// segment field index reproduces. Every predicate knows its field's kind from
+    /// [`Filter::bind`]; a value of another kind counts as absent here (insert refuses such
+    /// payloads; this only matters for documents written before the field was indexed).
+    pub fn matches_payload(&self, id: u64, payload: &[u8]) -> bool {
+        let object = if self.reads_fields() { payload_object(payload) } else { None };
+        self.matches_object(id, object.as_ref())
     }
 
-    pub(crate) fn matches_object(
-        &self,
-        id: u64,
-        object: Option<&serde_json::Map<String, Value>>,
-        fields: &[IndexedField],
-    ) -> bool {
-        let value = |name: &str| -> Option<FieldValue> {
-            let f = fields.iter().find(|f| f.name == name)?;
-            field_value(object?, f).ok().flatten()
-        };
+    fn matches_object(&self, id: u64, object: Option<&serde_json::Map<String, Value>>) -> bool {
+        let value = |name: &str, kind: FieldKind| field_value(object?, name, kind).ok().flatten();
         match self {
-            BoundFilter::Keywords { field, values } => match value(field) {
+            BoundFilter::Keywords { field, values } => match value(field, FieldKind::Keyword) {
                 Some(FieldValue::Keywords(have)) => have.iter().any(|h| values.binary_search(h).is_ok()),
                 _ => false,
             },
-            BoundFilter::Integers { field, ranges } => match value(field) {
+            BoundFilter::Integers { field, ranges } => match value(field, FieldKind::Integer) {
                 Some(FieldValue::Integer(i)) => ranges.iter().any(|&(lo, hi)| lo <= i && i <= hi),
                 _ => false,
             },
-            BoundFilter::Floats { field, lower, upper } => match value(field) {
+            BoundFilter::Floats { field, lower, upper } => match value(field, FieldKind::Float) {
                 Some(FieldValue::Float(x)) => float_in(x, *lower, *upper),
                 _ => false,
             },
-            BoundFilter::Bool { field, value: want } => matches!(value(field), Some(FieldValue::Bool(b)) if b == *want),
-            BoundFilter::And(parts) => parts.iter().all(|p| p.matches_object(id, object, fields)),
-            BoundFilter::Or(parts) => parts.iter().any(|p| p.matches_object(id, object, fields)),
-            BoundFilter::Not(inner) => !inner.matches_object(id, object, fields),
+            BoundFilter::Bool { field, value: want } => {
+                matches!(value(field, FieldKind::Bool), Some(FieldValue::Bool(b)) if b == *want)
+            }
+            BoundFilter::And(parts) => parts.iter().all(|p| p.matches_object(id, object)),
+            BoundFilter::Or(parts) => parts.iter().any(|p| p.matches_object(id, object)),
+            BoundFilter::Not(inner) => !inner.matches_object(id, object),
             BoundFilter::Ids(ids) => ids.contains(&id),
             BoundFilter::Nothing => false,
         }
@@ -727,21 +713,19 @@ mod tests {
     #[test]
     fn the_documented_example_parses_and_matches() {
         let f = bound(r#"{"and":[{"field":"lang","eq":"en"},{"field":"year","gte":2020}]}"#).unwrap();
-        let fs = fields();
-        assert!(f.matches_payload(1, br#"{"lang":"en","year":2021}"#, &fs));
-        assert!(f.matches_payload(1, br#"{"lang":["de","en"],"year":2020}"#, &fs));
-        assert!(!f.matches_payload(1, br#"{"lang":"en","year":2019}"#, &fs));
-        assert!(!f.matches_payload(1, br#"{"lang":"de","year":2021}"#, &fs));
-        assert!(!f.matches_payload(1, br#"{"year":2021}"#, &fs), "absent field matches no eq");
-        assert!(!f.matches_payload(1, b"not json", &fs));
+        assert!(f.matches_payload(1, br#"{"lang":"en","year":2021}"#));
+        assert!(f.matches_payload(1, br#"{"lang":["de","en"],"year":2020}"#));
+        assert!(!f.matches_payload(1, br#"{"lang":"en","year":2019}"#));
+        assert!(!f.matches_payload(1, br#"{"lang":"de","year":2021}"#));
+        assert!(!f.matches_payload(1, br#"{"year":2021}"#), "absent field matches no eq");
+        assert!(!f.matches_payload(1, b"not json"));
     }
 
     #[test]
     fn operators_mean_what_they_say() {
-        let fs = fields();
         let doc = br#"{"lang":"en","year":2020,"score":0.5,"open":true}"#;
-        let yes = |t: &str| assert!(bound(t).unwrap().matches_payload(7, doc, &fs), "{t}");
-        let no = |t: &str| assert!(!bound(t).unwrap().matches_payload(7, doc, &fs), "{t}");
+        let yes = |t: &str| assert!(bound(t).unwrap().matches_payload(7, doc), "{t}");
+        let no = |t: &str| assert!(!bound(t).unwrap().matches_payload(7, doc), "{t}");
         yes(r#"{"field":"year","in":[1999,2020]}"#);
         no(r#"{"field":"year","in":[1999,2021]}"#);
         yes(r#"{"field":"year","gt":2019.5,"lt":2020.5}"#);
@@ -758,7 +742,7 @@ mod tests {
         no(r#"{"ids":[1,2,3]}"#);
         yes(r#"{"field":"lang","in":["fr","en"]}"#);
         // An absent field passes a `not` of a predicate on it.
-        assert!(bound(r#"{"not":{"field":"year","eq":1}}"#).unwrap().matches_payload(1, b"{}", &fs));
+        assert!(bound(r#"{"not":{"field":"year","eq":1}}"#).unwrap().matches_payload(1, b"{}"));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::encode::simd::PQ_CENTROIDS;
 use crate::encode::storage::TokenStorage;
 use crate::error::{Error, Result};
 use crate::filter::column::FieldIndex;
-use crate::filter::{BoundFilter, IndexedField};
+use crate::filter::BoundFilter;
 use crate::format::fde_params;
 use crate::format::graph::{self as graph_format, GraphHeader, GRAPH_HEADER_LEN};
 use crate::format::segment::{
@@ -635,7 +635,7 @@ impl SegmentReader {
     /// The ordinals whose documents pass `filter` (live or not: the caller checks liveness), by
     /// the field index where it covers the filter's fields, else by reading every payload (a
     /// segment written before a field was indexed), with the same result.
-    pub fn filter(&self, filter: &BoundFilter, fields: &[IndexedField]) -> Result<RoaringBitmap> {
+    pub fn filter(&self, filter: &BoundFilter) -> Result<RoaringBitmap> {
         if let Some(index) = self.field_index()? {
             if let Some(passing) = index.evaluate(filter, self.doc_ids()) {
                 return Ok(passing);
@@ -643,7 +643,7 @@ impl SegmentReader {
         }
         let ids = self.doc_ids();
         Ok((0..self.doc_count())
-            .filter(|&o| filter.matches_payload(ids[o], self.payload(o), fields))
+            .filter(|&o| filter.matches_payload(ids[o], self.payload(o)))
             .map(|o| o as u32)
             .collect())
     }

@@ -70,7 +70,7 @@ impl Model {
         let mut scored: Vec<(f32, u64)> = self
             .docs
             .iter()
-            .filter(|(id, (_, p))| bound.matches_payload(**id, p, &fields()))
+            .filter(|(id, (_, p))| bound.matches_payload(**id, p))
             .map(|(id, (t, _))| (q.score(DocTokens::F32(t)).unwrap(), *id))
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -97,7 +97,7 @@ fn filtered_recall(c: &Collection, model: &Model, queries: &[Vec<f32>], text: &s
         let hits = c.search(q, &params).unwrap();
         for h in &hits {
             assert!(
-                bound.matches_payload(h.id, h.payload.as_deref().unwrap_or(&[]), &fields()),
+                bound.matches_payload(h.id, h.payload.as_deref().unwrap_or(&[])),
                 "{text}: hit {} does not pass",
                 h.id
             );
