@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
-use crate::catalog::{Catalog, Commit};
+use crate::catalog::{Catalog, CodebookQuality, Commit};
 use crate::encode::codec::TokenCodebook;
 use crate::encode::fde::FdeEncoder;
 use crate::encode::pq::PqCodebook;
@@ -57,10 +57,21 @@ pub(crate) struct WriterState {
 pub(crate) struct CommitState {
     /// The next unused segment id (the catalog stores it at every commit).
     pub(crate) next_segment: u64,
-    /// The collection codebook and how many documents it was trained on.
-    pub(crate) codebook: Option<(Arc<PqCodebook>, u64)>,
+    /// The collection codebook (none before the first segment).
+    pub(crate) codebook: Option<CollectionCodebook>,
     /// The collection token codebook (trained and replaced together with the PQ codebook).
     pub(crate) token_codebook: Option<Arc<TokenCodebook>>,
+}
+
+/// The collection's PQ codebook as the writer tracks it (catalog keys `p` and `q`).
+#[derive(Clone, Debug)]
+pub(crate) struct CollectionCodebook {
+    pub(crate) codebook: Arc<PqCodebook>,
+    /// Documents of the segment it was trained on.
+    pub(crate) trained_docs: u64,
+    /// How well it fits what was encoded with it (`None` until measured, for catalogs from
+    /// before quality was recorded).
+    pub(crate) quality: Option<CodebookQuality>,
 }
 
 /// A wake-up flag with a condition variable, for the background threads.
@@ -146,7 +157,11 @@ impl Engine {
         let encoder = Arc::new(FdeEncoder::new(options.fde)?);
         let checkpoint = catalog.checkpoint()?;
         let next_segment = catalog.next_segment()?;
-        let codebook = catalog.codebook()?.map(|c| (Arc::new(c.codebook), c.trained_docs));
+        let codebook = catalog.codebook()?.map(|c| CollectionCodebook {
+            codebook: Arc::new(c.codebook),
+            trained_docs: c.trained_docs,
+            quality: c.quality,
+        });
         let token_codebook = catalog.token_codebook(options.dim as usize)?.map(Arc::new);
         let loaded =
             recovery::load_version(&storage, path, &catalog, &encoder, &Default::default(), SegmentMissing::Corrupt)?

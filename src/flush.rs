@@ -21,11 +21,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::catalog::{Commit, Location, SegmentRecord};
+use crate::catalog::{CodebookQuality, Commit, Location, SegmentRecord};
 use crate::encode::codec::{auto_centroids, TokenCodebook};
 use crate::encode::pq::PqCodebook;
 use crate::encode::tokens::TokenMatrix;
-use crate::engine::Engine;
+use crate::engine::{CollectionCodebook, Engine};
 use crate::error::Result;
 use crate::memtable::{MemDoc, MemView};
 use crate::recovery::{codebook_key, SEGMENTS_DIR, WAL_DIR};
@@ -33,10 +33,51 @@ use crate::segment::{self, Document, LiveBits, PqSource, SegmentConfig, SegmentR
 use crate::snapshot::{clear_live, LiveSegment, SegmentHandle, Version};
 use crate::wal;
 
-/// A written, not yet committed flush segment: its handle, its manifest record, and the number of
-/// documents its codebook was trained on if it trained one.
-/// documents its codebook was trained on if it trained one, and its token codebook if it trained one.
-type FlushedSegment = (Arc<SegmentHandle>, SegmentRecord, Option<u64>, Option<Arc<TokenCodebook>>);
+/// A written, not yet committed flush segment: its handle, its manifest record, the documents its
+/// codebook was trained on if it trained one, its mean squared PQ error, and its token codebook if
+/// it trained one.
+type FlushedSegment = (Arc<SegmentHandle>, SegmentRecord, Option<u64>, Option<f64>, Option<Arc<TokenCodebook>>);
+
+/// The collection codebook record, `current` under the commit lock, after a segment was written
+/// of `docs` documents with `codebook` (trained for it, or reused) at mean squared PQ error
+/// `distortion` ([`SegmentSummary::pq_distortion`]); `None` when the record stays as it is. A
+/// trained codebook's baseline is its segment's held-out documents (none: no quality yet); a
+/// reused one's record keeps the worst segment (a record without quality takes the first
+/// measurement as baseline), unless another commit replaced the codebook meanwhile.
+pub(crate) fn codebook_after(
+    current: Option<&CollectionCodebook>,
+    codebook: &Arc<PqCodebook>,
+    docs: u64,
+    trained: bool,
+    distortion: Option<f64>,
+) -> Option<CollectionCodebook> {
+    let measured = distortion.map(|d| CodebookQuality { baseline: d, worst: d });
+    if trained {
+        return Some(CollectionCodebook { codebook: codebook.clone(), trained_docs: docs, quality: measured });
+    }
+    let (Some(distortion), Some(measured)) = (distortion, measured) else { return None };
+    if docs < CodebookQuality::MIN_DOCS {
+        return None;
+    }
+    let current = current.filter(|c| Arc::ptr_eq(&c.codebook, codebook))?;
+    let quality = match current.quality {
+        None => measured,
+        Some(q) if distortion > q.worst => CodebookQuality { worst: distortion, ..q },
+        Some(_) => return None,
+    };
+    Some(CollectionCodebook { quality: Some(quality), ..current.clone() })
+}
+
+/// Puts a changed codebook record into `commit`: the codebook itself when it was `trained`, and
+/// its quality.
+pub(crate) fn commit_codebook<'a>(commit: &mut Commit<'a>, record: Option<&'a CollectionCodebook>, trained: bool) {
+    if let Some(record) = record {
+        if trained {
+            commit.codebook = Some((&record.codebook, record.trained_docs));
+        }
+        commit.codebook_quality = record.quality;
+    }
+}
 
 /// Documents handed to the segment writer at once (bounds the `f32` copies held in RAM).
 const FLUSH_BATCH: usize = 256;
@@ -73,8 +114,10 @@ pub(crate) fn sample_tokens(
 
 impl Engine {
     /// How a new segment of `docs` documents gets its codebook: reuse the collection's, or train
-    /// one (none yet, or the collection's was trained on fewer than `pq_settled_docs` documents and
-    /// this segment is at least twice as large). Returns the config and whether it trains.
+    /// one (none yet; or the collection's was trained on fewer than `pq_settled_docs` documents and
+    /// this segment is at least twice as large; or its documents have drifted by
+    /// [`CodebookQuality::RETRAIN_DRIFT`] and this segment is at least its training size, or the PQ training
+    /// sample). Returns the config and whether it trains.
     /// The token codebook follows the PQ codebook: reused with it, retrained with it (and trained
     /// on its own when the collection has none yet), from `sample` — a deterministic sample of the
     /// segment's tokens, called only when training.
@@ -82,16 +125,21 @@ impl Engine {
         &self,
         segment_id: u64,
         docs: u64,
-        codebook: &Option<(Arc<PqCodebook>, u64)>,
+        codebook: &Option<CollectionCodebook>,
         token_codebook: &Option<Arc<TokenCodebook>>,
         sample: impl FnOnce(usize) -> Result<(Vec<f32>, usize)>,
     ) -> Result<(SegmentConfig, bool, bool)> {
         let retrain = match codebook {
             None => true,
-            Some((_, trained)) => *trained < self.options.pq_settled_docs && docs >= 2 * *trained,
+            Some(c) => {
+                let young = c.trained_docs < self.options.pq_settled_docs && docs >= 2 * c.trained_docs;
+                let drifted = c.quality.is_some_and(|q| q.drift() >= CodebookQuality::RETRAIN_DRIFT)
+                    && docs >= c.trained_docs.min(self.options.pq.max_training_vectors as u64);
+                young || drifted
+            }
         };
         let pq = match (codebook, retrain) {
-            (Some((cb, _)), false) => PqSource::Reuse(cb.clone()),
+            (Some(c), false) => PqSource::Reuse(c.codebook.clone()),
             _ => PqSource::Train(self.options.pq),
         };
         let (tokens, trains_tokens) = match (&self.options.token_codebook, token_codebook) {
@@ -185,10 +233,10 @@ impl Engine {
         let new_token_codebook = if trains_tokens { config.tokens.clone() } else { None };
         let path = self.path.join(SEGMENTS_DIR).join(segment::file_name(segment_id));
         let summary = self.write_memtable_segment(&path, config, &frozen.docs)?;
-        let shared = if trains { None } else { codebook.as_ref().map(|(cb, _)| cb) };
+        let shared = if trains { None } else { codebook.as_ref().map(|c| &c.codebook) };
         let handle = self.open_new_segment(&summary.path, segment_id, shared)?;
         let record = SegmentRecord { id: segment_id, doc_count: summary.doc_count, file_len: summary.bytes };
-        Ok(Some((handle, record, trains.then_some(n), new_token_codebook)))
+        Ok(Some((handle, record, trains.then_some(n), summary.pq_distortion, new_token_codebook)))
     }
 
     /// Step 3: the commit point.
@@ -206,7 +254,7 @@ impl Engine {
                 cleared.push(old);
             }
             match (doc, &new_segment, ordinal_of.get(&id)) {
-                (Some(_), Some((handle, _, _, _)), Some(&ordinal)) => {
+                (Some(_), Some((handle, ..)), Some(&ordinal)) => {
                     commit.put_locations.push((id, Location { segment: handle.id, ordinal }))
                 }
                 (None, _, _) if old.is_some() => commit.delete_ids.push(id),
@@ -214,24 +262,26 @@ impl Engine {
             }
         }
         commit.dead = cleared.clone();
-        if let Some((handle, record, trained, tokens)) = &new_segment {
+        let book = new_segment.as_ref().and_then(|(handle, _, trained, distortion, _)| {
+            let docs = trained.unwrap_or(handle.reader.doc_count() as u64);
+            codebook_after(cs.codebook.as_ref(), &handle.codebook, docs, trained.is_some(), *distortion)
+        });
+        if let Some((_, record, trained, _, tokens)) = &new_segment {
             commit.add_segments.push(*record);
-            if let Some(docs) = trained {
-                commit.codebook = Some((&handle.codebook, *docs));
-            }
+            commit_codebook(&mut commit, book.as_ref(), trained.is_some());
             commit.token_codebook = tokens.as_deref();
         }
         self.commit_and_install(&cs, commit, |v| {
             let mut segments = clear_live(&v.segments, &cleared);
-            if let Some((handle, _, _, _)) = &new_segment {
+            if let Some((handle, ..)) = &new_segment {
                 let n = handle.reader.doc_count();
                 segments.push(LiveSegment { handle: handle.clone(), live: Arc::new(LiveBits::all(n)) });
             }
             Version { segments, frozen: None }
         })?;
-        if let Some((handle, _, trained, tokens)) = new_segment {
-            if let Some(docs) = trained {
-                cs.codebook = Some((handle.codebook.clone(), docs));
+        if let Some((.., tokens)) = new_segment {
+            if book.is_some() {
+                cs.codebook = book;
             }
             if tokens.is_some() {
                 cs.token_codebook = tokens;

@@ -63,6 +63,13 @@ pub struct CollectionStats {
     pub token_bytes: u64,
     /// `token_bytes / token_rows`.
     pub bytes_per_token: f64,
+    /// How far the documents encoded with the collection's PQ codebook have drifted from the
+    /// ones it was trained on: the worst segment's mean squared PQ error over that of its training
+    /// segment ([`crate::catalog::CodebookQuality::drift`]). From
+    /// [`crate::catalog::CodebookQuality::RETRAIN_DRIFT`] on, the next large enough flush or merge trains a new
+    /// codebook. `None` before the first segment (or not yet measured for a catalog from before
+    /// this was recorded).
+    pub pq_codebook_drift: Option<f64>,
 }
 
 /// The parts of a handle's state that `stats` reads. The caller guarantees that `catalog` and
@@ -150,5 +157,6 @@ pub(crate) fn collect(view: &StatsView<'_>) -> Result<CollectionStats> {
         token_rows,
         token_bytes,
         bytes_per_token: token_bytes as f64 / token_rows.max(1) as f64,
+        pq_codebook_drift: view.catalog.codebook_quality()?.map(|q| q.drift()),
     })
 }

@@ -112,7 +112,7 @@ impl Engine {
         .map_err(|e| self.poison(e))?;
         let output = match &merged {
             Some(m) => {
-                let shared = if trains { None } else { codebook.as_ref().map(|(cb, _)| cb) };
+                let shared = if trains { None } else { codebook.as_ref().map(|c| &c.codebook) };
                 Some(self.open_new_segment(&m.summary.path, segment_id, shared).map_err(|e| self.poison(e))?)
             }
             None => None,
@@ -122,6 +122,16 @@ impl Engine {
         let mut commit = Commit { remove_segments: plan.inputs.clone(), ..Default::default() };
         let mut written = (0, 0, false);
         let mut output_live = None;
+        let book = match (&merged, &output) {
+            (Some(m), Some(handle)) => crate::flush::codebook_after(
+                cs.codebook.as_ref(),
+                &handle.codebook,
+                live_total,
+                trains,
+                m.summary.pq_distortion,
+            ),
+            _ => None,
+        };
         if let (Some(merged), Some(handle)) = (&merged, &output) {
             commit.add_segments.push(SegmentRecord {
                 id: segment_id,
@@ -141,9 +151,7 @@ impl Engine {
                 }
             }
             written = (merged.summary.doc_count, merged.summary.bytes, merged.summary.graph_extended);
-            if trains {
-                commit.codebook = Some((&handle.codebook, live_total));
-            }
+            crate::flush::commit_codebook(&mut commit, book.as_ref(), trains);
             commit.token_codebook = new_token_codebook.as_deref();
             output_live = Some(Arc::new(live));
         }
@@ -162,8 +170,8 @@ impl Engine {
             }
             Version { segments, frozen: v.frozen.clone() }
         })?;
-        if let (Some(handle), true) = (&output, trains) {
-            cs.codebook = Some((handle.codebook.clone(), live_total));
+        if book.is_some() {
+            cs.codebook = book;
         }
         if output.is_some() && new_token_codebook.is_some() {
             cs.token_codebook = new_token_codebook;

@@ -3,7 +3,7 @@
 //! An FDE of `dim` values is cut into `m` subspaces of `dim / m` values; each subspace has 256
 //! centroids trained by k-means (Lloyd's algorithm) and a vector is stored as `m` bytes, the index
 //! of the nearest centroid in each subspace (PQ-256-8 by default: 8 values per byte, 1,280 bytes
-//! for a 10,240-dimensional FDE).
+//! for a 10,240-dimensional FDE; smaller codes are measured at [`PqParams::for_dim`]).
 //!
 //! Search never decodes: for a query FDE `q`, [`PqCodebook::adc_table`] computes the `m × 256`
 //! inner products `⟨q_s, c_{s,j}⟩` once, and the score of a code is `m` table lookups — exactly
@@ -40,20 +40,27 @@ pub const MAX_TRAINING_VECTORS: u32 = 100_000;
 impl PqParams {
     /// PQ-256-8 for an FDE of `fde_dim` values (8 values per subspace: 1,280 bytes of code per
     /// 10,240-dim FDE), 10 iterations, at most 16,384 training vectors (64 per centroid, above
-    /// the ~39 k-means needs). Training cost is `subspaces × iterations × sample` nearest-centroid
-    /// searches; these defaults were chosen by measurement (see the segment issue's note): 16
-    /// iterations on 32k vectors cost 5× as much.
+    /// the ~39 k-means needs). Training cost is `dim × iterations × sample × 256` multiply-adds
+    /// whatever the code length; these defaults were chosen by measurement (see the segment
+    /// issue's note): 16 iterations on 32k vectors cost 5× as much.
     ///
     /// Smaller codes were measured with `quiver bench --pq-subspaces` (PQ-ADC candidates, centroid
-    /// interaction, 64 exact reranks; recall@10 against exact MaxSim) and are not the default yet:
-    /// 20,000 generated documents of 8-24 tokens, 16-token queries, at 300 / 600 candidates:
-    /// 64-value subspaces (160 B) 0.934 / 0.963 at 5.3 / 6.0 ms p50, 40-value (256 B) 0.947 /
-    /// 0.970, 8-value (1,280 B) 0.964 / 0.978 at 9.6 / 12.3 ms; 100,000 such documents with
-    /// 160 B codes 0.863 / 0.921 / 0.946 / 0.960 at 300 / 600 / 1,000 / 1,500 candidates: short
-    /// of 0.95 at the default candidate counts (the candidate list needs re-scoring by more precise
-    /// codes, DiskANN's on-disk vectors, before small codes can be the default). Generated SciFact-shaped data (5,183 ×
-    /// 180-240 tokens): 0.999 for both 160 B and 1,280 B codes; scifact-mini 1.0 / 1.0 and
-    /// nfcorpus-mini 0.983 / 0.987.
+    /// interaction, 64 exact reranks; recall@10 against exact MaxSim, generated documents of 8-24
+    /// tokens, 16-token queries) and are not the default, because they lose recall as the
+    /// collection grows faster than more candidates can buy it back:
+    /// - 20,000 documents: 64-value subspaces (160 B) 0.934 / 0.963 at 300 / 600 candidates,
+    ///   40-value (256 B) 0.947 / 0.970, 8-value (1,280 B) 0.964 / 0.978;
+    /// - 100,000 documents, same run: 1,280 B 0.967 at 600 (4.7 ms p50); 160 B 0.921 / 0.946 /
+    ///   0.960 / 0.963 at 600 / 1,000 / 1,500 / 2,000 (2.9 / 4.7 / 5.9 / 8.3 ms);
+    /// - 1,000,000 documents in 4 segments, 160 B: 0.704 / 0.750 / 0.784 / 0.820 at 1,000 / 1,500 /
+    ///   2,000 / 3,000 (7.8 / 9.3 / 10.8 / 13.7 ms), 199 B of RAM per document.
+    ///
+    /// Navigating with a subset of the 1,280 B codes' repetitions and re-scoring with all of them
+    /// was worse still (100,000 documents: 0.81 with five of the 20 repetitions, 320 B). Small
+    /// codes need DiskANN's precise vectors read inside the beam, which is not built. On generated
+    /// SciFact-shaped data (5,183 × 180-240 tokens) both sizes reach 0.999, and 160 B is faster
+    /// there (3.4 against 4.8 ms p50, same run); scifact-mini 1.0 / 1.0, nfcorpus-mini 0.983 /
+    /// 0.987.
     pub fn for_dim(fde_dim: usize) -> Self {
         PqParams { subspaces: (fde_dim / 8).max(1) as u32, iterations: 10, max_training_vectors: 16_384, seed: 0x5eed }
     }
@@ -209,13 +216,15 @@ impl PqCodebook {
     }
 
     /// Encodes many vectors (row-major) into consecutive codes, in parallel (blocks of
-    /// [`ENCODE_BLOCK`] vectors, see [`PqCodebook::encode_many`]).
-    pub fn encode_batch(&self, vectors: &[f32], codes: &mut [u8]) -> Result<()> {
+    /// [`ENCODE_BLOCK`] vectors, see [`PqCodebook::encode_many`]). Returns the summed squared
+    /// quantization error, `Σ ‖x - decode(encode(x))‖²`.
+    pub fn encode_batch(&self, vectors: &[f32], codes: &mut [u8]) -> Result<f64> {
         self.check_many(vectors, codes)?;
         vectors
             .par_chunks(self.dim * ENCODE_BLOCK)
             .zip(codes.par_chunks_mut(self.subspaces * ENCODE_BLOCK))
-            .try_for_each(|(v, c)| self.encode_many(v, c))
+            .map(|(v, c)| self.encode_many(v, c))
+            .try_reduce(|| 0.0, |a, b| Ok(a + b))
     }
 
     /// Encodes many vectors (row-major) into consecutive codes on the calling thread, the same
@@ -223,13 +232,17 @@ impl PqCodebook {
     /// [`ENCODE_BLOCK`] vectors, so one subspace's centroids (8 KB for 8-value subspaces) stay in
     /// the L1 cache for the whole block instead of the whole codebook (10 MB for a 10,240-dim FDE)
     /// streaming from memory for every vector: measured 8× faster per code (`cargo bench --bench pq`).
-    pub fn encode_many(&self, vectors: &[f32], codes: &mut [u8]) -> Result<()> {
+    /// Returns the summed squared quantization error of the vectors (free: the nearest-centroid
+    /// search finds each subspace's distance anyway), which is how a collection notices that new
+    /// documents drift away from what its codebook was trained on.
+    pub fn encode_many(&self, vectors: &[f32], codes: &mut [u8]) -> Result<f64> {
         self.check_many(vectors, codes)?;
         let (m, sub_dim) = (self.subspaces, self.sub_dim());
         let block = sub_dim * PQ_CENTROIDS;
         let mut points = vec![0f32; ENCODE_BLOCK * sub_dim];
         let mut assign = [0u8; ENCODE_BLOCK];
         let mut dist = [0f32; ENCODE_BLOCK];
+        let mut error = 0f64;
         for (vs, cs) in vectors.chunks(self.dim * ENCODE_BLOCK).zip(codes.chunks_mut(m * ENCODE_BLOCK)) {
             let n = cs.len() / m;
             for s in 0..m {
@@ -247,9 +260,10 @@ impl PqCodebook {
                 for (i, &a) in assign[..n].iter().enumerate() {
                     cs[i * m + s] = a;
                 }
+                error += dist[..n].iter().map(|&d| d as f64).sum::<f64>();
             }
         }
-        Ok(())
+        Ok(error)
     }
 
     fn check_many(&self, vectors: &[f32], codes: &[u8]) -> Result<()> {
@@ -577,9 +591,20 @@ mod tests {
             assert_eq!(many, one[..n * 5]);
         }
         let mut batch = vec![0u8; 300 * 5];
-        cb.encode_batch(&data, &mut batch).unwrap();
+        let error = cb.encode_batch(&data, &mut batch).unwrap();
         assert_eq!(batch, one);
         assert!(cb.encode_many(&data[..dim], &mut [0u8; 4]).is_err());
+        // The returned error is Σ ‖x - decode(encode(x))‖².
+        let mut decoded = vec![0f32; dim];
+        let direct: f64 = data
+            .chunks(dim)
+            .zip(one.chunks(5))
+            .map(|(v, c)| {
+                cb.decode(c, &mut decoded);
+                v.iter().zip(&decoded).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>()
+            })
+            .sum();
+        assert!((error - direct).abs() <= 1e-4 * direct, "{error} vs {direct}");
     }
 
     #[test]

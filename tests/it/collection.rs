@@ -739,3 +739,72 @@ fn merges_extend_the_largest_inputs_graph_with_the_recall_of_a_rebuild() {
     eprintln!("recall@10 extend {} rebuild {}", recalls[0], recalls[1]);
     assert!(recalls[0] >= recalls[1] - 0.05 && recalls[0] >= 0.3, "extend {} vs rebuild {}", recalls[0], recalls[1]);
 }
+
+/// The PQ codebook is retrained when a measured drift says so, and only then: documents like the
+/// training ones (or other clusters, of longer documents) leave it in place, tokens of another
+/// scale raise the drift figure, and the next flush of at least the training size trains a new codebook
+/// on them.
+#[test]
+fn a_codebook_is_retrained_only_when_new_documents_drift_from_its_training_data() {
+    use quiverdb::catalog::CodebookQuality;
+    use quiverdb::synthetic::{generate, CorpusSpec};
+    let dir = TempDir::new("coll-drift");
+    let path = dir.0.join("c");
+    let mut options = small_options(TokenStorage::F32, 1 << 30);
+    options.token_codebook = None;
+    options.pq.max_training_vectors = 1024;
+    options.pq_settled_docs = 1024;
+    let c = Collection::create(&path, options, manual_open(Durability::None)).unwrap();
+    let corpus = |seed, tokens: std::ops::RangeInclusive<usize>| {
+        let spec = CorpusSpec {
+            n_docs: 2400,
+            n_queries: 1,
+            dim: DIM,
+            min_doc_tokens: *tokens.start(),
+            max_doc_tokens: *tokens.end(),
+            query_tokens: 4,
+            seed,
+        };
+        generate(&spec).unwrap()
+    };
+    // Other clusters of the same shape, even of longer documents, are still served by the
+    // codebook (a document's FDE averages its tokens per bucket); tokens of another scale (an
+    // embedding model that does not normalise) are not.
+    let (a, other, b) = (corpus(1, 4..=12), corpus(2, 40..=60), corpus(3, 4..=12));
+    let add = |corpus: &quiverdb::synthetic::Corpus, range: std::ops::Range<usize>, first_id: u64| {
+        let scale = if first_id >= 10_000 { 3.0 } else { 1.0 };
+        let tokens: Vec<Vec<f32>> =
+            range.clone().map(|i| corpus.docs.get(i).as_slice().iter().map(|v| v * scale).collect()).collect();
+        let docs: Vec<NewDocument<'_>> = range
+            .zip(&tokens)
+            .map(|(i, t)| NewDocument { id: first_id + i as u64, tokens: t, payload: None })
+            .collect();
+        c.insert_batch(&docs).unwrap();
+        c.flush().unwrap();
+        c.stats().unwrap().pq_codebook_drift.unwrap()
+    };
+    let codebook_of = |segment: usize| {
+        let id = c.stats().unwrap().segments[segment].id;
+        let file = path.join("segments").join(format!("seg-{id:016x}.qseg"));
+        quiverdb::segment::SegmentReader::open(&file).unwrap().pq_codebook().unwrap()
+    };
+    assert_eq!(add(&a, 0..1200, 0), 1.0, "a codebook trained on its own segment");
+    let same = add(&a, 1200..2400, 0);
+    assert!(same < CodebookQuality::RETRAIN_DRIFT, "documents like the training ones: drift {same}");
+    assert_eq!(codebook_of(1), codebook_of(0));
+    let clusters = add(&other, 0..1200, 5_000);
+    assert!(clusters < CodebookQuality::RETRAIN_DRIFT, "other clusters, longer documents: drift {clusters}");
+    let shifted = add(&b, 0..1200, 10_000);
+    assert!(
+        shifted >= CodebookQuality::RETRAIN_DRIFT,
+        "tokens three times as long: drift {shifted} (same data {same})"
+    );
+    assert_eq!(codebook_of(3), codebook_of(0), "the drift is measured by the flush that reused the codebook");
+    assert_eq!(add(&b, 1200..2400, 10_000), 1.0, "the next flush of the training size retrains");
+    assert_ne!(codebook_of(4), codebook_of(0));
+    eprintln!("codebook drift: same distribution {same:.3}, other clusters {clusters:.3}, scaled tokens {shifted:.3}");
+    // The record survives a reopen.
+    drop(c);
+    let c = Collection::open_with(&path, manual_open(Durability::None)).unwrap();
+    assert_eq!(c.stats().unwrap().pq_codebook_drift, Some(1.0));
+}
