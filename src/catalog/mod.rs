@@ -157,6 +157,25 @@ pub struct Catalog {
     /// Set by the first failed write: RocksDB is never written again through this handle (a
     /// RocksDB log writer that saw an error asserts, and aborts the process, if used again).
     failed: std::sync::atomic::AtomicBool,
+    /// Opened for writing: RocksDB's memtable is flushed to a table file after large commits and
+    /// when the handle closes ([`Catalog::commit`]).
+    writable: bool,
+}
+
+/// A commit that changes at least this many keys is followed by a flush of RocksDB's memtable
+/// to a table file, so that opening the catalog reads an index instead of replaying a log of
+/// every id: a read-only open of a 1M-document catalog whose ids were all still in RocksDB's log
+/// (36 MB) took 2.0 s and 300 MB of RSS (`quiver stats`, warm page cache).
+const FLUSH_AFTER_KEYS: usize = 4096;
+
+impl Drop for Catalog {
+    fn drop(&mut self) {
+        if self.writable && !self.failed.load(std::sync::atomic::Ordering::Acquire) {
+            // Best effort: everything is already durable in RocksDB's log; the table file only
+            // makes the next open cheaper, and a failure here is seen by that open.
+            let _ = self.db.flush();
+        }
+    }
 }
 
 /// Free space a catalog write leaves untouched, besides four times the batch: RocksDB's log and
@@ -246,6 +265,9 @@ impl Catalog {
         // A catalog is small (ids and a manifest); keep RocksDB's own memory and files modest.
         opts.set_max_open_files(64);
         opts.set_keep_log_file_num(2);
+        // A small memtable bounds what any open (after a crash, or a read-only one beside a
+        // writer) replays from RocksDB's log: at most 4 MB, about 130,000 ids.
+        opts.set_write_buffer_size(4 << 20);
         opts
     }
 
@@ -254,7 +276,7 @@ impl Catalog {
     pub fn create(path: &Path, options: &CollectionOptions) -> Result<Self> {
         let db = DB::open(&Self::db_options(true), path)
             .map_err(|e| Error::Catalog { path: path.to_path_buf(), message: e.into_string() })?;
-        let catalog = Catalog { db, path: path.to_path_buf(), failed: Default::default() };
+        let catalog = Catalog { db, path: path.to_path_buf(), failed: Default::default(), writable: true };
         let mut batch = WriteBatch::default();
         batch.put(KEY_CONFIG, encode_config(options)?);
         batch.put(KEY_CHECKPOINT, 0u64.to_le_bytes());
@@ -276,7 +298,7 @@ impl Catalog {
     pub fn open(path: &Path) -> Result<Self> {
         let db = DB::open(&Self::db_options(false), path)
             .map_err(|e| Error::Catalog { path: path.to_path_buf(), message: e.into_string() })?;
-        Ok(Catalog { db, path: path.to_path_buf(), failed: Default::default() })
+        Ok(Catalog { db, path: path.to_path_buf(), failed: Default::default(), writable: true })
     }
 
     /// Opens an existing catalog for reading only (inspection and verification tools): nothing is
@@ -284,7 +306,7 @@ impl Catalog {
     pub fn open_read_only(path: &Path) -> Result<Self> {
         let db = DB::open_for_read_only(&Self::db_options(false), path, false)
             .map_err(|e| Error::Catalog { path: path.to_path_buf(), message: e.into_string() })?;
-        Ok(Catalog { db, path: path.to_path_buf(), failed: Default::default() })
+        Ok(Catalog { db, path: path.to_path_buf(), failed: Default::default(), writable: false })
     }
 
     /// The catalog directory.
@@ -317,10 +339,17 @@ impl Catalog {
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
+        let keys = batch.len();
         self.db.write_opt(batch, &wo).map_err(|e| {
             self.failed.store(true, Ordering::Release);
             self.rocks_err(e)
-        })
+        })?;
+        if keys >= FLUSH_AFTER_KEYS {
+            // The batch is durable in RocksDB's log; the table file only makes opens cheaper. A
+            // failed flush leaves RocksDB in its background-error state, so the next write fails.
+            let _ = self.db.flush();
+        }
+        Ok(())
     }
 
     fn get_u64(&self, key: &[u8], name: &str) -> Result<u64> {

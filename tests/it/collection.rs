@@ -808,3 +808,37 @@ fn a_codebook_is_retrained_only_when_new_documents_drift_from_its_training_data(
     let c = Collection::open_with(&path, manual_open(Durability::None)).unwrap();
     assert_eq!(c.stats().unwrap().pq_codebook_drift, Some(1.0));
 }
+
+/// A large commit leaves the ids in RocksDB table files, not only in its log, so that a later open
+/// (read-only ones especially, which cannot write a table file) reads an index instead of
+/// replaying every id; closing the writer flushes the rest.
+#[test]
+fn a_large_flush_leaves_the_catalog_log_nearly_empty() {
+    let dir = TempDir::new("coll-catalog-log");
+    let path = dir.0.join("c");
+    let c =
+        Collection::create(&path, small_options(TokenStorage::F32, 1 << 30), manual_open(Durability::None)).unwrap();
+    let log_bytes = || -> u64 {
+        std::fs::read_dir(path.join("catalog"))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let tokens: Vec<Vec<f32>> = (0..6000u64).map(|id| doc_tokens(id, 0)).collect();
+    let docs: Vec<NewDocument<'_>> =
+        tokens.iter().enumerate().map(|(i, t)| NewDocument { id: i as u64, tokens: t, payload: None }).collect();
+    c.insert_batch(&docs).unwrap();
+    c.flush().unwrap();
+    let after_flush = log_bytes();
+    // 6,000 id entries take about 150 KB of log.
+    assert!(after_flush < 16 << 10, "catalog log after a 6,000-document flush: {after_flush} bytes");
+    c.insert(6000, &doc_tokens(6000, 0), None).unwrap();
+    c.flush().unwrap();
+    assert!(log_bytes() > after_flush, "a small commit stays in the log");
+    drop(c);
+    assert!(log_bytes() < 16 << 10, "closing flushes it: {} bytes", log_bytes());
+    let r = quiverdb::CollectionReader::open(&path).unwrap();
+    assert_eq!(r.stats().unwrap().documents, 6001);
+}
