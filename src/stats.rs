@@ -64,10 +64,10 @@ pub struct CollectionStats {
     /// `token_bytes / token_rows`.
     pub bytes_per_token: f64,
     /// How far the documents encoded with the collection's PQ codebook have drifted from the
-    /// ones it was trained on: the worst segment's mean squared PQ error over that of its training
-    /// segment ([`crate::catalog::CodebookQuality::drift`]). From
-    /// [`crate::catalog::CodebookQuality::RETRAIN_DRIFT`] on, the next large enough flush or merge trains a new
-    /// codebook. `None` before the first segment (or not yet measured for a catalog from before
+    /// ones it was trained on: the worst segment's mean squared PQ error over that of the held-out
+    /// documents of its training segment ([`crate::catalog::CodebookQuality::drift`]). From
+    /// [`crate::catalog::CodebookQuality::RETRAIN_DRIFT`] on, the next large enough flush or merge
+    /// trains a new codebook. `None` before the first segment (or not yet measured for a catalog from before
     /// this was recorded).
     pub pq_codebook_drift: Option<f64>,
 }

@@ -84,8 +84,9 @@ pub struct StoredCodebook {
 /// error per FDE ([`crate::segment::SegmentSummary::pq_distortion`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CodebookQuality {
-    /// The mean over the segment it was trained on (or, for a codebook from before quality was
-    /// recorded, the first segment measured with it).
+    /// The mean over the held-out documents of the segment it was trained on (or, when that
+    /// segment had none or the codebook predates quality records, over the first segment of at
+    /// least [`CodebookQuality::MIN_DOCS`] measured with it).
     pub baseline: f64,
     /// The highest mean of any segment encoded with it since.
     pub worst: f64,

@@ -771,8 +771,7 @@ fn a_codebook_is_retrained_only_when_new_documents_drift_from_its_training_data(
     // codebook (a document's FDE averages its tokens per bucket); tokens of another scale (an
     // embedding model that does not normalise) are not.
     let (a, other, b) = (corpus(1, 4..=12), corpus(2, 40..=60), corpus(3, 4..=12));
-    let add = |corpus: &quiverdb::synthetic::Corpus, range: std::ops::Range<usize>, first_id: u64| {
-        let scale = if first_id >= 10_000 { 3.0 } else { 1.0 };
+    let add = |corpus: &quiverdb::synthetic::Corpus, range: std::ops::Range<usize>, first_id: u64, scale: f32| {
         let tokens: Vec<Vec<f32>> =
             range.clone().map(|i| corpus.docs.get(i).as_slice().iter().map(|v| v * scale).collect()).collect();
         let docs: Vec<NewDocument<'_>> = range
@@ -788,19 +787,19 @@ fn a_codebook_is_retrained_only_when_new_documents_drift_from_its_training_data(
         let file = path.join("segments").join(format!("seg-{id:016x}.qseg"));
         quiverdb::segment::SegmentReader::open(&file).unwrap().pq_codebook().unwrap()
     };
-    assert_eq!(add(&a, 0..1200, 0), 1.0, "a codebook trained on its own segment");
-    let same = add(&a, 1200..2400, 0);
+    assert_eq!(add(&a, 0..1200, 0, 1.0), 1.0, "a codebook trained on its own segment");
+    let same = add(&a, 1200..2400, 0, 1.0);
     assert!(same < CodebookQuality::RETRAIN_DRIFT, "documents like the training ones: drift {same}");
     assert_eq!(codebook_of(1), codebook_of(0));
-    let clusters = add(&other, 0..1200, 5_000);
+    let clusters = add(&other, 0..1200, 5_000, 1.0);
     assert!(clusters < CodebookQuality::RETRAIN_DRIFT, "other clusters, longer documents: drift {clusters}");
-    let shifted = add(&b, 0..1200, 10_000);
+    let shifted = add(&b, 0..1200, 10_000, 3.0);
     assert!(
         shifted >= CodebookQuality::RETRAIN_DRIFT,
         "tokens three times as long: drift {shifted} (same data {same})"
     );
     assert_eq!(codebook_of(3), codebook_of(0), "the drift is measured by the flush that reused the codebook");
-    assert_eq!(add(&b, 1200..2400, 10_000), 1.0, "the next flush of the training size retrains");
+    assert_eq!(add(&b, 1200..2400, 10_000, 3.0), 1.0, "the next flush of the training size retrains");
     assert_ne!(codebook_of(4), codebook_of(0));
     eprintln!("codebook drift: same distribution {same:.3}, other clusters {clusters:.3}, scaled tokens {shifted:.3}");
     // The record survives a reopen.

@@ -140,7 +140,7 @@ fn run_in(args: &Args, dir: &std::path::Path) -> Result<(), String> {
             "  built collection ({:.1} MB segment: f16 tokens, {}-byte PQ codes of {}-dim FDEs{}) {build_s:6.2} s",
             stats.segment_bytes as f64 / 1e6,
             stats.segments.first().map_or(0, |s| s.pq_subspaces),
-            CollectionOptions::new(spec.dim as u32).fde.fde_dim(),
+            collection.options().fde.fde_dim(),
             if has_graph { ", Vamana graph" } else { "" }
         );
         let stage = if has_graph { "PQ-ADC graph search" } else { "PQ-ADC flat scan (no graph below 4,096 documents)" };
