@@ -15,7 +15,7 @@ use crate::catalog::Catalog;
 use crate::encode::fde::FdeEncoder;
 use crate::error::{Error, Result};
 use crate::recovery::{open_manifest_segment, CATALOG_DIR, SEGMENTS_DIR, WAL_DIR};
-use crate::segment::{self, LiveBits, SegmentReader};
+use crate::segment::{self, LiveBits, SegmentReader, TokenBooks};
 use crate::snapshot::Version;
 use crate::wal::{self, WalRecovery};
 
@@ -74,7 +74,7 @@ pub fn verify_collection(path: &Path) -> Result<VerifyReport> {
     let seg_dir = path.join(SEGMENTS_DIR);
     let mut readers: HashMap<u64, (SegmentReader, LiveBits)> = HashMap::new();
     for rec in &records {
-        let reader = match open_manifest_segment(&seg_dir, rec, &encoder) {
+        let reader = match open_manifest_segment(&seg_dir, rec, &encoder, &TokenBooks::new()) {
             Ok(r) => r,
             Err(e) => {
                 report.problems.push(e.to_string());

@@ -166,14 +166,17 @@ impl Engine {
         Ok((config, retrain, trains_tokens))
     }
 
-    /// Opens a just-written segment, sharing `shared` as its codebook when it reused it.
+    /// Opens a just-written segment, sharing `shared` as its codebook when it reused it and
+    /// `tokens`, the token codebook it was written with, instead of decoding its copy.
     pub(crate) fn open_new_segment(
         &self,
         path: &Path,
         id: u64,
         shared: Option<&Arc<PqCodebook>>,
+        tokens: Option<&Arc<TokenCodebook>>,
     ) -> Result<Arc<SegmentHandle>> {
-        let reader = SegmentReader::open(path)?;
+        let books = tokens.map(SegmentReader::token_books_of).unwrap_or_default();
+        let reader = SegmentReader::open_sharing(path, &books)?;
         let key = codebook_key(&reader);
         let codebook = match shared {
             Some(cb) => cb.clone(),
@@ -231,10 +234,11 @@ impl Engine {
                 sample_tokens(&rows, cap, |i| docs[i].tokens.to_f32_vec())
             })?;
         let new_token_codebook = if trains_tokens { config.tokens.clone() } else { None };
+        let written_tokens = config.tokens.clone();
         let path = self.path.join(SEGMENTS_DIR).join(segment::file_name(segment_id));
         let summary = self.write_memtable_segment(&path, config, &frozen.docs)?;
         let shared = if trains { None } else { codebook.as_ref().map(|c| &c.codebook) };
-        let handle = self.open_new_segment(&summary.path, segment_id, shared)?;
+        let handle = self.open_new_segment(&summary.path, segment_id, shared, written_tokens.as_ref())?;
         let record = SegmentRecord { id: segment_id, doc_count: summary.doc_count, file_len: summary.bytes };
         Ok(Some((handle, record, trains.then_some(n), summary.pq_distortion, new_token_codebook)))
     }

@@ -30,7 +30,7 @@ use crate::format::wal::RecordOp;
 use crate::io::storage::Storage;
 use crate::memtable::{MemDoc, MemEntry, Memtable, OwnedTokens};
 use crate::options::CollectionOptions;
-use crate::segment::{self, LiveBits, SegmentReader};
+use crate::segment::{self, LiveBits, SegmentReader, TokenBooks};
 use crate::snapshot::{LiveSegment, SegmentHandle, Version};
 use crate::wal::{self, ReplayReport, WalRecovery};
 
@@ -146,12 +146,13 @@ pub(crate) fn open_manifest_segment(
     seg_dir: &Path,
     rec: &SegmentRecord,
     encoder: &FdeEncoder,
+    token_books: &TokenBooks,
 ) -> Result<SegmentReader> {
     let file = seg_dir.join(segment::file_name(rec.id));
     if !file.exists() {
         return Err(Error::corruption(&file, 0, "segment named by the catalog is missing"));
     }
-    let reader = SegmentReader::open(&file)?;
+    let reader = SegmentReader::open_sharing(&file, token_books)?;
     if reader.file_len() != rec.file_len || reader.doc_count() as u64 != rec.doc_count {
         return Err(Error::corruption(
             &file,
@@ -226,6 +227,11 @@ pub(crate) fn load_version(
     let records = catalog.segments()?;
     let mut codebooks: HashMap<u32, Arc<PqCodebook>> =
         reuse.values().map(|h| (h.codebook_key, h.codebook.clone())).collect();
+    // Segments written with the collection's token codebook share one decoded copy.
+    let mut token_books = TokenBooks::new();
+    for h in reuse.values() {
+        h.reader.share_token_codebook(&mut token_books);
+    }
     let mut segments = Vec::with_capacity(records.len());
     for rec in &records {
         if let Some(h) = reuse.get(&rec.id) {
@@ -235,7 +241,7 @@ pub(crate) fn load_version(
         if matches!(missing, SegmentMissing::Retry) && !seg_dir.join(segment::file_name(rec.id)).exists() {
             return Ok(None);
         }
-        let reader = match open_manifest_segment(&seg_dir, rec, encoder) {
+        let reader = match open_manifest_segment(&seg_dir, rec, encoder, &token_books) {
             Ok(r) => r,
             // Deleted between the existence check and the open.
             Err(Error::Io { source, .. })
@@ -246,6 +252,7 @@ pub(crate) fn load_version(
             Err(e) => return Err(e),
         };
         let n = reader.doc_count();
+        reader.share_token_codebook(&mut token_books);
         segments.push((segment_handle(storage, rec.id, reader, &mut codebooks)?, LiveBits::none(n)));
     }
     if catalog.tracks_dead()? {

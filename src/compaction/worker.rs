@@ -97,6 +97,7 @@ impl Engine {
             })
             .map_err(|e| self.poison(e))?;
         let new_token_codebook = if trains_tokens { config.tokens.clone() } else { None };
+        let written_tokens = config.tokens.clone();
         let path = self.path.join(SEGMENTS_DIR).join(segment::file_name(segment_id));
         let merge_inputs: Vec<MergeInput<'_>> =
             inputs.iter().map(|s| MergeInput { id: s.handle.id, reader: &s.handle.reader, live: &s.live }).collect();
@@ -113,7 +114,10 @@ impl Engine {
         let output = match &merged {
             Some(m) => {
                 let shared = if trains { None } else { codebook.as_ref().map(|c| &c.codebook) };
-                Some(self.open_new_segment(&m.summary.path, segment_id, shared).map_err(|e| self.poison(e))?)
+                Some(
+                    self.open_new_segment(&m.summary.path, segment_id, shared, written_tokens.as_ref())
+                        .map_err(|e| self.poison(e))?,
+                )
             }
             None => None,
         };

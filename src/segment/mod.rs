@@ -7,7 +7,7 @@ mod reader;
 mod writer;
 
 pub use live::LiveBits;
-pub use reader::{SectionInfo, SegmentReader};
+pub use reader::{SectionInfo, SegmentReader, TokenBooks};
 pub use writer::{CodedTokens, Document, GraphConfig, PqSource, SegmentConfig, SegmentSummary, SegmentWriter};
 
 /// File name of segment `id` inside a collection directory: `seg-<16 hex digits>.qseg`.

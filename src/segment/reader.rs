@@ -31,6 +31,10 @@ use crate::graph::GraphView;
 use crate::io::mmap::{cast_slice, ReadOnlyMap};
 use roaring::RoaringBitmap;
 
+/// Token codebooks already decoded, by their section's CRC and length
+/// ([`SegmentReader::open_sharing`]).
+pub type TokenBooks = std::collections::HashMap<(u32, u64), Arc<TokenCodebook>>;
+
 /// A section as `quiver inspect` shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SectionInfo {
@@ -75,6 +79,16 @@ fn corrupt(path: &Path, offset: u64, what: impl Into<String>) -> Error {
 impl SegmentReader {
     /// Opens and structurally verifies `path` (see the module docs).
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_sharing(path, &TokenBooks::new())
+    }
+
+    /// [`SegmentReader::open`], taking the token codebook from `books` when it holds one under
+    /// this segment's key ([`SegmentReader::token_codebook_key`] and section length): segments
+    /// written with the collection's codebook store the same section, and decoding it again for
+    /// each (a few MB each, with its pages) is most of what opening a large collection costs.
+    /// A shared section is not read, so its CRC is checked by [`SegmentReader::verify`] only, as
+    /// for the other sections this reader does not decode.
+    pub fn open_sharing(path: &Path, books: &TokenBooks) -> Result<Self> {
         let map = ReadOnlyMap::open(path)?;
         // Random access from the start: without it every page fault of the few small reads below
         // reads the device's whole read-ahead window around it (8 MB on the measurement VM: a
@@ -236,11 +250,18 @@ impl SegmentReader {
         let token_codebook = match sections.get(&SectionKind::TokenCentroids) {
             None => None,
             Some(e) => {
-                map.will_need(e.offset as usize, e.length as usize);
-                let b = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-                check_crc(path, e, b)?;
-                let book = TokenCodebook::from_bytes(b, dim as usize)
-                    .map_err(|what| corrupt(path, e.offset, format!("section token_centroids: {what}")))?;
+                let book = match books.get(&(e.crc, e.length)) {
+                    Some(book) if book.dim() == dim as usize => book.clone(),
+                    _ => {
+                        map.will_need(e.offset as usize, e.length as usize);
+                        let b = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+                        check_crc(path, e, b)?;
+                        Arc::new(
+                            TokenCodebook::from_bytes(b, dim as usize)
+                                .map_err(|what| corrupt(path, e.offset, format!("section token_centroids: {what}")))?,
+                        )
+                    }
+                };
                 if book.bits() != storage.residual_bits() {
                     return Err(corrupt(
                         path,
@@ -253,7 +274,7 @@ impl SegmentReader {
                     ));
                 }
                 expect(SectionKind::TokenCodes, mul(header.token_rows, 2))?;
-                Some(Arc::new(book))
+                Some(book)
             }
         };
         if let (Some(e), Some(book)) = (sections.get(&SectionKind::CentroidPostings), &token_codebook) {
@@ -465,6 +486,21 @@ impl SegmentReader {
     /// The key under which segments share a token codebook (its section's CRC), if any.
     pub fn token_codebook_key(&self) -> Option<u32> {
         self.inner.sections.get(&SectionKind::TokenCentroids).map(|e| e.crc)
+    }
+
+    /// `books` holding `book` under the key of the section a writer stores for it (the CRC and
+    /// length of [`TokenCodebook::to_bytes`]), so a segment just written with it opens without
+    /// decoding it again.
+    pub fn token_books_of(book: &Arc<TokenCodebook>) -> TokenBooks {
+        let bytes = book.to_bytes();
+        TokenBooks::from([((crc32fast::hash(&bytes), bytes.len() as u64), book.clone())])
+    }
+
+    /// Adds this segment's token codebook to `books`, for [`SegmentReader::open_sharing`].
+    pub fn share_token_codebook(&self, books: &mut TokenBooks) {
+        if let (Some(e), Some(book)) = (self.inner.sections.get(&SectionKind::TokenCentroids), self.token_codebook()) {
+            books.entry((e.crc, e.length)).or_insert_with(|| book.clone());
+        }
     }
 
     /// The centroid id of every token of document `ordinal`, if the segment stores them.

@@ -507,3 +507,67 @@ fn a_failed_write_poisons_the_writer() {
     assert!(matches!(w.finish(), Err(Error::Io { .. })));
     assert!(!path.exists(), "nothing was published");
 }
+
+fn write_with_tokens(path: &Path, docs: &Docs, book: &Arc<quiverdb::encode::codec::TokenCodebook>) {
+    let config = SegmentConfig {
+        segment_id: 9,
+        storage: TokenStorage::Residual2,
+        pq: PqSource::Train(pq_params()),
+        graph: None,
+        tokens: Some(book.clone()),
+        base_graph: None,
+        fields: Vec::new(),
+    };
+    let mut w = SegmentWriter::create(path, small_encoder(), config).unwrap();
+    let all: Vec<Document> = (0..docs.ids.len())
+        .map(|i| Document { id: docs.ids[i], tokens: TokenMatrix::new(&docs.tokens[i], DIM).unwrap(), payload: None })
+        .collect();
+    w.add_batch(&all).unwrap();
+    w.finish().unwrap();
+}
+
+#[test]
+fn segments_written_with_one_token_codebook_share_its_decoded_copy() {
+    use quiverdb::encode::codec::{TokenCodebook, TokenCodebookParams};
+    let dir = TempDir::new("segment-token-books");
+    let docs = random_docs(21, 40);
+    let all: Vec<f32> = docs.tokens.concat();
+    let train = |seed| {
+        let params = TokenCodebookParams { centroids: Some(16), seed, ..Default::default() };
+        Arc::new(TokenCodebook::train(&all, DIM, 2, &params).unwrap())
+    };
+    let (book, other) = (train(1), train(2));
+    let paths: Vec<PathBuf> = ["a.qseg", "bad.qseg", "c.qseg"].iter().map(|n| dir.0.join(n)).collect();
+    write_with_tokens(&paths[0], &docs, &book);
+    write_with_tokens(&paths[1], &docs, &book);
+    write_with_tokens(&paths[2], &docs, &other);
+
+    let books = SegmentReader::token_books_of(&book);
+    let shared = SegmentReader::open_sharing(&paths[0], &books).unwrap();
+    assert!(Arc::ptr_eq(shared.token_codebook().unwrap(), &book), "the writer's book is taken, not decoded again");
+    // A reader opened alone decodes its own copy; what it passes on is shared by the next.
+    let first = SegmentReader::open(&paths[1]).unwrap();
+    assert!(!Arc::ptr_eq(first.token_codebook().unwrap(), &book));
+    let mut passed = quiverdb::segment::TokenBooks::new();
+    first.share_token_codebook(&mut passed);
+    let second = SegmentReader::open_sharing(&paths[0], &passed).unwrap();
+    assert!(Arc::ptr_eq(second.token_codebook().unwrap(), first.token_codebook().unwrap()));
+    // Another codebook's segment is not given the shared one.
+    let foreign = SegmentReader::open_sharing(&paths[2], &books).unwrap();
+    assert!(!Arc::ptr_eq(foreign.token_codebook().unwrap(), &book));
+    let alone = SegmentReader::open(&paths[2]).unwrap();
+    for ord in 0..docs.ids.len() {
+        assert_eq!(foreign.tokens_f32(ord).unwrap(), alone.tokens_f32(ord).unwrap());
+        assert_eq!(shared.tokens_f32(ord).unwrap(), first.tokens_f32(ord).unwrap());
+    }
+
+    // A damaged shared section is not read at open, and `verify` still finds it.
+    let mut bytes = std::fs::read(&paths[1]).unwrap();
+    let table = SegmentReader::open(&paths[1]).unwrap().sections();
+    let entry = table.iter().find(|s| s.kind == SectionKind::TokenCentroids).unwrap();
+    bytes[entry.offset as usize + entry.length as usize - 1] ^= 0x40;
+    std::fs::write(&paths[1], &bytes).unwrap();
+    expect_corruption(SegmentReader::open(&paths[1]).map(|_| ()), "checksum");
+    let damaged = SegmentReader::open_sharing(&paths[1], &books).unwrap();
+    expect_corruption(damaged.verify(), "checksum");
+}
