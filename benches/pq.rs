@@ -1,7 +1,7 @@
 //! Product-quantization benchmarks (a plain harness: some runs take minutes, which criterion's
 //! minimum of ten samples would multiply). Prints one JSON object per measurement.
 //!
-//! `cargo bench --bench pq -- [kmeans] [train] [scan] [quality]` (all when none is named).
+//! `cargo bench --bench pq -- [kmeans] [train] [scan] [quality] [candidates]` (all when none is named).
 //! `QUIVERDB_BENCH_PQ_N` sets the FDE count for `train` (default 20,000; the figure is
 //! 100,000, which needs ~4 GiB for the FDEs and a few minutes on 2 cores).
 #![allow(missing_docs)]
@@ -204,6 +204,101 @@ fn quality() {
     );
 }
 
+/// Which candidate scorer could carry a compact in-RAM code at scale: on generated documents of
+/// 8-24 tokens with 16-token queries (the scale issue's shape), the share of the exact MaxSim
+/// top-10 found within the top-N of an exhaustive scan by each scorer. An exhaustive scan takes
+/// navigation out of the picture: a graph over the same scorer can only do worse.
+/// `QUIVERDB_BENCH_CANDIDATES_N` sets the corpus size (default 20,000; 100,000 needs ~5 GiB).
+fn candidates() {
+    let n: usize = std::env::var("QUIVERDB_BENCH_CANDIDATES_N").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let spec = CorpusSpec {
+        n_docs: n,
+        n_queries: 100,
+        min_doc_tokens: 8,
+        max_doc_tokens: 24,
+        query_tokens: 16,
+        ..CorpusSpec::small()
+    };
+    let corpus = generate(&spec).unwrap();
+    let enc = FdeEncoder::new(FdeParams::new(128)).unwrap();
+    let dim = enc.fde_dim();
+    let mut fdes = vec![0f32; n * dim];
+    fdes.par_chunks_mut(dim).enumerate().for_each(|(i, o)| enc.encode_document_into(&corpus.docs.get(i), o).unwrap());
+    let sketch = quiverdb::encode::fde::CountSketch::new(dim, 1024, 0x5ce7).unwrap();
+    let mut sketches = vec![0f32; n * 1024];
+    sketches.par_chunks_mut(1024).zip(fdes.par_chunks(dim)).for_each(|(o, v)| sketch.apply(v, o));
+    let truth = exact_top_k_batch(&corpus.queries, &corpus.docs, 10).unwrap();
+    let ns = [300usize, 1000, 3000, 10000];
+    let deepest = *ns.last().unwrap();
+    let within = |ranked: &[u32], q: usize| -> Vec<f64> {
+        ns.iter()
+            .map(|&c| {
+                let top = &ranked[..c.min(ranked.len())];
+                truth[q].iter().filter(|s| top.contains(&s.doc)).count() as f64 / truth[q].len() as f64
+            })
+            .collect()
+    };
+    let flat = |vectors: &[f32], width: usize, query: &[f32]| -> Vec<u32> {
+        let mut top = TopK::new(deepest);
+        for (d, v) in vectors.chunks(width).enumerate() {
+            top.push(Scored { doc: d as u32, score: quiverdb::encode::simd::dot(query, v) });
+        }
+        top.into_sorted().iter().map(|s| s.doc).collect()
+    };
+    let pq = |vectors: &[f32], width: usize, subspaces: u32| -> (PqCodebook, Vec<u8>) {
+        let params = PqParams { subspaces, ..PqParams::for_dim(width) };
+        let cb = PqCodebook::train(vectors, width, &params).unwrap().codebook;
+        let mut codes = vec![0u8; n * subspaces as usize];
+        cb.encode_batch(vectors, &mut codes).unwrap();
+        (cb, codes)
+    };
+    let fde_pq: Vec<(u32, PqCodebook, Vec<u8>)> = [1280u32, 320, 160]
+        .iter()
+        .map(|&m| {
+            let (cb, c) = pq(&fdes, dim, m);
+            (m, cb, c)
+        })
+        .collect();
+    let sketch_pq: Vec<(u32, PqCodebook, Vec<u8>)> = [256u32, 128]
+        .iter()
+        .map(|&m| {
+            let (cb, c) = pq(&sketches, 1024, m);
+            (m, cb, c)
+        })
+        .collect();
+    let mut rows: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    let mut add = |name: String, r: Vec<f64>| {
+        let e = rows.entry(name).or_insert_with(|| vec![0.0; ns.len()]);
+        e.iter_mut().zip(r).for_each(|(a, b)| *a += b);
+    };
+    for q in 0..corpus.queries.len() {
+        let qf = enc.encode_query(&corpus.queries.get(q)).unwrap();
+        let mut qs = vec![0f32; 1024];
+        sketch.apply(&qf, &mut qs);
+        add("exact_fde".into(), within(&flat(&fdes, dim, &qf), q));
+        add("sketch1024_f32".into(), within(&flat(&sketches, 1024, &qs), q));
+        for (m, cb, codes) in &fde_pq {
+            let ranked: Vec<u32> =
+                cb.adc_table(&qf).unwrap().scan(codes, deepest, |_| false).iter().map(|s| s.doc).collect();
+            add(format!("fde_pq{m}"), within(&ranked, q));
+        }
+        for (m, cb, codes) in &sketch_pq {
+            let ranked: Vec<u32> =
+                cb.adc_table(&qs).unwrap().scan(codes, deepest, |_| false).iter().map(|s| s.doc).collect();
+            add(format!("sketch1024_pq{m}"), within(&ranked, q));
+        }
+    }
+    let nq = corpus.queries.len() as f64;
+    for (name, r) in rows {
+        let by_n: serde_json::Map<String, serde_json::Value> =
+            ns.iter().zip(&r).map(|(c, v)| (c.to_string(), serde_json::json!(v / nq))).collect();
+        println!(
+            "{}",
+            serde_json::json!({"bench": "candidate_scorers", "n_docs": n, "scorer": name, "exact_top10_within_top_n": by_n})
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let wants = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
@@ -218,5 +313,8 @@ fn main() {
     }
     if wants("quality") {
         quality();
+    }
+    if wants("candidates") {
+        candidates();
     }
 }

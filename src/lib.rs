@@ -33,13 +33,14 @@ pub use error::{Error, Result};
 pub use filter::{FieldKind, Filter, IndexedField};
 pub use options::{CollectionOptions, Durability, OpenOptions};
 pub use reader::CollectionReader;
-pub use search::{Hit, SearchParams, SearchProfile, Stages};
+pub use search::{Hit, Navigation, SearchParams, SearchProfile, Stages};
 pub use snapshot::StoredDocument;
 pub use stats::{CollectionStats, SegmentStatsInfo};
 pub use wal::WalRecovery;
 
 // The stages of the data flow, private behind the handles: open → recovery; insert → write →
 // (WAL, memtable) → flush → segment; compaction::worker merges; search over a snapshot.
+mod candidates;
 mod collection;
 mod engine;
 mod flush;

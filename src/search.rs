@@ -11,6 +11,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::candidates::{filtered_candidates, segment_candidates, Scorer};
+pub use crate::candidates::{Navigation, CENTROID_NAVIGATION_MAX_TOKENS};
 use crate::encode::codec::CentroidTable;
 use crate::encode::fde::FdeEncoder;
 use crate::encode::maxsim::MaxSimQuery;
@@ -18,7 +20,7 @@ use crate::encode::pq::AdcTable;
 use crate::encode::tokens::TokenMatrix;
 use crate::error::{Error, Result};
 use crate::filter::{BoundFilter, Filter, IndexedField};
-use crate::graph::{beam_search_batched, SearchStats};
+use crate::graph::SearchStats;
 use crate::limits::{MAX_LIST_SIZE, MAX_RERANK, MAX_TOKENS_PER_QUERY};
 use crate::segment::SegmentReader;
 use crate::snapshot::Snapshot;
@@ -48,6 +50,12 @@ pub struct SearchParams {
     /// Graph beam width L, at most [`MAX_LIST_SIZE`]. `None`: the segment's share of the
     /// candidates (the beam is never narrower than that).
     pub list_size: Option<usize>,
+    /// How each segment's candidate stage scores documents: PQ-ADC over the FDE codes, or
+    /// centroid interaction over the token centroid ids ([`Navigation`]). `None`: per segment,
+    /// centroid interaction where the segment has a graph and short documents (at most
+    /// [`CENTROID_NAVIGATION_MAX_TOKENS`] tokens on average), PQ-ADC elsewhere
+    /// ([`Navigation::for_segment`]). Segments without token centroid ids always use PQ-ADC.
+    pub navigation: Option<Navigation>,
     /// MUVERA query ball carving (§3.2): query tokens whose inner product with a cluster's first
     /// token is at least τ are summed into one before the query FDE is built. `None`: off.
     pub ball_carving: Option<f32>,
@@ -199,6 +207,7 @@ impl SearchParams {
             rerank: None,
             probe: None,
             list_size: None,
+            navigation: None,
             ball_carving: None,
             with_payload: false,
             parallel: false,
@@ -270,9 +279,11 @@ pub struct SearchProfile {
     pub fde_candidates: u64,
     /// Candidates the inverted lists added beyond the FDE's.
     pub postings_candidates: u64,
-    /// Documents scored by centroid interaction.
+    /// Documents the cheap stage scored by centroid interaction (in a segment navigated by
+    /// centroid interaction, only those the inverted lists added: its candidates arrive scored).
     pub cheap_scored: u64,
-    /// PQ-ADC scores computed.
+    /// Candidate-stage scores computed (PQ-ADC, or centroid interaction in segments navigated by
+    /// it: [`SearchParams::navigation`]).
     pub distance_computations: u64,
     /// Documents scored by exact MaxSim.
     pub reranked: u64,
@@ -461,14 +472,19 @@ pub(crate) fn search_snapshot(
                 probe: 0,
             };
         }
-        // One ADC table per distinct codebook and one centroid-interaction table per distinct
-        // token codebook, shared by the segments that use them.
+        // Each segment's candidate scorer; one ADC table per distinct codebook among the segments
+        // that navigate by PQ-ADC, and one centroid-interaction table per distinct token codebook,
+        // shared by the segments that use them.
+        let navigation: Vec<Navigation> =
+            version.segments.iter().map(|s| Navigation::for_segment(&s.handle.reader, params.navigation)).collect();
         let t = Instant::now();
         let mut tables: HashMap<u32, AdcTable> = HashMap::new();
         let mut ci_tables: HashMap<u32, CentroidTable> = HashMap::new();
-        for seg in version.segments.iter().filter(|s| s.live.live_count() > 0) {
-            if let std::collections::hash_map::Entry::Vacant(slot) = tables.entry(seg.handle.codebook_key) {
-                slot.insert(seg.handle.codebook.adc_table(&fde)?);
+        for (seg, nav) in version.segments.iter().zip(&navigation).filter(|(s, _)| s.live.live_count() > 0) {
+            if *nav == Navigation::Pq {
+                if let std::collections::hash_map::Entry::Vacant(slot) = tables.entry(seg.handle.codebook_key) {
+                    slot.insert(seg.handle.codebook.adc_table(&fde)?);
+                }
             }
             if let (Some(key), Some(book)) =
                 (seg.handle.reader.token_codebook_key(), seg.handle.reader.token_codebook())
@@ -479,15 +495,22 @@ pub(crate) fn search_snapshot(
         prof.adc_table_us += t.elapsed().as_secs_f64() * 1e6;
         // 1. Candidates per segment (independent, so a lone query may search them in parallel:
         //    `params.parallel`): the segment's size-proportional share of the candidate budget by
-        //    PQ-ADC over the FDE (a beam of width `list_size`, or a flat scan), plus, for short
+        //    its navigation score (a beam of width `list_size`, or a flat scan), plus, for short
         //    queries, the documents in the inverted lists of each query token's nearest centroids;
         //    all scored by centroid interaction where the segment has a token codebook.
         let candidates_of = |index: usize| -> Result<SegmentPool> {
             let seg = &version.segments[index];
             let live = seg.live.live_count();
-            let table = tables.get(&seg.handle.codebook_key);
-            let (Some(table), true) = (table, live > 0) else { return Ok(SegmentPool::default()) };
             let reader = &seg.handle.reader;
+            let ci = reader.token_codebook_key().and_then(|key| ci_tables.get(&key));
+            let scorer = match (navigation[index], ci, tables.get(&seg.handle.codebook_key)) {
+                (Navigation::Centroids, Some(ci), _) => Scorer::Centroids(ci),
+                (_, _, Some(table)) => Scorer::Pq(table),
+                _ => return Ok(SegmentPool::default()),
+            };
+            if live == 0 {
+                return Ok(SegmentPool::default());
+            }
             let t = Instant::now();
             let passing = filter.as_ref().map(|f| reader.filter(f)).transpose()?;
             let filter_us = t.elapsed().as_secs_f64() * 1e6;
@@ -512,7 +535,7 @@ pub(crate) fn search_snapshot(
             };
             let search = SegmentSearch { k: params.k, candidates: depth, list_size, prefetch: params.prefetch };
             let (mut fde_candidates, stats, us, flat) =
-                filtered_candidates(reader, table, search, passing.as_ref(), skip)?;
+                filtered_candidates(reader, scorer, search, passing.as_ref(), skip)?;
             fde_candidates.truncate(depth);
             let mut pool = SegmentPool {
                 share: share_of(stages.rerank),
@@ -524,37 +547,48 @@ pub(crate) fn search_snapshot(
                 filter_flat: flat,
                 ..Default::default()
             };
-            let ci = reader.token_codebook_key().and_then(|key| ci_tables.get(&key));
             let Some(ci) = ci else {
                 pool.candidates = fde_candidates;
                 return Ok(pool);
             };
             let t = Instant::now();
-            pool.fde_guard = fde_candidates
-                .iter()
-                .take(pool.share.div_ceil(SearchParams::FDE_GUARD_DIVISOR))
-                .map(|c| c.doc)
-                .collect();
-            let mut ordinals: Vec<u32> = fde_candidates.iter().map(|c| c.doc).collect();
+            let navigated_by_centroids = matches!(scorer, Scorer::Centroids(_));
+            if !navigated_by_centroids {
+                // The FDE's own best are reranked whatever their cheap score.
+                pool.fde_guard = fde_candidates
+                    .iter()
+                    .take(pool.share.div_ceil(SearchParams::FDE_GUARD_DIVISOR))
+                    .map(|c| c.doc)
+                    .collect();
+            }
+            // The documents still to score by centroid interaction: every FDE candidate, or, when
+            // the candidates were found by that score already, only what the inverted lists add.
+            let mut scored: Vec<Scored> = if navigated_by_centroids { fde_candidates.clone() } else { Vec::new() };
+            let mut ordinals: Vec<u32> =
+                if navigated_by_centroids { Vec::new() } else { fde_candidates.iter().map(|c| c.doc).collect() };
             if stages.probe > 0 && reader.has_postings() {
                 let n = reader.doc_count() as u32;
-                let before = ordinals.len();
+                let known: std::collections::HashSet<u32> = fde_candidates.iter().map(|c| c.doc).collect();
+                let mut added: Vec<u32> = Vec::new();
                 for c in ci.top_centroids(stages.probe) {
-                    ordinals.extend(reader.postings(c).iter().copied().filter(|&o| o < n && !skip(o)));
+                    added.extend(
+                        reader.postings(c).iter().copied().filter(|&o| o < n && !skip(o) && !known.contains(&o)),
+                    );
                 }
-                ordinals.sort_unstable();
-                ordinals.dedup();
-                pool.postings_candidates = (ordinals.len() - before.min(ordinals.len())) as u64;
+                added.sort_unstable();
+                added.dedup();
+                pool.postings_candidates = added.len() as u64;
+                ordinals.extend(added);
             }
             if params.prefetch {
                 reader.prefetch_token_codes(&ordinals);
             }
-            let mut scored = Vec::with_capacity(ordinals.len());
+            scored.reserve(ordinals.len());
+            pool.cheap_scored = ordinals.len() as u64;
             for ord in ordinals {
                 let ids = reader.token_centroid_ids(ord as usize).unwrap_or(&[]);
                 scored.push(Scored { doc: ord, score: ci.score(ids).map_err(|e| reader.damaged(e))? });
             }
-            pool.cheap_scored = scored.len() as u64;
             pool.candidates = scored;
             pool.cheap_us = t.elapsed().as_secs_f64() * 1e6;
             Ok(pool)
@@ -674,101 +708,13 @@ fn search_segment_timed(
             segment.dim()
         )));
     }
-    let (mut found, stats, candidate_us) = segment_candidates(segment, table, params, skip)?;
+    let (mut found, stats, candidate_us) = segment_candidates(segment, Scorer::Pq(table), params, skip)?;
     found.truncate(params.candidates.max(params.k));
     let started = Instant::now();
     let reranked = found.len() as u64;
     let ordinals: Vec<u32> = found.iter().map(|c| c.doc).collect();
     let hits = rerank_ordinals(segment, query, &ordinals, params.k, params.prefetch)?;
     Ok((hits, stats, (candidate_us, started.elapsed().as_secs_f64() * 1e6, reranked)))
-}
-
-/// [`segment_candidates`] under a filter whose passing ordinals are `passing` (`skip` already
-/// excludes the others). The graph beam is widened when few pass ([`filtered_beam`]); when the
-/// passing documents are fewer than [`FILTER_SCAN_PER_BEAM`] times that beam, they are scored
-/// directly by PQ-ADC instead. Also says whether it scanned.
-fn filtered_candidates(
-    segment: &SegmentReader,
-    table: &AdcTable,
-    params: SegmentSearch,
-    passing: Option<&roaring::RoaringBitmap>,
-    skip: impl Fn(u32) -> bool,
-) -> Result<(Vec<Scored>, SearchStats, f64, bool)> {
-    let Some(passing) = passing else {
-        let (found, stats, us) = segment_candidates(segment, table, params, skip)?;
-        return Ok((found, stats, us, false));
-    };
-    let width = params.list_size.max(params.candidates.max(params.k));
-    let beam = filtered_beam(width, segment.doc_count(), passing.len() as usize);
-    if segment.graph().is_none() || passing.len() <= (FILTER_SCAN_PER_BEAM * beam) as u64 {
-        let started = Instant::now();
-        check_code_length(table, segment)?;
-        let mut stats = SearchStats::default();
-        let found = table.scan_ordinals(segment.pq_codes(), passing.iter().filter(|&o| !skip(o)), width, |ids| {
-            stats.distance_computations += ids.len() as u64;
-            if params.prefetch {
-                segment.prefetch_codes(ids);
-            }
-        });
-        return Ok((found, stats, started.elapsed().as_secs_f64() * 1e6, true));
-    }
-    let (found, stats, us) = segment_candidates(segment, table, SegmentSearch { list_size: beam, ..params }, skip)?;
-    Ok((found, stats, us, false))
-}
-
-/// An ADC table scores codes of its own length only.
-fn check_code_length(table: &AdcTable, segment: &SegmentReader) -> Result<()> {
-    if table.subspaces() != segment.pq_subspaces() {
-        return Err(Error::InvalidInput(format!(
-            "ADC table for {}-byte codes used on a segment with {}-byte codes",
-            table.subspaces(),
-            segment.pq_subspaces()
-        )));
-    }
-    Ok(())
-}
-
-/// The graph beam for a filter that `passing` of `n` documents pass, from an unfiltered beam of
-/// `width`: unchanged while at least [`FILTER_WIDEN_BELOW`] of the documents pass (the beam walks
-/// through the others and still holds enough that pass), else widened by
-/// `√(FILTER_WIDEN_BELOW · n / passing)`, at most [`MAX_LIST_SIZE`] and `n`.
-fn filtered_beam(width: usize, n: usize, passing: usize) -> usize {
-    let share = passing.max(1) as f64 / n.max(1) as f64;
-    let widen = (FILTER_WIDEN_BELOW / share).sqrt().max(1.0);
-    ((width as f64 * widen).ceil() as usize).min(MAX_LIST_SIZE).min(n.max(1)).max(width.min(n.max(1)))
-}
-
-/// The candidate stage of one segment: up to `max(candidates, list_size)` ordinals by PQ-ADC score,
-/// best first (a graph beam of width `list_size`, or a flat scan), and the microseconds it took.
-fn segment_candidates(
-    segment: &SegmentReader,
-    table: &AdcTable,
-    params: SegmentSearch,
-    skip: impl Fn(u32) -> bool,
-) -> Result<(Vec<Scored>, SearchStats, f64)> {
-    let started = Instant::now();
-    check_code_length(table, segment)?;
-    let candidates = params.candidates.max(params.k);
-    let mut stats = SearchStats::default();
-    let codes = segment.pq_codes();
-    let found = match segment.graph() {
-        Some(graph) => {
-            let score = |ids: &[u32], out: &mut Vec<f32>| {
-                if params.prefetch {
-                    segment.prefetch_codes(ids);
-                }
-                table.score_many(codes, ids, out)
-            };
-            let mut beam = beam_search_batched(&graph, params.list_size.max(candidates), score, skip, &mut stats)?;
-            beam.truncate(params.list_size.max(candidates));
-            beam
-        }
-        None => {
-            stats.distance_computations = segment.doc_count() as u64;
-            table.scan(codes, params.list_size.max(candidates), skip)
-        }
-    };
-    Ok((found, stats, started.elapsed().as_secs_f64() * 1e6))
 }
 
 /// Exact MaxSim over the stored tokens of `ordinals`: the best `k`, best first.
@@ -787,20 +733,4 @@ fn rerank_ordinals(
         top.push(Scored { doc, score: query.score(segment.tokens(doc as usize))? });
     }
     Ok(top.into_sorted())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_filtered_beam_widens_only_below_a_fifth_and_stays_bounded() {
-        assert_eq!(filtered_beam(600, 100_000, 50_000), 600);
-        assert_eq!(filtered_beam(600, 100_000, 20_000), 600);
-        assert_eq!(filtered_beam(600, 100_000, 10_000), 849, "600 · √2, rounded up");
-        assert_eq!(filtered_beam(600, 100_000, 1_000), 2684);
-        assert_eq!(filtered_beam(600, 1_000_000, 0), MAX_LIST_SIZE, "nothing passing: the cap");
-        assert_eq!(filtered_beam(600, 500, 1), 500, "never wider than the segment");
-        assert_eq!(filtered_beam(10, 5, 5), 5);
-    }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::catalog::{dir_bytes, Catalog};
 use crate::error::Result;
 use crate::recovery::WAL_DIR;
+use crate::search::Navigation;
 use crate::snapshot::Snapshot;
 
 /// One segment in [`CollectionStats`].
@@ -53,8 +54,10 @@ pub struct CollectionStats {
     pub checkpoint: u64,
     /// Last WAL sequence number written.
     pub last_seq: u64,
-    /// Resident memory this handle needs besides the page cache: PQ codes, offsets and live
-    /// bitsets of every segment, distinct codebooks, the memtable.
+    /// Resident memory this handle needs besides the page cache: every segment's navigation data
+    /// (its PQ codes, or its token centroid ids where it navigates by centroid interaction:
+    /// [`crate::Navigation::for_segment`]), offsets, ids and live bitsets, the distinct codebooks,
+    /// the memtable.
     pub ram_bytes: u64,
     /// Token vectors stored in segments.
     pub token_rows: u64,
@@ -101,7 +104,14 @@ pub(crate) fn collect(view: &StatsView<'_>) -> Result<CollectionStats> {
         let live = s.live.live_count() as u64;
         live_in_segments += live;
         segment_bytes += r.file_len();
-        ram += r.pq_codes().len() as u64 + 16 * (r.doc_count() as u64 + 1) + r.doc_count() as u64 / 8;
+        // What a search keeps touching: the navigation data (a segment navigated by centroid
+        // interaction reads its token centroid ids and never its PQ codes), the offsets and ids,
+        // the live bitset.
+        let navigation_bytes = match Navigation::for_segment(r, None) {
+            Navigation::Pq => r.pq_codes().len() as u64,
+            Navigation::Centroids => 2 * r.token_rows(),
+        };
+        ram += navigation_bytes + 16 * (r.doc_count() as u64 + 1) + r.doc_count() as u64 / 8;
         if codebooks.insert(s.handle.codebook_key) {
             ram += s.handle.codebook.centroids().len() as u64 * 8;
         }

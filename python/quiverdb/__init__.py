@@ -382,7 +382,8 @@ class Collection:
         """The best ``k`` documents for ``query`` (``n_tokens x dim``) by MaxSim, best first.
 
         The stages (``None``: the engine's defaults, by collection size and query length):
-        ``candidates`` found by PQ-ADC over the FDE; ``probe``, the nearest token centroids
+        ``candidates`` found over the graph (by PQ-ADC over the FDE, or by centroid interaction
+        in segments of short documents); ``probe``, the nearest token centroids
         whose inverted lists add candidates for each query token (0: none); ``rerank``, the
         candidates reranked by exact MaxSim after the centroid-interaction stage.
         ``ids``: search only these documents (an allow-list; every listed document is scored

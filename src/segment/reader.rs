@@ -513,6 +513,11 @@ impl SegmentReader {
         Some(&all[rows.start as usize..rows.end as usize])
     }
 
+    /// True when the segment stores a centroid id per token ([`SegmentReader::token_centroid_ids`]).
+    pub fn has_token_centroid_ids(&self) -> bool {
+        self.inner.sections.contains_key(&SectionKind::TokenCodes)
+    }
+
     /// True when the segment has inverted lists from centroid to documents.
     pub fn has_postings(&self) -> bool {
         self.inner.sections.contains_key(&SectionKind::CentroidPostings)

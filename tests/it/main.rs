@@ -10,6 +10,7 @@ mod filter;
 mod fixtures;
 mod golden;
 mod graph;
+mod navigation;
 mod props;
 mod readonly;
 mod real_data;

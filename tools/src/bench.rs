@@ -21,7 +21,7 @@ use quiverdb::io::fs::{peak_resident_bytes, tree_bytes};
 use quiverdb::synthetic::{generate, CorpusSpec};
 use quiverdb::{
     Collection, CollectionOptions, CollectionReader, Durability, FieldKind, Filter, IndexedField, MaxSimQuery,
-    NewDocument, OpenOptions, SearchParams, SearchProfile, TokenStorage,
+    Navigation, NewDocument, OpenOptions, SearchParams, SearchProfile, TokenStorage,
 };
 use serde_json::json;
 
@@ -57,7 +57,8 @@ pub struct Args {
     #[arg(long)]
     threads: Option<usize>,
     /// Settings to sweep: `key=v1,v2;key=v1,...` over `rerank` (documents reranked by exact
-    /// MaxSim), `list` (graph beam width) and `carve` (ball-carving τ or `off`); every
+    /// MaxSim), `candidates`, `probe`, `list` (graph beam width), `carve` (ball-carving τ or
+    /// `off`) and `nav` (`pq`, `centroids` or `auto`: `SearchParams::navigation`); every
     /// combination is run. `default` runs the library defaults only.
     #[arg(long, default_value = "default")]
     sweep: String,
@@ -204,10 +205,12 @@ struct Setting {
     rerank: Option<usize>,
     list: Option<usize>,
     carve: Option<f32>,
+    navigation: Option<Navigation>,
 }
 
 fn parse_sweep(spec: &str) -> Result<Vec<Setting>, String> {
-    let mut settings = vec![Setting { candidates: None, probe: None, rerank: None, list: None, carve: None }];
+    let mut settings =
+        vec![Setting { candidates: None, probe: None, rerank: None, list: None, carve: None, navigation: None }];
     if spec.trim() == "default" {
         return Ok(settings);
     }
@@ -230,8 +233,14 @@ fn parse_sweep(spec: &str) -> Result<Vec<Setting>, String> {
                             Some(v.parse::<f32>().map_err(|_| format!("`{v}` is not a threshold in `{part}`"))?)
                         }
                     }
+                    "nav" => {
+                        s.navigation =
+                            if v == "auto" { None } else { Some(Navigation::parse(v).map_err(|e| e.to_string())?) }
+                    }
                     other => {
-                        return Err(format!("unknown sweep key `{other}` (candidates, probe, rerank, list, carve)"))
+                        return Err(format!(
+                            "unknown sweep key `{other}` (candidates, probe, rerank, list, carve, nav)"
+                        ))
                     }
                 }
                 next.push(s);
@@ -462,6 +471,7 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
             rerank: s.rerank,
             list_size: s.list,
             ball_carving: s.carve,
+            navigation: s.navigation,
             parallel: args.parallel,
             prefetch: !args.no_prefetch,
             ..SearchParams::new(args.k)
@@ -533,6 +543,7 @@ fn run_with(args: &Args, work: &mut Workload, settings: &[Setting], path: &Path)
             ),
             "list_size": params.list_size.map_or("auto".to_string(), |l| l.to_string()),
             "ball_carving": params.ball_carving,
+            "navigation": params.navigation.map_or("auto", |n| n.name()),
         });
         let mut out = line(params_json.clone(), &ranked, &lat, qps, profile);
         plotted.push(crate::plot::Point {
