@@ -30,7 +30,7 @@ use crate::error::Result;
 use crate::memtable::{MemDoc, MemView};
 use crate::recovery::{codebook_key, SEGMENTS_DIR, WAL_DIR};
 use crate::segment::{self, Document, LiveBits, PqSource, SegmentConfig, SegmentReader, SegmentSummary, SegmentWriter};
-use crate::snapshot::{clear_live, LiveSegment, SegmentHandle, Version};
+use crate::snapshot::{clear_live, LiveSegment, SegmentHandle, SharedCodebook, Version};
 use crate::wal;
 
 /// A written, not yet committed flush segment: its handle, its manifest record, the documents its
@@ -179,8 +179,8 @@ impl Engine {
         let reader = SegmentReader::open_sharing(path, &books)?;
         let key = codebook_key(&reader);
         let codebook = match shared {
-            Some(cb) => cb.clone(),
-            None => Arc::new(reader.pq_codebook()?),
+            Some(cb) => SharedCodebook::loaded(cb.clone()),
+            None => SharedCodebook::loaded(Arc::new(reader.pq_codebook()?)),
         };
         Ok(Arc::new(SegmentHandle::new(self.storage.clone(), id, reader, codebook, key)))
     }
@@ -266,10 +266,14 @@ impl Engine {
             }
         }
         commit.dead = cleared.clone();
-        let book = new_segment.as_ref().and_then(|(handle, _, trained, distortion, _)| {
-            let docs = trained.unwrap_or(handle.reader.doc_count() as u64);
-            codebook_after(cs.codebook.as_ref(), &handle.codebook, docs, trained.is_some(), *distortion)
-        });
+        let book = match &new_segment {
+            Some((handle, _, trained, distortion, _)) => {
+                let docs = trained.unwrap_or(handle.reader.doc_count() as u64);
+                let codebook = handle.codebook.get_or_load(&handle.reader).map_err(|e| self.poison(e))?;
+                codebook_after(cs.codebook.as_ref(), &codebook, docs, trained.is_some(), *distortion)
+            }
+            None => None,
+        };
         if let Some((_, record, trained, _, tokens)) = &new_segment {
             commit.add_segments.push(*record);
             commit_codebook(&mut commit, book.as_ref(), trained.is_some());

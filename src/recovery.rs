@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use crate::catalog::{Catalog, SegmentRecord};
 use crate::encode::fde::FdeEncoder;
-use crate::encode::pq::PqCodebook;
 use crate::error::{Error, Result};
 use crate::format::segment::SectionKind;
 use crate::format::wal::RecordOp;
@@ -31,7 +30,7 @@ use crate::io::storage::Storage;
 use crate::memtable::{MemDoc, MemEntry, Memtable, OwnedTokens};
 use crate::options::CollectionOptions;
 use crate::segment::{self, LiveBits, SegmentReader, TokenBooks};
-use crate::snapshot::{LiveSegment, SegmentHandle, Version};
+use crate::snapshot::{LiveSegment, SegmentHandle, SharedCodebook, Version};
 use crate::wal::{self, ReplayReport, WalRecovery};
 
 pub(crate) const LOCK_FILE: &str = "LOCK";
@@ -180,17 +179,10 @@ pub(crate) fn segment_handle(
     storage: &Arc<dyn Storage>,
     id: u64,
     reader: SegmentReader,
-    codebooks: &mut HashMap<u32, Arc<PqCodebook>>,
+    codebooks: &mut HashMap<u32, SharedCodebook>,
 ) -> Result<Arc<SegmentHandle>> {
     let key = codebook_key(&reader);
-    let cb = match codebooks.get(&key) {
-        Some(cb) => cb.clone(),
-        None => {
-            let cb = Arc::new(reader.pq_codebook()?);
-            codebooks.insert(key, cb.clone());
-            cb
-        }
-    };
+    let cb = codebooks.entry(key).or_default().clone();
     Ok(Arc::new(SegmentHandle::new(storage.clone(), id, reader, cb, key)))
 }
 
@@ -225,7 +217,7 @@ pub(crate) fn load_version(
 ) -> Result<Option<Loaded>> {
     let seg_dir = path.join(SEGMENTS_DIR);
     let records = catalog.segments()?;
-    let mut codebooks: HashMap<u32, Arc<PqCodebook>> =
+    let mut codebooks: HashMap<u32, SharedCodebook> =
         reuse.values().map(|h| (h.codebook_key, h.codebook.clone())).collect();
     // Segments written with the collection's token codebook share one decoded copy.
     let mut token_books = TokenBooks::new();

@@ -483,7 +483,7 @@ pub(crate) fn search_snapshot(
         for (seg, nav) in version.segments.iter().zip(&navigation).filter(|(s, _)| s.live.live_count() > 0) {
             if *nav == Navigation::Pq {
                 if let std::collections::hash_map::Entry::Vacant(slot) = tables.entry(seg.handle.codebook_key) {
-                    slot.insert(seg.handle.codebook.adc_table(&fde)?);
+                    slot.insert(seg.handle.codebook.get_or_load(&seg.handle.reader)?.adc_table(&fde)?);
                 }
             }
             if let (Some(key), Some(book)) =

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::catalog::{Catalog, Location};
 use crate::encode::pq::PqCodebook;
@@ -35,8 +35,9 @@ pub(crate) struct SegmentHandle {
     storage: Arc<dyn Storage>,
     pub(crate) id: u64,
     pub(crate) reader: SegmentReader,
-    pub(crate) codebook: Arc<PqCodebook>,
-    /// CRC of the codebook section: segments with equal keys share ADC tables.
+    pub(crate) codebook: SharedCodebook,
+    /// CRC of the codebook section: segments with equal keys share ADC tables and one
+    /// [`SharedCodebook`].
     pub(crate) codebook_key: u32,
     obsolete: AtomicBool,
 }
@@ -47,7 +48,7 @@ impl SegmentHandle {
         storage: Arc<dyn Storage>,
         id: u64,
         reader: SegmentReader,
-        codebook: Arc<PqCodebook>,
+        codebook: SharedCodebook,
         codebook_key: u32,
     ) -> Self {
         SegmentHandle { storage, id, reader, codebook, codebook_key, obsolete: AtomicBool::new(false) }
@@ -65,6 +66,36 @@ impl Drop for SegmentHandle {
             // Best effort: a file left behind is an orphan, removed at the next open.
             let _ = self.storage.remove_file(self.reader.path());
         }
+    }
+}
+
+/// The decoded PQ codebook of the segments whose codebook sections are equal, decoded when first
+/// needed (an ADC table, a flush or merge, the drift bookkeeping), not at open: a collection whose
+/// segments navigate by centroid interaction never needs it to search, and a decoded 10,240-value
+/// codebook is 21 MB (its centroids twice, one copy transposed). A damaged codebook section is
+/// therefore reported when it is first used (and by `verify`), never used.
+#[derive(Clone, Default)]
+pub(crate) struct SharedCodebook(Arc<OnceLock<Arc<PqCodebook>>>);
+
+impl SharedCodebook {
+    /// A cell holding `codebook` already (a segment just written with it).
+    pub(crate) fn loaded(codebook: Arc<PqCodebook>) -> Self {
+        SharedCodebook(Arc::new(OnceLock::from(codebook)))
+    }
+
+    /// The codebook, decoded from `reader`'s section the first time (its CRC checked then).
+    /// Racing first users may each decode it; one copy is kept.
+    pub(crate) fn get_or_load(&self, reader: &SegmentReader) -> Result<Arc<PqCodebook>> {
+        if let Some(codebook) = self.0.get() {
+            return Ok(codebook.clone());
+        }
+        let decoded = Arc::new(reader.pq_codebook()?);
+        Ok(self.0.get_or_init(|| decoded).clone())
+    }
+
+    /// The codebook if some user has decoded it (what [`crate::CollectionStats::ram_bytes`] counts).
+    pub(crate) fn if_loaded(&self) -> Option<&Arc<PqCodebook>> {
+        self.0.get()
     }
 }
 

@@ -112,8 +112,8 @@ pub(crate) fn collect(view: &StatsView<'_>) -> Result<CollectionStats> {
             Navigation::Centroids => 2 * r.token_rows(),
         };
         ram += navigation_bytes + 16 * (r.doc_count() as u64 + 1) + r.doc_count() as u64 / 8;
-        if codebooks.insert(s.handle.codebook_key) {
-            ram += s.handle.codebook.centroids().len() as u64 * 8;
+        if let (Some(codebook), true) = (s.handle.codebook.if_loaded(), codebooks.insert(s.handle.codebook_key)) {
+            ram += codebook.centroids().len() as u64 * 8;
         }
         token_rows += r.token_rows();
         token_bytes += r.token_bytes();

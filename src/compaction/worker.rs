@@ -129,7 +129,7 @@ impl Engine {
         let book = match (&merged, &output) {
             (Some(m), Some(handle)) => crate::flush::codebook_after(
                 cs.codebook.as_ref(),
-                &handle.codebook,
+                &handle.codebook.get_or_load(&handle.reader).map_err(|e| self.poison(e))?,
                 live_total,
                 trains,
                 m.summary.pq_distortion,

@@ -199,3 +199,30 @@ fn segments_without_centroid_ids_or_a_graph_stay_on_pq() {
     let (_, profile) = c.search_profiled(data.queries.get(0).as_slice(), &scanned).unwrap();
     assert_eq!(profile.distance_computations, 500, "every document scored once: {profile:?}");
 }
+
+#[test]
+fn a_damaged_pq_codebook_is_reported_when_first_used_and_never_used() {
+    let data = short_docs(800, 25);
+    let (_tmp, c) = build("nav-pq-damage", &data, 800, true);
+    let path = c.path().to_path_buf();
+    c.close().unwrap();
+    let file = segment_files_at(&path).pop().unwrap();
+    let reader = SegmentReader::open(&file).unwrap();
+    let book = reader.sections().into_iter().find(|s| s.kind.name() == "pq_codebook").unwrap();
+    drop(reader);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[book.offset as usize + 4096] ^= 0x10;
+    std::fs::write(&file, &bytes).unwrap();
+
+    // Opening decodes no PQ codebook, and centroid navigation never needs one.
+    let reader = quiverdb::CollectionReader::open(&path).unwrap();
+    let query = data.queries.get(0);
+    let hits = reader.search(query.as_slice(), &SearchParams::new(5)).unwrap();
+    assert_eq!(hits.len(), 5);
+    // PQ-ADC needs it: the damage is reported, naming the section.
+    let pq = SearchParams { navigation: Some(Navigation::Pq), ..SearchParams::new(5) };
+    let err = reader.search(query.as_slice(), &pq).unwrap_err();
+    assert!(matches!(err, Error::Corruption { .. }) && err.to_string().contains("pq_codebook"), "{err}");
+    let err = SegmentReader::open(&file).unwrap().verify().unwrap_err();
+    assert!(err.to_string().contains("pq_codebook"), "{err}");
+}
