@@ -49,13 +49,34 @@ fn build(name: &str, data: &Corpus, per_segment: usize, token_codebook: bool) ->
 }
 
 fn segment_files(c: &Collection) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(c.path().join("segments"))
+    segment_files_at(c.path())
+}
+
+fn segment_files_at(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(path.join("segments"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "qseg"))
         .collect();
     files.sort();
     files
+}
+
+/// A closed one-segment collection of short documents, its path, its segment file, and the
+/// (offset, length) of the section named `section` in it, for damage tests.
+fn closed_with_section(
+    name: &str,
+    data: &Corpus,
+    section: &str,
+) -> (TempDir, std::path::PathBuf, std::path::PathBuf, (usize, usize)) {
+    let (tmp, c) = build(name, data, data.docs.len(), true);
+    let path = c.path().to_path_buf();
+    c.close().unwrap();
+    let file = segment_files_at(&path).pop().unwrap();
+    let reader = SegmentReader::open(&file).unwrap();
+    assert_eq!(Navigation::for_segment(&reader, None), Navigation::Centroids);
+    let entry = reader.sections().into_iter().find(|s| s.kind.name() == section).unwrap();
+    (tmp, path, file, (entry.offset as usize, entry.length as usize))
 }
 
 /// Recall@10 against exact MaxSim over the original vectors.
@@ -141,16 +162,9 @@ fn resident_bytes_count_centroid_ids_not_pq_codes_where_segments_navigate_by_the
 #[test]
 fn damaged_centroid_ids_in_a_navigated_segment_are_corruption_never_a_wrong_score() {
     let data = short_docs(800, 23);
-    let (_tmp, c) = build("nav-damage", &data, 800, true);
-    let path = c.path().to_path_buf();
-    c.close().unwrap();
-    let file = segment_files_at(&path).pop().unwrap();
-    let reader = SegmentReader::open(&file).unwrap();
-    assert_eq!(Navigation::for_segment(&reader, None), Navigation::Centroids);
-    let codes = reader.sections().into_iter().find(|s| s.kind.name() == "token_codes").unwrap();
-    drop(reader);
+    let (_tmp, path, file, (at, len)) = closed_with_section("nav-damage", &data, "token_codes");
     let mut bytes = std::fs::read(&file).unwrap();
-    for b in &mut bytes[codes.offset as usize..(codes.offset + codes.length) as usize] {
+    for b in &mut bytes[at..at + len] {
         *b = 0xff;
     }
     std::fs::write(&file, &bytes).unwrap();
@@ -160,16 +174,6 @@ fn damaged_centroid_ids_in_a_navigated_segment_are_corruption_never_a_wrong_scor
         let err = c.search(data.queries.get(0).as_slice(), &params).unwrap_err();
         assert!(matches!(err, Error::Corruption { .. }) && err.to_string().contains("token_codes"), "{err}");
     }
-}
-
-fn segment_files_at(path: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(path.join("segments"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "qseg"))
-        .collect();
-    files.sort();
-    files
 }
 
 #[test]
@@ -203,15 +207,9 @@ fn segments_without_centroid_ids_or_a_graph_stay_on_pq() {
 #[test]
 fn a_damaged_pq_codebook_is_reported_when_first_used_and_never_used() {
     let data = short_docs(800, 25);
-    let (_tmp, c) = build("nav-pq-damage", &data, 800, true);
-    let path = c.path().to_path_buf();
-    c.close().unwrap();
-    let file = segment_files_at(&path).pop().unwrap();
-    let reader = SegmentReader::open(&file).unwrap();
-    let book = reader.sections().into_iter().find(|s| s.kind.name() == "pq_codebook").unwrap();
-    drop(reader);
+    let (_tmp, path, file, (at, _)) = closed_with_section("nav-pq-damage", &data, "pq_codebook");
     let mut bytes = std::fs::read(&file).unwrap();
-    bytes[book.offset as usize + 4096] ^= 0x10;
+    bytes[at + 4096] ^= 0x10;
     std::fs::write(&file, &bytes).unwrap();
 
     // Opening decodes no PQ codebook, and centroid navigation never needs one.
