@@ -269,6 +269,15 @@ impl Catalog {
         // A small memtable bounds what any open (after a crash, or a read-only one beside a
         // writer) replays from RocksDB's log: at most 4 MB, about 130,000 ids.
         opts.set_write_buffer_size(4 << 20);
+        // A Bloom filter per table file (10 bits per key, about 1% false positives): every
+        // document a flush commits is looked up first (is it replacing one?), and a new id is
+        // then answered from the filters instead of a data-block read from each table file that
+        // may hold it. Without them, once the ids had left the memtable for table files, those
+        // lookups were nearly all of a 1M-document build: the commit of the third 262,144-document
+        // flush took 23 minutes. Tables written before keep working without filters.
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        opts.set_block_based_table_factory(&table);
         opts
     }
 
@@ -609,6 +618,26 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, vec![(7, Location { segment: 1, ordinal: 3 })]);
+        drop(c);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn table_files_carry_bloom_filters_so_new_ids_are_looked_up_without_data_reads() {
+        let dir = std::env::temp_dir().join(format!("quiverdb-catalog-bloom-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = Catalog::create(&dir, &CollectionOptions::new(8)).unwrap();
+        let ids = 20_000u64;
+        let put_locations: Vec<(u64, Location)> =
+            (0..ids).map(|i| (i * 2, Location { segment: 1, ordinal: i as u32 })).collect();
+        // A large commit is flushed from RocksDB's memtable into a table file.
+        c.commit(&Commit { put_locations, ..Default::default() }).unwrap();
+        assert_eq!(c.location(2 * 7).unwrap(), Some(Location { segment: 1, ordinal: 7 }));
+        assert_eq!(c.location(2 * 7 + 1).unwrap(), None);
+        // The table reader holds the file's filter: 10 bits per key, against an index of a few
+        // hundred bytes per thousand keys without one.
+        let reader_bytes = c.db.property_int_value("rocksdb.estimate-table-readers-mem").unwrap().unwrap_or(0);
+        assert!(reader_bytes >= ids * 10 / 8, "{reader_bytes} bytes of table readers for {ids} ids");
         drop(c);
         std::fs::remove_dir_all(&dir).unwrap();
     }
