@@ -11,8 +11,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+pub use crate::candidates::{
+    default_navigation, Navigation, CENTROID_NAVIGATION_MAX_TOKENS, CENTROID_NAVIGATION_MIN_DOCS,
+};
 use crate::candidates::{filtered_candidates, segment_candidates, Scorer};
-pub use crate::candidates::{Navigation, CENTROID_NAVIGATION_MAX_TOKENS};
 use crate::encode::codec::CentroidTable;
 use crate::encode::fde::FdeEncoder;
 use crate::encode::maxsim::MaxSimQuery;
@@ -52,7 +54,8 @@ pub struct SearchParams {
     pub list_size: Option<usize>,
     /// How each segment's candidate stage scores documents: PQ-ADC over the FDE codes, or
     /// centroid interaction over the token centroid ids ([`Navigation`]). `None`: per segment,
-    /// centroid interaction where the segment has a graph and short documents (at most
+    /// centroid interaction where the segment is large (at least
+    /// [`CENTROID_NAVIGATION_MIN_DOCS`] documents) with a graph and short documents (at most
     /// [`CENTROID_NAVIGATION_MAX_TOKENS`] tokens on average), PQ-ADC elsewhere
     /// ([`Navigation::for_segment`]). Segments without token centroid ids always use PQ-ADC.
     pub navigation: Option<Navigation>,

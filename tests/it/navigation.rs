@@ -1,7 +1,8 @@
-//! The candidate stage's two scorers (`quiverdb::Navigation`): segments of short documents with a
-//! graph navigate by centroid interaction by default, find at least what PQ-ADC finds, keep their
-//! PQ codes out of the resident bytes, and report damaged centroid ids as corruption; segments
-//! without centroid ids or without a graph stay on PQ-ADC.
+//! The candidate stage's two scorers (`quiverdb::Navigation`): navigating by centroid
+//! interaction finds at least what PQ-ADC finds on short documents, large segments of them use it
+//! by default and keep their PQ codes out of the resident bytes, damaged centroid ids are
+//! corruption, and segments without centroid ids stay on PQ-ADC. (Which segments use it by default
+//! is unit-tested on `default_navigation`.)
 
 use quiverdb::exact::exact_top_k;
 use quiverdb::segment::SegmentReader;
@@ -74,7 +75,6 @@ fn closed_with_section(
     c.close().unwrap();
     let file = segment_files_at(&path).pop().unwrap();
     let reader = SegmentReader::open(&file).unwrap();
-    assert_eq!(Navigation::for_segment(&reader, None), Navigation::Centroids);
     let entry = reader.sections().into_iter().find(|s| s.kind.name() == section).unwrap();
     (tmp, path, file, (entry.offset as usize, entry.length as usize))
 }
@@ -99,8 +99,8 @@ fn short_documents_navigate_by_centroid_interaction_and_find_at_least_what_pq_fi
     assert_eq!(files.len(), 1);
     let reader = SegmentReader::open(&files[0]).unwrap();
     assert!(reader.graph().is_some());
-    assert_eq!(Navigation::for_segment(&reader, None), Navigation::Centroids);
-    assert_eq!(Navigation::for_segment(&reader, Some(Navigation::Pq)), Navigation::Pq);
+    assert_eq!(Navigation::for_segment(&reader, None), Navigation::Pq, "small segments keep PQ by default");
+    assert_eq!(Navigation::for_segment(&reader, Some(Navigation::Centroids)), Navigation::Centroids);
 
     // Candidates few relative to the corpus, no inverted lists: the navigation score decides.
     let params = |nav: Option<Navigation>| SearchParams {
@@ -112,13 +112,13 @@ fn short_documents_navigate_by_centroid_interaction_and_find_at_least_what_pq_fi
     let by_default = recall(&c, &data, &params(None));
     let by_centroids = recall(&c, &data, &params(Some(Navigation::Centroids)));
     let by_pq = recall(&c, &data, &params(Some(Navigation::Pq)));
-    assert_eq!(by_default, by_centroids, "the default is centroid interaction here");
+    assert_eq!(by_default, by_pq, "the default is PQ-ADC here");
     assert!(by_centroids >= 0.9 && by_centroids + 0.02 >= by_pq, "centroids {by_centroids}, PQ {by_pq}");
 
     // Centroid-navigated candidates arrive scored: the cheap stage scores nothing more without
     // inverted lists, and no FDE guard joins the exact stage beyond its budget.
     let query = data.queries.get(0);
-    let wider = SearchParams { candidates: Some(100), ..params(None) };
+    let wider = SearchParams { candidates: Some(100), ..params(Some(Navigation::Centroids)) };
     let (_, profile) = c.search_profiled(query.as_slice(), &wider).unwrap();
     assert!(profile.distance_computations >= 100 && profile.fde_candidates == 100, "{profile:?}");
     assert_eq!(profile.cheap_scored, 0, "{profile:?}");
@@ -129,34 +129,45 @@ fn short_documents_navigate_by_centroid_interaction_and_find_at_least_what_pq_fi
 
 #[test]
 fn resident_bytes_count_centroid_ids_not_pq_codes_where_segments_navigate_by_them() {
-    let data = short_docs(1200, 22);
-    // Two flushes with one codebook (the second reuses the first's): the growth of the resident
-    // bytes between them is the second segment's per-document part alone.
-    let (_tmp, c) = build("nav-ram", &data, 600, true);
-    let first_ram = {
-        let tmp = TempDir::new("nav-ram-prefix");
-        let mut options = CollectionOptions::new(data.docs.dim() as u32);
-        options.graph.min_docs = 1;
-        let prefix = Collection::create(tmp.0.join("c"), options, quiet()).unwrap();
-        let batch: Vec<NewDocument> = (0..600)
-            .map(|i| NewDocument { id: i as u64, tokens: data.docs.get(i).as_slice(), payload: None })
-            .collect();
-        prefix.insert_batch(&batch).unwrap();
-        prefix.flush().unwrap();
-        prefix.stats().unwrap().ram_bytes
-    };
-    let stats = c.stats().unwrap();
-    assert_eq!(stats.segments.len(), 2);
-    let readers: Vec<SegmentReader> = segment_files(&c).iter().map(|f| SegmentReader::open(f).unwrap()).collect();
-    assert!(readers.iter().all(|r| Navigation::for_segment(r, None) == Navigation::Centroids));
-    let codebook_crc =
-        |r: &SegmentReader| r.sections().into_iter().find(|s| s.kind.name() == "pq_codebook").unwrap().crc;
-    assert_eq!(codebook_crc(&readers[0]), codebook_crc(&readers[1]), "the second flush reused the codebook");
-    let second = &readers[1];
-    let n = second.doc_count() as u64;
-    let per_doc_part = stats.ram_bytes - first_ram;
-    assert_eq!(per_doc_part, 2 * second.token_rows() + 16 * (n + 1) + n / 8, "ids, offsets, bitset");
-    assert!(per_doc_part < n * second.pq_subspaces() as u64, "well under its PQ codes");
+    // One segment just large enough to navigate by centroids by default, of small tokens and a
+    // small FDE so that it builds quickly.
+    let n = quiverdb::search::CENTROID_NAVIGATION_MIN_DOCS as usize;
+    let data = generate(&CorpusSpec {
+        n_docs: n,
+        n_queries: 1,
+        dim: 16,
+        seed: 22,
+        min_doc_tokens: 8,
+        max_doc_tokens: 24,
+        query_tokens: 8,
+    })
+    .unwrap();
+    let tmp = TempDir::new("nav-ram");
+    let mut options = crate::collection::small_options(quiverdb::TokenStorage::F16, 1);
+    options.token_codebook = CollectionOptions::new(16).token_codebook;
+    let c = Collection::create(tmp.0.join("c"), options, quiet()).unwrap();
+    let batch: Vec<NewDocument> =
+        (0..n).map(|i| NewDocument { id: i as u64, tokens: data.docs.get(i).as_slice(), payload: None }).collect();
+    c.insert_batch(&batch).unwrap();
+    c.flush().unwrap();
+    let reader = SegmentReader::open(&segment_files(&c)[0]).unwrap();
+    assert_eq!(Navigation::for_segment(&reader, None), Navigation::Centroids);
+    let book = reader.token_codebook().unwrap().resident_bytes();
+    let docs = n as u64;
+    // Token codebook, centroid ids, offsets and ids, the live bitset; no PQ codes.
+    let navigated = book + 2 * reader.token_rows() + 16 * (docs + 1) + docs / 8;
+    assert!(2 * reader.token_rows() < docs * reader.pq_subspaces() as u64, "under the PQ codes");
+    // The writer holds the decoded PQ codebook (it encodes what it flushes) ...
+    let pq_book = reader.pq_codebook().unwrap().centroids().len() as u64 * 8;
+    assert_eq!(c.stats().unwrap().ram_bytes, navigated + pq_book);
+    // ... a reader only once something needs it: a PQ-ADC search.
+    let read_only = quiverdb::CollectionReader::open(c.path()).unwrap();
+    assert_eq!(read_only.stats().unwrap().ram_bytes, navigated);
+    read_only.search(data.queries.get(0).as_slice(), &SearchParams::new(5)).unwrap();
+    assert_eq!(read_only.stats().unwrap().ram_bytes, navigated, "centroid navigation needs no codebook");
+    let pq = SearchParams { navigation: Some(Navigation::Pq), ..SearchParams::new(5) };
+    read_only.search(data.queries.get(0).as_slice(), &pq).unwrap();
+    assert_eq!(read_only.stats().unwrap().ram_bytes, navigated + pq_book);
 }
 
 #[test]
@@ -169,7 +180,7 @@ fn damaged_centroid_ids_in_a_navigated_segment_are_corruption_never_a_wrong_scor
     }
     std::fs::write(&file, &bytes).unwrap();
     let c = Collection::open_with(&path, quiet()).unwrap();
-    for nav in [None, Some(Navigation::Centroids)] {
+    for nav in [Some(Navigation::Centroids), Some(Navigation::Pq)] {
         let params = SearchParams { navigation: nav, probe: Some(0), ..SearchParams::new(5) };
         let err = c.search(data.queries.get(0).as_slice(), &params).unwrap_err();
         assert!(matches!(err, Error::Corruption { .. }) && err.to_string().contains("token_codes"), "{err}");
@@ -215,7 +226,8 @@ fn a_damaged_pq_codebook_is_reported_when_first_used_and_never_used() {
     // Opening decodes no PQ codebook, and centroid navigation never needs one.
     let reader = quiverdb::CollectionReader::open(&path).unwrap();
     let query = data.queries.get(0);
-    let hits = reader.search(query.as_slice(), &SearchParams::new(5)).unwrap();
+    let centroids = SearchParams { navigation: Some(Navigation::Centroids), ..SearchParams::new(5) };
+    let hits = reader.search(query.as_slice(), &centroids).unwrap();
     assert_eq!(hits.len(), 5);
     // PQ-ADC needs it: the damage is reported, naming the section.
     let pq = SearchParams { navigation: Some(Navigation::Pq), ..SearchParams::new(5) };
