@@ -3,8 +3,9 @@
 //! Per segment ([`search_segment`]): candidates by PQ-ADC inner product with the query FDE (a
 //! graph beam search, or a flat scan of the codes when the segment has no graph), then exact
 //! MaxSim over the memory-mapped tokens. Across the collection (`search_snapshot`): candidates
-//! from every segment of one snapshot, one rerank budget spent on the best of them by ADC score,
-//! plus the memtables scored exactly, merged; documents deleted or
+//! from every segment of one snapshot (by PQ-ADC, or by centroid interaction where a segment
+//! navigates by it: `crate::candidates`), scored by centroid interaction, one exact-rerank budget
+//! spent on the best of them, plus the memtables scored exactly, merged; documents deleted or
 //! replaced (dead ordinals, ids decided by a newer memtable) are skipped before they are scored.
 //! Results are deterministic for a fixed collection state: ties are broken by id.
 
