@@ -13,9 +13,10 @@
 //! interaction on the same documents is a better score than even the 1,280 B codes: navigated by it,
 //! the same graph gives 0.972 at 600, and its exhaustive scan 0.986. It costs a table row per
 //! document token, so it is cheap where documents are short, and it reads 2 bytes per token
-//! instead of a PQ code, which is what keeps short documents within the RAM budget. For long
-//! documents (hundreds of tokens) it costs many times a PQ score and the FDE ranks well already,
-//! so they stay on PQ-ADC ([`CENTROID_NAVIGATION_MAX_TOKENS`]).
+//! instead of a PQ code, which is what keeps short documents within the RAM budget. Its cost grows
+//! with the document's tokens, and on long documents the FDE ranks well already, so long-document
+//! segments stay on PQ-ADC by default ([`CENTROID_NAVIGATION_MAX_TOKENS`]), as do small segments
+//! ([`CENTROID_NAVIGATION_MIN_DOCS`]).
 
 use std::time::Instant;
 
@@ -108,13 +109,25 @@ impl Navigation {
 /// A segment's candidate scorer, ready for one query.
 #[derive(Clone, Copy)]
 pub(crate) enum Scorer<'a> {
-    /// PQ-ADC against the segment's codes.
+    /// PQ-ADC against the segment's codes (of the table's length: [`Scorer::pq`]).
     Pq(&'a AdcTable),
     /// Centroid interaction against the segment's token centroid ids.
     Centroids(&'a CentroidTable),
 }
 
-impl Scorer<'_> {
+impl<'a> Scorer<'a> {
+    /// PQ-ADC with `table` over `segment`'s codes, which must be of the table's length.
+    pub(crate) fn pq(table: &'a AdcTable, segment: &SegmentReader) -> Result<Self> {
+        if table.subspaces() != segment.pq_subspaces() {
+            return Err(Error::InvalidInput(format!(
+                "ADC table for {}-byte codes used on a segment with {}-byte codes",
+                table.subspaces(),
+                segment.pq_subspaces()
+            )));
+        }
+        Ok(Scorer::Pq(table))
+    }
+
     /// Scores `ids` of `segment` into `out` (replacing its contents). A centroid id beyond the
     /// table is reported as damage to the segment, never a wrong score.
     fn score_many(self, segment: &SegmentReader, ids: &[u32], out: &mut Vec<f32>) -> Result<()> {
@@ -153,7 +166,6 @@ impl Scorer<'_> {
         stats: &mut SearchStats,
     ) -> Result<Vec<Scored>> {
         if let Scorer::Pq(table) = self {
-            check_code_length(table, segment)?;
             return Ok(table.scan_ordinals(segment.pq_codes(), ordinals, top_n, |ids| {
                 stats.distance_computations += ids.len() as u64;
                 if prefetch {
@@ -181,18 +193,6 @@ impl Scorer<'_> {
     }
 }
 
-/// An ADC table scores codes of its own length only.
-fn check_code_length(table: &AdcTable, segment: &SegmentReader) -> Result<()> {
-    if table.subspaces() != segment.pq_subspaces() {
-        return Err(Error::InvalidInput(format!(
-            "ADC table for {}-byte codes used on a segment with {}-byte codes",
-            table.subspaces(),
-            segment.pq_subspaces()
-        )));
-    }
-    Ok(())
-}
-
 /// The candidate stage of one segment: up to `max(candidates, list_size)` ordinals by `scorer`,
 /// best first (a graph beam of width `list_size`, or a flat scan), and the microseconds it took.
 pub(crate) fn segment_candidates(
@@ -202,9 +202,6 @@ pub(crate) fn segment_candidates(
     skip: impl Fn(u32) -> bool,
 ) -> Result<(Vec<Scored>, SearchStats, f64)> {
     let started = Instant::now();
-    if let Scorer::Pq(table) = scorer {
-        check_code_length(table, segment)?;
-    }
     let width = params.list_size.max(params.candidates.max(params.k));
     let mut stats = SearchStats::default();
     let found = match segment.graph() {

@@ -347,7 +347,8 @@ struct SegmentPool {
     share: usize,
     /// The segment's best FDE candidates by PQ-ADC, reranked exactly whatever their cheap score
     /// (a quarter of its share; none for segments without a token codebook, whose candidates are
-    /// ranked by ADC already).
+    /// ranked by ADC already, nor for segments navigated by centroid interaction, whose
+    /// candidates have no ADC score).
     fde_guard: Vec<u32>,
     us: f64,
     cheap_us: f64,
@@ -515,16 +516,18 @@ pub(crate) fn search_snapshot(
         let candidates_of = |index: usize| -> Result<SegmentPool> {
             let seg = &version.segments[index];
             let live = seg.live.live_count();
-            let reader = &seg.handle.reader;
-            let ci = reader.token_codebook_key().and_then(|key| ci_tables.get(&key));
-            let scorer = match (navigation[index], ci, tables.get(&seg.handle.codebook_key)) {
-                (Navigation::Centroids, Some(ci), _) => Scorer::Centroids(ci),
-                (_, _, Some(table)) => Scorer::Pq(table),
-                _ => return Ok(SegmentPool::default()),
-            };
             if live == 0 {
                 return Ok(SegmentPool::default());
             }
+            let reader = &seg.handle.reader;
+            let ci = reader.token_codebook_key().and_then(|key| ci_tables.get(&key));
+            // Every live segment has its table: an ADC table was built for each navigating by
+            // PQ-ADC, and `for_segment` chooses centroids only where a token codebook exists.
+            let scorer = match (navigation[index], ci, tables.get(&seg.handle.codebook_key)) {
+                (Navigation::Centroids, Some(ci), _) => Scorer::Centroids(ci),
+                (_, _, Some(table)) => Scorer::pq(table, reader)?,
+                _ => return Ok(SegmentPool::default()),
+            };
             let t = Instant::now();
             let passing = filter.as_ref().map(|f| reader.filter(f)).transpose()?;
             let filter_us = t.elapsed().as_secs_f64() * 1e6;
@@ -575,25 +578,29 @@ pub(crate) fn search_snapshot(
                     .map(|c| c.doc)
                     .collect();
             }
-            // The documents still to score by centroid interaction: every FDE candidate, or, when
-            // the candidates were found by that score already, only what the inverted lists add.
-            let mut scored: Vec<Scored> = if navigated_by_centroids { fde_candidates.clone() } else { Vec::new() };
-            let mut ordinals: Vec<u32> =
-                if navigated_by_centroids { Vec::new() } else { fde_candidates.iter().map(|c| c.doc).collect() };
+            // The inverted lists' documents beyond the candidates.
+            let mut added: Vec<u32> = Vec::new();
             if stages.probe > 0 && reader.has_postings() {
                 let n = reader.doc_count() as u32;
-                let known: std::collections::HashSet<u32> = fde_candidates.iter().map(|c| c.doc).collect();
-                let mut added: Vec<u32> = Vec::new();
                 for c in ci.top_centroids(stages.probe) {
-                    added.extend(
-                        reader.postings(c).iter().copied().filter(|&o| o < n && !skip(o) && !known.contains(&o)),
-                    );
+                    added.extend(reader.postings(c).iter().copied().filter(|&o| o < n && !skip(o)));
                 }
                 added.sort_unstable();
                 added.dedup();
+                let mut known: Vec<u32> = fde_candidates.iter().map(|c| c.doc).collect();
+                known.sort_unstable();
+                added.retain(|o| known.binary_search(o).is_err());
                 pool.postings_candidates = added.len() as u64;
-                ordinals.extend(added);
             }
+            // What is still to score by centroid interaction: every candidate and the lists'
+            // documents, or, where the candidates were found by that score, the lists' only.
+            let (mut scored, ordinals) = if navigated_by_centroids {
+                (fde_candidates, added)
+            } else {
+                let mut ordinals: Vec<u32> = fde_candidates.iter().map(|c| c.doc).collect();
+                ordinals.extend(added);
+                (Vec::new(), ordinals)
+            };
             if params.prefetch {
                 reader.prefetch_token_codes(&ordinals);
             }
@@ -722,7 +729,7 @@ fn search_segment_timed(
             segment.dim()
         )));
     }
-    let (mut found, stats, candidate_us) = segment_candidates(segment, Scorer::Pq(table), params, skip)?;
+    let (mut found, stats, candidate_us) = segment_candidates(segment, Scorer::pq(table, segment)?, params, skip)?;
     found.truncate(params.candidates.max(params.k));
     let started = Instant::now();
     let reranked = found.len() as u64;

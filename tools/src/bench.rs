@@ -198,7 +198,7 @@ fn load(args: &Args) -> Result<Workload, String> {
     })
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct Setting {
     candidates: Option<usize>,
     probe: Option<usize>,
@@ -209,8 +209,7 @@ struct Setting {
 }
 
 fn parse_sweep(spec: &str) -> Result<Vec<Setting>, String> {
-    let mut settings =
-        vec![Setting { candidates: None, probe: None, rerank: None, list: None, carve: None, navigation: None }];
+    let mut settings = vec![Setting::default()];
     if spec.trim() == "default" {
         return Ok(settings);
     }
