@@ -114,6 +114,8 @@ struct Block {
     /// Real (non-padding) query tokens in this block.
     used: usize,
     values: Vec<f32>,
+    /// Lanes of `bf16_pairs`: `lanes` rounded up to whole 16-lane registers.
+    bf16_lanes: usize,
     /// The block rounded to bf16 in coordinate-pair layout, for `vdpbf16ps` against bf16 documents
     /// (only with [`Isa::Avx512Bf16`] and an even dimension; empty otherwise).
     bf16_pairs: Vec<u16>,
@@ -161,12 +163,18 @@ impl MaxSimQuery {
                     values[c * lanes + lane] = x;
                 }
             }
+            // The bf16 kernel works on whole 16-lane registers only.
+            let bf16_lanes = used.div_ceil(16) * 16;
             let bf16_pairs = if isa == Isa::Avx512Bf16 && dim.is_multiple_of(2) && simd::bf16_dot_enabled() {
-                simd::bf16_pair_block(&values, lanes, dim)
+                let mut padded = vec![0f32; dim * bf16_lanes];
+                for c in 0..dim {
+                    padded[c * bf16_lanes..c * bf16_lanes + lanes].copy_from_slice(&values[c * lanes..(c + 1) * lanes]);
+                }
+                simd::bf16_pair_block(&padded, bf16_lanes, dim)
             } else {
                 Vec::new()
             };
-            blocks.push(Block { lanes, used, values, bf16_pairs });
+            blocks.push(Block { lanes, used, values, bf16_lanes, bf16_pairs });
             start += used;
         }
         // AVX-512 takes dimensions that are multiples of 16; others of 8 run the AVX2 variant.
@@ -248,10 +256,10 @@ impl MaxSimQuery {
                     simd::max_dots_bf16(
                         self.isa,
                         &block.bf16_pairs,
-                        block.lanes,
+                        block.bf16_lanes,
                         self.dim,
                         bits,
-                        &mut m[..block.lanes],
+                        &mut m[..block.bf16_lanes],
                     );
                 }
             }
@@ -326,7 +334,7 @@ mod tests {
     #[test]
     fn kernels_match_reference_for_awkward_shapes() {
         // 300 query tokens: more than nine 32-lane blocks; document counts around the AVX-512
-        // kernel's 6-token tiles; query blocks of 8, 16, 24 and 32 lanes.
+        // kernel's 6-token tiles; query blocks of 8, 16, 24 and 32 lanes (40 = 32 + 8, 56 = 32 + 24).
         for &(nq, nd, dim) in &[
             (1, 1, 1),
             (1, 9, 128),
@@ -342,6 +350,10 @@ mod tests {
             (17, 6, 33),
             (16, 13, 64),
             (24, 12, 7),
+            (19, 13, 128),
+            (21, 6, 128),
+            (40, 9, 128),
+            (56, 7, 128),
         ] {
             let q = random(nq, dim, 1);
             let d = random(nd, dim, 2);
@@ -359,8 +371,9 @@ mod tests {
     #[test]
     fn sixteen_bit_documents_score_as_their_upcast() {
         let dim = 64;
-        // 3 query tokens take the document-major kernels, 9 the blocked ones.
-        for nq in [3, 9] {
+        // 3 query tokens take the document-major kernels, 9 and 19 the blocked ones (19: a block of
+        // 24 lanes, whose bf16 copy is padded to 32).
+        for nq in [3, 9, 19] {
             let q = random(nq, dim, 3);
             let d: Vec<f32> = random(50, dim, 4).iter().map(|v| v * 0.1).collect();
             let qm = TokenMatrix::new(&q, dim).unwrap();

@@ -584,22 +584,20 @@ pub fn bf16_to_f32(src: &[u16], dst: &mut [f32]) {
 pub const MAXSIM_BLOCK_LANES: usize = 32;
 
 impl Isa {
-    /// Lanes a MaxSim query block of `used` tokens is padded to for this kernel: a multiple of 8,
-    /// or of 16 for AVX-512 (whole 512-bit registers).
+    /// Lanes a MaxSim query block of `used` tokens is padded to for this kernel: a multiple of 8.
+    /// AVX-512 runs 16 lanes per register and a last 8 on a 256-bit one (see [`max_dots`]): a 19-
+    /// token query pads to 24 lanes, not 32, and on CPUs whose 512-bit FMA costs two 256-bit ones
+    /// (Zen 4) the padding is work.
     pub fn maxsim_lanes(self, used: usize) -> usize {
-        match self {
-            Isa::Avx512 | Isa::Avx512Bf16 => used.div_ceil(16) * 16,
-            _ => used.div_ceil(8) * 8,
-        }
-        .min(MAXSIM_BLOCK_LANES)
+        (used.div_ceil(8) * 8).min(MAXSIM_BLOCK_LANES)
     }
 }
 
 /// For every document token `d` (rows of `doc`, `dim` wide) and every lane `l` of a query block,
 /// `maxes[l] = max(maxes[l], ⟨q_l, d⟩)`. The block is stored dimension-major: coordinate `c` of
 /// lane `l` at `block[c * lanes + l]`, `lanes` a multiple of 8 up to [`MAXSIM_BLOCK_LANES`]. With
-/// [`Isa::Avx512`] a block of 16 or 32 lanes runs on 512-bit registers (see [`Isa::maxsim_lanes`]);
-/// other widths run the AVX2 kernel.
+/// [`Isa::Avx512`] a block of 16 or 32 lanes runs on 512-bit registers, one of 24 on a 512-bit and
+/// a 256-bit register (see [`Isa::maxsim_lanes`]); 8 lanes run the AVX2 kernel.
 pub fn max_dots(isa: Isa, block: &[f32], lanes: usize, dim: usize, doc: &[f32], maxes: &mut [f32]) {
     assert!(lanes.is_multiple_of(8) && (8..=MAXSIM_BLOCK_LANES).contains(&lanes), "lanes = {lanes}");
     assert_eq!(block.len(), dim * lanes);
@@ -616,6 +614,13 @@ pub fn max_dots(isa: Isa, block: &[f32], lanes: usize, dim: usize, doc: &[f32], 
                     _ => x86::max_dots_avx512::<2>(block, dim, doc, maxes),
                 }
             }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Bf16 if lanes == 24 => {
+            assert!(Isa::available().contains(&Isa::Avx512), "AVX-512 kernel requested on a CPU without it");
+            // SAFETY: AVX-512F detected just above (AVX-512F implies the AVX2 and FMA the 256-bit
+            // part uses, which `Isa::detect` also checked); lengths checked above.
+            unsafe { x86::max_dots_avx512_24(block, dim, doc, maxes) }
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => {
@@ -1718,6 +1723,56 @@ mod x86 {
             for (v, b) in best.iter().enumerate() {
                 _mm512_storeu_ps(maxes.as_mut_ptr().add(v * 16), *b);
             }
+        }
+    }
+
+    /// [`max_dots_avx512`] for a 24-lane block: lanes 0-15 on a 512-bit register, 16-23 on a
+    /// 256-bit one, so a 17-24 token query does not pay for 32 lanes.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn max_dots_avx512_24(block: &[f32], dim: usize, doc: &[f32], maxes: &mut [f32]) {
+        const LANES: usize = 24;
+        let n = doc.len() / dim;
+        let q = block.as_ptr();
+        let d = doc.as_ptr();
+        // SAFETY: the caller asserted block.len() == dim * 24, doc.len() == n * dim and
+        // maxes.len() == 24; every offset below stays inside those.
+        unsafe {
+            let mut best_lo = _mm512_loadu_ps(maxes.as_ptr());
+            let mut best_hi = _mm256_loadu_ps(maxes.as_ptr().add(16));
+            let mut j = 0;
+            while j + DOC_TILE_512 <= n {
+                let mut lo = [_mm512_setzero_ps(); DOC_TILE_512];
+                let mut hi = [_mm256_setzero_ps(); DOC_TILE_512];
+                for c in 0..dim {
+                    let qc = q.add(c * LANES);
+                    let (q_lo, q_hi) = (_mm512_loadu_ps(qc), _mm256_loadu_ps(qc.add(16)));
+                    for t in 0..DOC_TILE_512 {
+                        let x = *d.add((j + t) * dim + c);
+                        lo[t] = _mm512_fmadd_ps(_mm512_set1_ps(x), q_lo, lo[t]);
+                        hi[t] = _mm256_fmadd_ps(_mm256_set1_ps(x), q_hi, hi[t]);
+                    }
+                }
+                for t in 0..DOC_TILE_512 {
+                    best_lo = _mm512_max_ps(best_lo, lo[t]);
+                    best_hi = _mm256_max_ps(best_hi, hi[t]);
+                }
+                j += DOC_TILE_512;
+            }
+            while j < n {
+                let d0 = d.add(j * dim);
+                let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm256_setzero_ps());
+                for c in 0..dim {
+                    let qc = q.add(c * LANES);
+                    let x = *d0.add(c);
+                    lo = _mm512_fmadd_ps(_mm512_set1_ps(x), _mm512_loadu_ps(qc), lo);
+                    hi = _mm256_fmadd_ps(_mm256_set1_ps(x), _mm256_loadu_ps(qc.add(16)), hi);
+                }
+                best_lo = _mm512_max_ps(best_lo, lo);
+                best_hi = _mm256_max_ps(best_hi, hi);
+                j += 1;
+            }
+            _mm512_storeu_ps(maxes.as_mut_ptr(), best_lo);
+            _mm256_storeu_ps(maxes.as_mut_ptr().add(16), best_hi);
         }
     }
 

@@ -437,7 +437,9 @@ pub struct SearchArgs {
 
 pub fn search(args: SearchArgs) -> Result<(), String> {
     let (values, rows, dim) = quiverdb::dataset::read_matrix(&args.query).map_err(|e| e.to_string())?;
+    let opened = Instant::now();
     let c = open_reader(&args.path)?;
+    let open_ms = opened.elapsed().as_secs_f64() * 1e3;
     if dim != c.options().dim as usize {
         return Err(format!(
             "{} holds {dim}-dimensional tokens; the collection's are {}-dimensional",
@@ -456,9 +458,9 @@ pub fn search(args: SearchArgs) -> Result<(), String> {
             .iter()
             .map(|h| json!({"id": h.id, "score": h.score, "payload": h.payload.as_ref().map(|p| String::from_utf8_lossy(p).into_owned())}))
             .collect();
-        println!("{}", json!({"query_tokens": rows, "k": args.k, "ms": ms, "hits": hits}));
+        println!("{}", json!({"query_tokens": rows, "k": args.k, "open_ms": open_ms, "ms": ms, "hits": hits}));
     } else {
-        println!("{} hits for a {rows}-token query in {ms:.2} ms", hits.len());
+        println!("{} hits for a {rows}-token query in {ms:.2} ms (open {open_ms:.2} ms)", hits.len());
         println!("{:>5} {:>20} {:>12}", "rank", "id", "MaxSim");
         for (i, h) in hits.iter().enumerate() {
             let payload = h.payload.as_ref().map(|p| format!("  {}", String::from_utf8_lossy(p))).unwrap_or_default();
