@@ -113,7 +113,7 @@ pub(crate) fn collect(view: &StatsView<'_>) -> Result<CollectionStats> {
         };
         ram += navigation_bytes + 16 * (r.doc_count() as u64 + 1) + r.doc_count() as u64 / 8;
         if let (Some(codebook), true) = (s.handle.codebook.if_loaded(), codebooks.insert(s.handle.codebook_key)) {
-            ram += codebook.centroids().len() as u64 * 8;
+            ram += codebook.resident_bytes() as u64;
         }
         token_rows += r.token_rows();
         token_bytes += r.token_bytes();

@@ -262,22 +262,33 @@ pub fn nearest_centroid(
 
 /// ADC table rows: for each subspace `s`, `out[s][c] = ⟨x_s, centroid_{s,c}⟩` for the 256
 /// centroids, where `x` is cut into `sub_dim`-wide pieces and `centroids_t` holds each subspace's
-/// codebook dimension-major (`[subspace][sub_dim][256]`).
-pub fn centroid_dots(x: &[f32], sub_dim: usize, centroids_t: &[f32], out: &mut [f32]) {
+/// codebook dimension-major (`[subspace][sub_dim][256]`) as f16 bits, each widened to f32 before
+/// its multiply-add.
+pub fn centroid_dots_f16(x: &[f32], sub_dim: usize, centroids_t: &[u16], out: &mut [f32]) {
     assert!(sub_dim > 0 && x.len().is_multiple_of(sub_dim));
     let m = x.len() / sub_dim;
     assert!(centroids_t.len() == m * sub_dim * PQ_CENTROIDS && out.len() == m * PQ_CENTROIDS);
-    match Isa::detect() {
+    centroid_dots_f16_with(Isa::detect(), x, sub_dim, centroids_t, out)
+}
+
+fn centroid_dots_f16_with(isa: Isa, x: &[f32], sub_dim: usize, centroids_t: &[u16], out: &mut [f32]) {
+    match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2+FMA (module docs);
-        // the lengths the kernel indexes by were asserted above.
-        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => unsafe { x86::centroid_dots_avx2(x, sub_dim, centroids_t, out) },
+        // SAFETY: `Isa::Avx2` and above are only returned after runtime detection of AVX2, FMA and
+        // F16C (module docs); the lengths the kernel indexes by were asserted by the caller.
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => unsafe {
+            x86::centroid_dots_f16_avx2(x, sub_dim, centroids_t, out)
+        },
         _ => {
+            let mut widened = [0f32; PQ_CENTROIDS];
             for (s, (xs, row)) in x.chunks_exact(sub_dim).zip(out.chunks_exact_mut(PQ_CENTROIDS)).enumerate() {
                 row.fill(0.0);
                 let ct = &centroids_t[s * sub_dim * PQ_CENTROIDS..(s + 1) * sub_dim * PQ_CENTROIDS];
                 for (d, &xd) in xs.iter().enumerate() {
-                    add_scaled_portable(row, &ct[d * PQ_CENTROIDS..(d + 1) * PQ_CENTROIDS], xd);
+                    for (w, &h) in widened.iter_mut().zip(&ct[d * PQ_CENTROIDS..(d + 1) * PQ_CENTROIDS]) {
+                        *w = half::f16::from_bits(h).to_f32();
+                    }
+                    add_scaled_portable(row, &widened, xd);
                 }
             }
         }
@@ -1127,6 +1138,30 @@ mod tests {
     }
 
     #[test]
+    fn f16_centroid_dots_match_their_definition() {
+        let (m, sub_dim) = (3, 8);
+        let ct: Vec<f32> = (0..m * sub_dim * PQ_CENTROIDS).map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0).collect();
+        // Values exactly representable in f16, so only the f32 sums' rounding differs.
+        let ct: Vec<f32> = ct.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        let bits: Vec<u16> = ct.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+        let x: Vec<f32> = (0..m * sub_dim).map(|i| ((i * 131 % 61) as f32 - 30.0) / 11.0).collect();
+        let mut want = vec![0f32; m * PQ_CENTROIDS];
+        for s in 0..m {
+            for c in 0..PQ_CENTROIDS {
+                want[s * PQ_CENTROIDS + c] =
+                    (0..sub_dim).map(|d| x[s * sub_dim + d] * ct[(s * sub_dim + d) * PQ_CENTROIDS + c]).sum();
+            }
+        }
+        for isa in Isa::available() {
+            let mut got = vec![0f32; m * PQ_CENTROIDS];
+            centroid_dots_f16_with(isa, &x, sub_dim, &bits, &mut got);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{isa:?}: {g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
     fn encode_subspaces_equals_one_search_per_subspace() {
         let (m, sub_dim) = (5, 8);
         let ct: Vec<f32> = (0..m * sub_dim * PQ_CENTROIDS).map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0).collect();
@@ -1432,8 +1467,8 @@ mod x86 {
         }
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn centroid_dots_avx2(x: &[f32], sub_dim: usize, centroids_t: &[f32], out: &mut [f32]) {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn centroid_dots_f16_avx2(x: &[f32], sub_dim: usize, centroids_t: &[u16], out: &mut [f32]) {
         for (s, xs) in x.chunks_exact(sub_dim).enumerate() {
             let ct = centroids_t[s * sub_dim * 256..].as_ptr();
             let row = out[s * 256..].as_mut_ptr();
@@ -1446,7 +1481,8 @@ mod x86 {
                         let b = _mm256_set1_ps(xd);
                         let cp = ct.add(d * 256 + block * 64);
                         for (v, a) in acc.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(b, _mm256_loadu_ps(cp.add(v * 8)), *a);
+                            let c = _mm256_cvtph_ps(_mm_loadu_si128(cp.add(v * 8) as *const __m128i));
+                            *a = _mm256_fmadd_ps(b, c, *a);
                         }
                     }
                     for (v, a) in acc.iter().enumerate() {
