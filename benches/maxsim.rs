@@ -106,6 +106,20 @@ fn bench_query_length(c: &mut Criterion, query_tokens: usize) {
                     total
                 })
             });
+            // The staged rerank's first pass: f16 documents rounded to bf16 on the fly.
+            if storage == TokenStorage::F16
+                && prepared.approximate(doc_tokens(storage, docs[0], &bits[0])).unwrap().is_some()
+            {
+                group.bench_function(BenchmarkId::new(isa.name(), "f16-approximate"), |b| {
+                    b.iter(|| {
+                        let mut total = 0f32;
+                        for (d, bits) in docs.iter().zip(&bits) {
+                            total += prepared.approximate(doc_tokens(storage, d, bits)).unwrap().unwrap_or(0.0);
+                        }
+                        total
+                    })
+                });
+            }
         }
     }
     group.finish();

@@ -738,7 +738,18 @@ fn search_segment_timed(
     Ok((hits, stats, (candidate_us, started.elapsed().as_secs_f64() * 1e6, reranked)))
 }
 
-/// Exact MaxSim over the stored tokens of `ordinals`: the best `k`, best first.
+/// Documents past the `k` wanted that the staged rerank's bf16 pass hands to the exact one. bf16
+/// moves a MaxSim by about 2e-4 of itself (mean; `cargo bench --bench maxsim`), orders of magnitude
+/// less than the score gap across eight ranks, so the exact top `k` of the reranked documents is
+/// among the bf16 top `k + 8`.
+pub const BF16_PRERANK_MARGIN: usize = 8;
+
+/// Exact MaxSim over the stored tokens of `ordinals`: the best `k`, best first, with exact scores.
+///
+/// Staged where the CPU offers a cheaper approximation of the stored tokens' MaxSim (f16
+/// documents and AVX-512 BF16, see [`MaxSimQuery::approximate`]) and there are more than
+/// `k + BF16_PRERANK_MARGIN` documents: all are scored by the approximation at about twice the
+/// speed, and only its best `k + BF16_PRERANK_MARGIN` exactly.
 fn rerank_ordinals(
     segment: &SegmentReader,
     query: &MaxSimQuery,
@@ -749,8 +760,24 @@ fn rerank_ordinals(
     if prefetch {
         segment.prefetch_tokens(ordinals.iter().copied());
     }
+    let kept = k.saturating_add(BF16_PRERANK_MARGIN);
+    let mut shortlist = Vec::new();
+    if ordinals.len() > kept {
+        if let Some((&first, rest)) = ordinals.split_first() {
+            if let Some(score) = query.approximate(segment.tokens(first as usize))? {
+                let mut pre = TopK::new(kept);
+                pre.push(Scored { doc: first, score });
+                for &doc in rest {
+                    let score = query.approximate(segment.tokens(doc as usize))?.unwrap_or(f32::INFINITY);
+                    pre.push(Scored { doc, score });
+                }
+                shortlist = pre.into_sorted().into_iter().map(|s| s.doc).collect();
+            }
+        }
+    }
+    let exact = if shortlist.is_empty() { ordinals } else { &shortlist };
     let mut top = TopK::new(k);
-    for &doc in ordinals {
+    for &doc in exact {
         top.push(Scored { doc, score: query.score(segment.tokens(doc as usize))? });
     }
     Ok(top.into_sorted())

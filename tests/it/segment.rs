@@ -571,3 +571,66 @@ fn segments_written_with_one_token_codebook_share_its_decoded_copy() {
     let damaged = SegmentReader::open_sharing(&paths[1], &books).unwrap();
     expect_corruption(damaged.verify(), "checksum");
 }
+
+/// Reranking every document of an f16 segment finds the exact top-10 of the stored (f16-rounded)
+/// tokens with their exact scores, whether or not the CPU stages the rerank through bf16 (AVX-512
+/// BF16: all documents scored by bf16 MaxSim, the best `k + 8` exactly).
+#[test]
+fn staged_rerank_returns_the_exact_top_k_of_the_stored_tokens() {
+    use quiverdb::exact::exact_top_k;
+    use quiverdb::search::{search_segment, SegmentSearch};
+    use quiverdb::synthetic::{generate, CorpusSpec};
+    use quiverdb::DocTokens;
+    use quiverdb::MaxSimQuery;
+
+    let tmp = TempDir::new("seg-staged");
+    let (n, dim) = (400, 64);
+    let corpus = generate(&CorpusSpec { n_docs: n, n_queries: 16, dim, ..CorpusSpec::small() }).unwrap();
+    let encoder = Arc::new(FdeEncoder::new(FdeParams::new(dim as u32)).unwrap());
+    let docs: Vec<Document> =
+        corpus.docs.iter().enumerate().map(|(i, t)| Document { id: i as u64, tokens: t, payload: None }).collect();
+    let path = tmp.0.join("f16.qseg");
+    let config = SegmentConfig {
+        segment_id: 1,
+        storage: TokenStorage::F16,
+        pq: PqSource::Train(PqParams::for_dim(encoder.fde_dim())),
+        graph: None,
+        tokens: None,
+        base_graph: None,
+        fields: Vec::new(),
+    };
+    let mut w = SegmentWriter::create(&path, encoder.clone(), config).unwrap();
+    w.add_batch(&docs).unwrap();
+    w.finish().unwrap();
+    let segment = SegmentReader::open(&path).unwrap();
+    // The ground truth over the tokens as stored.
+    let (mut values, mut offsets) = (Vec::new(), vec![0usize]);
+    for d in corpus.docs.iter() {
+        values.extend(from_16bit(&to_16bit(d.as_slice(), TokenStorage::F16).unwrap(), TokenStorage::F16).unwrap());
+        offsets.push(values.len() / dim);
+    }
+    let stored = quiverdb::dataset::MultiVectors::new(dim, values, offsets).unwrap();
+    let codebook = segment.pq_codebook().unwrap();
+    let params = SegmentSearch { k: 10, candidates: n, list_size: n, prefetch: false };
+    let mut staged = 0;
+    for q in corpus.queries.iter() {
+        let prepared = MaxSimQuery::new(&q);
+        assert!(matches!(segment.tokens(0), DocTokens::F16(_)));
+        staged += prepared.approximate(segment.tokens(0)).unwrap().is_some() as usize;
+        let table = codebook.adc_table(&encoder.encode_query(&q).unwrap()).unwrap();
+        let (hits, _) = search_segment(&segment, &table, &prepared, params, |_| false).unwrap();
+        let truth = exact_top_k(&q, &stored, 10).unwrap();
+        let found: Vec<u32> = hits.iter().map(|h| h.doc).collect();
+        let want: Vec<u32> = truth.iter().map(|s| s.doc).collect();
+        assert_eq!(found, want, "the exact top-10, in order");
+        for (h, t) in hits.iter().zip(&truth) {
+            assert!(
+                (h.score - t.score).abs() <= 1e-4 * (1.0 + t.score.abs()),
+                "exact scores: {} vs {}",
+                h.score,
+                t.score
+            );
+        }
+    }
+    eprintln!("{staged} of {} queries took the staged (bf16) rerank", corpus.queries.len());
+}
