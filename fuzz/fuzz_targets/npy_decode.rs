@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(header) = parse_header(data) {
         assert_eq!(data.len() - header.data_offset, header.len() * header.dtype.size());
         match header.dtype {
-            NpyDtype::F32 | NpyDtype::F16 => assert_eq!(read_f32(data, &header).unwrap().len(), header.len()),
+            NpyDtype::F32 | NpyDtype::F16 | NpyDtype::F64 => assert_eq!(read_f32(data, &header).unwrap().len(), header.len()),
             NpyDtype::I64 | NpyDtype::I32 => assert_eq!(read_i64(data, &header).unwrap().len(), header.len()),
         }
     }

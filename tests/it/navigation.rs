@@ -158,7 +158,7 @@ fn resident_bytes_count_centroid_ids_not_pq_codes_where_segments_navigate_by_the
     let navigated = book + 2 * reader.token_rows() + 16 * (docs + 1) + docs / 8;
     assert!(2 * reader.token_rows() < docs * reader.pq_subspaces() as u64, "under the PQ codes");
     // The writer holds the decoded PQ codebook (it encodes what it flushes) ...
-    let pq_book = reader.pq_codebook().unwrap().centroids().len() as u64 * 8;
+    let pq_book = reader.pq_codebook().unwrap().resident_bytes() as u64;
     assert_eq!(c.stats().unwrap().ram_bytes, navigated + pq_book);
     // ... a reader only once something needs it: a PQ-ADC search.
     let read_only = quiverdb::CollectionReader::open(c.path()).unwrap();
