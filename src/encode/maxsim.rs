@@ -251,18 +251,7 @@ impl MaxSimQuery {
         match doc {
             DocTokens::F32(values) => self.accumulate(values, &mut maxes),
             DocTokens::F16(bits) => self.accumulate_converted(bits, simd::f16_to_f32, &mut maxes),
-            DocTokens::Bf16(bits) if self.uses_bf16_dot() => {
-                for (block, m) in self.blocks.iter().zip(maxes.iter_mut()) {
-                    simd::max_dots_bf16(
-                        self.isa,
-                        &block.bf16_pairs,
-                        block.bf16_lanes,
-                        self.dim,
-                        bits,
-                        &mut m[..block.bf16_lanes],
-                    );
-                }
-            }
+            DocTokens::Bf16(bits) if self.uses_bf16_dot() => self.accumulate_bf16(bits, &mut maxes),
             DocTokens::Bf16(bits) => self.accumulate_converted(bits, simd::bf16_to_f32, &mut maxes),
             DocTokens::Residual(_) => return Err(Error::InvalidInput("residual tokens reach the kernel".into())),
         }
@@ -300,16 +289,7 @@ impl MaxSimQuery {
         for chunk in bits.chunks(tile_values) {
             let converted = &mut tile[..chunk.len()];
             simd::f16_to_bf16(self.isa, chunk, converted);
-            for (block, m) in self.blocks.iter().zip(maxes.iter_mut()) {
-                simd::max_dots_bf16(
-                    self.isa,
-                    &block.bf16_pairs,
-                    block.bf16_lanes,
-                    self.dim,
-                    converted,
-                    &mut m[..block.bf16_lanes],
-                );
-            }
+            self.accumulate_bf16(converted, &mut maxes);
         }
         Ok(Some(self.blocks.iter().zip(&maxes).map(|(block, m)| m[..block.used].iter().sum::<f32>()).sum()))
     }
@@ -317,6 +297,20 @@ impl MaxSimQuery {
     /// Exact MaxSim against a validated `f32` token matrix.
     pub fn score_matrix(&self, doc: &TokenMatrix<'_>) -> Result<f32> {
         self.score(DocTokens::F32(doc.as_slice()))
+    }
+
+    /// The `vdpbf16ps` blocks over bf16 document tokens (only when [`MaxSimQuery::uses_bf16_dot`]).
+    fn accumulate_bf16(&self, bits: &[u16], maxes: &mut [[f32; MAXSIM_BLOCK_LANES]]) {
+        for (block, m) in self.blocks.iter().zip(maxes.iter_mut()) {
+            simd::max_dots_bf16(
+                self.isa,
+                &block.bf16_pairs,
+                block.bf16_lanes,
+                self.dim,
+                bits,
+                &mut m[..block.bf16_lanes],
+            );
+        }
     }
 
     fn accumulate(&self, values: &[f32], maxes: &mut [[f32; MAXSIM_BLOCK_LANES]]) {

@@ -333,19 +333,7 @@ fn segment_search_matches_exact_maxsim_with_and_without_graph() {
     for (name, graph) in [("flat", None), ("graph", Some(GraphConfig { min_docs: 100, ..GraphConfig::default() }))] {
         let path = tmp.0.join(format!("{name}.qseg"));
         let pq = PqSource::Train(PqParams::for_dim(encoder.fde_dim()));
-        let config = SegmentConfig {
-            segment_id: 1,
-            storage: TokenStorage::F32,
-            pq,
-            graph,
-            tokens: None,
-            base_graph: None,
-            fields: Vec::new(),
-        };
-        let mut w = SegmentWriter::create(&path, encoder.clone(), config).unwrap();
-        w.add_batch(&docs).unwrap();
-        w.finish().unwrap();
-        let segment = SegmentReader::open(&path).unwrap();
+        let segment = write_segment(&path, &encoder, TokenStorage::F32, pq, graph, &docs);
         segment.verify().unwrap();
         assert_eq!(segment.graph().is_some(), name == "graph");
         let codebook = segment.pq_codebook().unwrap();
@@ -590,19 +578,8 @@ fn staged_rerank_returns_the_exact_top_k_of_the_stored_tokens() {
     let docs: Vec<Document> =
         corpus.docs.iter().enumerate().map(|(i, t)| Document { id: i as u64, tokens: t, payload: None }).collect();
     let path = tmp.0.join("f16.qseg");
-    let config = SegmentConfig {
-        segment_id: 1,
-        storage: TokenStorage::F16,
-        pq: PqSource::Train(PqParams::for_dim(encoder.fde_dim())),
-        graph: None,
-        tokens: None,
-        base_graph: None,
-        fields: Vec::new(),
-    };
-    let mut w = SegmentWriter::create(&path, encoder.clone(), config).unwrap();
-    w.add_batch(&docs).unwrap();
-    w.finish().unwrap();
-    let segment = SegmentReader::open(&path).unwrap();
+    let pq = PqSource::Train(PqParams::for_dim(encoder.fde_dim()));
+    let segment = write_segment(&path, &encoder, TokenStorage::F16, pq, None, &docs);
     // The ground truth over the tokens as stored.
     let (mut values, mut offsets) = (Vec::new(), vec![0usize]);
     for d in corpus.docs.iter() {
@@ -633,4 +610,21 @@ fn staged_rerank_returns_the_exact_top_k_of_the_stored_tokens() {
         }
     }
     eprintln!("{staged} of {} queries took the staged (bf16) rerank", corpus.queries.len());
+}
+
+/// Writes `docs` as one segment at `path` (no token codebook, no fields) and opens it.
+fn write_segment(
+    path: &Path,
+    encoder: &Arc<FdeEncoder>,
+    storage: TokenStorage,
+    pq: PqSource,
+    graph: Option<quiverdb::segment::GraphConfig>,
+    docs: &[Document<'_>],
+) -> SegmentReader {
+    let config =
+        SegmentConfig { segment_id: 1, storage, pq, graph, tokens: None, base_graph: None, fields: Vec::new() };
+    let mut w = SegmentWriter::create(path, encoder.clone(), config).unwrap();
+    w.add_batch(docs).unwrap();
+    w.finish().unwrap();
+    SegmentReader::open(path).unwrap()
 }
