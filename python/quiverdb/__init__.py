@@ -378,6 +378,7 @@ class Collection:
         probe: Optional[int] = None,
         ids: Optional[Iterable[Id]] = None,
         filter: Optional[Union[Mapping[str, Any], str]] = None,
+        navigation: Optional[str] = None,
     ) -> "list[Hit]":
         """The best ``k`` documents for ``query`` (``n_tokens x dim``) by MaxSim, best first.
 
@@ -385,7 +386,9 @@ class Collection:
         ``candidates`` found over the graph (by PQ-ADC over the FDE, or by centroid interaction
         in segments of short documents); ``probe``, the nearest token centroids
         whose inverted lists add candidates for each query token (0: none); ``rerank``, the
-        candidates reranked by exact MaxSim after the centroid-interaction stage.
+        candidates reranked by exact MaxSim after the centroid-interaction stage;
+        ``navigation``, how the graph walk scores documents: ``"pq"`` (PQ-ADC over the FDE) or
+        ``"centroids"`` (centroid interaction; segments without token centroid ids use PQ-ADC).
         ``ids``: search only these documents (an allow-list; every listed document is scored
         exactly, and the stages do not apply). ``filter``: only documents passing it, as a dict
         or a JSON string over the collection's ``indexed_fields``, e.g.
@@ -400,7 +403,7 @@ class Collection:
             hits = self._hits(self._raw.search_ids(q, eids, int(k), True, f))
             wanted = set(keys)
             return [h for h in hits if h.id in wanted]
-        return self._hits(self._raw.search(q, int(k), rerank, True, candidates, probe, f))
+        return self._hits(self._raw.search(q, int(k), rerank, True, candidates, probe, f, navigation))
 
     def search_batch(
         self,
@@ -412,11 +415,14 @@ class Collection:
         probe: Optional[int] = None,
         threads: Optional[int] = None,
         filter: Optional[Union[Mapping[str, Any], str]] = None,
+        navigation: Optional[str] = None,
     ) -> "list[list[Hit]]":
         """Many queries on one snapshot, in parallel (``threads``: None for all cores); the
         stages and ``filter`` as in :meth:`search`."""
         qs = [_tokens(q, self.dim, f"query {i}") for i, q in enumerate(queries)]
-        raw = self._raw.search_batch(qs, int(k), rerank, True, threads, candidates, probe, _filter_json(filter))
+        raw = self._raw.search_batch(
+            qs, int(k), rerank, True, threads, candidates, probe, _filter_json(filter), navigation
+        )
         return [self._hits(h) for h in raw]
 
     # -- maintenance -------------------------------------------------------------------------

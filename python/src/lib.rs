@@ -110,17 +110,20 @@ impl RawCollection {
 
 /// The search stages a caller may set (`None`: the engine's defaults, `SearchParams::stages`).
 #[derive(Clone, Copy)]
-struct Stages {
+struct Stages<'a> {
     rerank: Option<usize>,
     candidates: Option<usize>,
     probe: Option<usize>,
+    /// `"pq"` or `"centroids"` (`SearchParams::navigation`; `None`: each segment's default).
+    navigation: Option<&'a str>,
 }
 
-fn search_params(k: usize, stages: Stages, with_payload: bool, filter: Option<&str>) -> PyResult<SearchParams> {
+fn search_params(k: usize, stages: Stages<'_>, with_payload: bool, filter: Option<&str>) -> PyResult<SearchParams> {
     let mut p = SearchParams::new(k);
     p.rerank = stages.rerank;
     p.candidates = stages.candidates;
     p.probe = stages.probe;
+    p.navigation = stages.navigation.map(quiverdb::Navigation::parse).transpose().map_err(to_py)?;
     p.with_payload = with_payload;
     p.filter = filter.map(Filter::from_json).transpose().map_err(to_py)?;
     Ok(p)
@@ -305,7 +308,7 @@ impl RawCollection {
     }
 
     /// The best `k` documents by MaxSim: `(id, score, payload bytes or None)`, best first.
-    #[pyo3(signature = (query, k, rerank=None, with_payload=true, candidates=None, probe=None, filter=None))]
+    #[pyo3(signature = (query, k, rerank=None, with_payload=true, candidates=None, probe=None, filter=None, navigation=None))]
     #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
@@ -317,9 +320,10 @@ impl RawCollection {
         candidates: Option<usize>,
         probe: Option<usize>,
         filter: Option<&str>,
+        navigation: Option<&str>,
     ) -> PyResult<Vec<PyHit>> {
         let q = rows(&query, self.dim, "the query")?;
-        let params = search_params(k, Stages { rerank, candidates, probe }, with_payload, filter)?;
+        let params = search_params(k, Stages { rerank, candidates, probe, navigation }, with_payload, filter)?;
         let hits = self.with(|h| {
             py.detach(|| match h {
                 Handle::Writer(c) => c.search(q, &params),
@@ -331,7 +335,7 @@ impl RawCollection {
     }
 
     /// Many queries on one snapshot, in parallel on `threads` threads (None: all cores).
-    #[pyo3(signature = (queries, k, rerank=None, with_payload=true, threads=None, candidates=None, probe=None, filter=None))]
+    #[pyo3(signature = (queries, k, rerank=None, with_payload=true, threads=None, candidates=None, probe=None, filter=None, navigation=None))]
     #[allow(clippy::too_many_arguments)]
     fn search_batch(
         &self,
@@ -344,6 +348,7 @@ impl RawCollection {
         candidates: Option<usize>,
         probe: Option<usize>,
         filter: Option<&str>,
+        navigation: Option<&str>,
     ) -> PyResult<Vec<Vec<PyHit>>> {
         let mut slices = Vec::with_capacity(queries.len());
         for (i, q) in queries.iter().enumerate() {
@@ -352,7 +357,7 @@ impl RawCollection {
         if threads == Some(0) {
             return Err(InvalidParameter::new_err("invalid parameter `threads`: must be at least 1"));
         }
-        let params = search_params(k, Stages { rerank, candidates, probe }, with_payload, filter)?;
+        let params = search_params(k, Stages { rerank, candidates, probe, navigation }, with_payload, filter)?;
         let results = self.with(|h| {
             py.detach(|| {
                 let run = || match h {
@@ -385,7 +390,7 @@ impl RawCollection {
         filter: Option<&str>,
     ) -> PyResult<Vec<PyHit>> {
         let q = rows(&query, self.dim, "the query")?;
-        let params = search_params(k, Stages { rerank: None, candidates: None, probe: None }, with_payload, filter)?;
+        let params = search_params(k, Stages { rerank: None, candidates: None, probe: None, navigation: None }, with_payload, filter)?;
         let hits = self.with(|h| {
             py.detach(|| match h {
                 Handle::Writer(c) => c.search_ids(q, &ids, &params),

@@ -279,9 +279,9 @@ def test_search_batch_and_subset(path):
 
 
 def test_search_stages_can_be_set(path):
-    """``candidates``, ``probe`` and ``rerank`` reach the engine: covering the corpus at every stage
-    gives numpy's exact top-10; turning the inverted lists off still answers; out-of-range stage
-    sizes are ``InvalidParameter``."""
+    """``candidates``, ``probe``, ``rerank`` and ``navigation`` reach the engine: covering the corpus
+    at every stage gives numpy's exact top-10 with either navigation; turning the inverted lists off
+    still answers; out-of-range stage sizes and unknown navigations are ``InvalidParameter``."""
     docs, queries = topical(600, 10, DIM, seed=21)
     with small(path) as c:
         c.insert_batch(list(range(600)), docs)
@@ -295,6 +295,13 @@ def test_search_stages_can_be_set(path):
             batch = c.search_batch([q], k=10, candidates=600, probe=0, rerank=600)
             assert [h.id for h in batch[0]] == [h.id for h in hits]
             assert len(c.search(q, k=10, candidates=50, probe=0)) == 10
+            for nav in ("pq", "centroids"):
+                hits = c.search(q, k=10, candidates=600, probe=0, rerank=600, navigation=nav)
+                assert {h.id for h in hits} == set(exact), nav
+                batch = c.search_batch([q], k=10, candidates=600, probe=0, rerank=600, navigation=nav)
+                assert [h.id for h in batch[0]] == [h.id for h in hits], nav
+        with pytest.raises(quiverdb.InvalidParameter, match="navigation"):
+            c.search(queries[0], k=10, navigation="hnsw")
         with pytest.raises(quiverdb.InvalidParameter, match="candidates"):
             c.search(queries[0], k=10, candidates=0)
         with pytest.raises(quiverdb.InvalidParameter, match="probe"):
