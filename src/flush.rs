@@ -172,16 +172,13 @@ impl Engine {
         &self,
         path: &Path,
         id: u64,
-        shared: Option<&Arc<PqCodebook>>,
+        codebook: &Arc<PqCodebook>,
         tokens: Option<&Arc<TokenCodebook>>,
     ) -> Result<Arc<SegmentHandle>> {
         let books = tokens.map(SegmentReader::token_books_of).unwrap_or_default();
         let reader = SegmentReader::open_sharing(path, &books)?;
         let key = codebook_key(&reader);
-        let codebook = match shared {
-            Some(cb) => SharedCodebook::loaded(cb.clone()),
-            None => SharedCodebook::loaded(Arc::new(reader.pq_codebook()?)),
-        };
+        let codebook = SharedCodebook::loaded(codebook.clone());
         Ok(Arc::new(SegmentHandle::new(self.storage.clone(), id, reader, codebook, key)))
     }
 
@@ -237,8 +234,7 @@ impl Engine {
         let written_tokens = config.tokens.clone();
         let path = self.path.join(SEGMENTS_DIR).join(segment::file_name(segment_id));
         let summary = self.write_memtable_segment(&path, config, &frozen.docs)?;
-        let shared = if trains { None } else { codebook.as_ref().map(|c| &c.codebook) };
-        let handle = self.open_new_segment(&summary.path, segment_id, shared, written_tokens.as_ref())?;
+        let handle = self.open_new_segment(&summary.path, segment_id, &summary.codebook, written_tokens.as_ref())?;
         let record = SegmentRecord { id: segment_id, doc_count: summary.doc_count, file_len: summary.bytes };
         Ok(Some((handle, record, trains.then_some(n), summary.pq_distortion, new_token_codebook)))
     }

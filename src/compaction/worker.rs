@@ -112,13 +112,10 @@ impl Engine {
         )
         .map_err(|e| self.poison(e))?;
         let output = match &merged {
-            Some(m) => {
-                let shared = if trains { None } else { codebook.as_ref().map(|c| &c.codebook) };
-                Some(
-                    self.open_new_segment(&m.summary.path, segment_id, shared, written_tokens.as_ref())
-                        .map_err(|e| self.poison(e))?,
-                )
-            }
+            Some(m) => Some(
+                self.open_new_segment(&m.summary.path, segment_id, &m.summary.codebook, written_tokens.as_ref())
+                    .map_err(|e| self.poison(e))?,
+            ),
             None => None,
         };
 

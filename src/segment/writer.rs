@@ -123,6 +123,9 @@ pub struct SegmentSummary {
     /// training sample when it was trained here (`None` if that sample was every document). The
     /// collection compares it with its codebook's own figure to notice drift.
     pub pq_distortion: Option<f64>,
+    /// The PQ codebook the segment's codes use (the one trained here, or the reused one), so the
+    /// segment can be opened without decoding its codebook section again.
+    pub codebook: Arc<PqCodebook>,
 }
 
 /// Streams documents into a new segment file. See the module docs.
@@ -590,6 +593,7 @@ impl SegmentWriter {
             bytes: file_len,
             graph_extended,
             pq_distortion,
+            codebook,
         })
     }
 
