@@ -293,3 +293,51 @@ impl Drop for Collection {
         let _ = self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::fde::{FdeParams, Projection};
+    use crate::synthetic::{generate, CorpusSpec};
+
+    /// A reopened writer's segments take the catalog's decoded codebook (their sections prove
+    /// equal to it) instead of decoding a second copy of the same centroids.
+    #[test]
+    fn a_reopened_writer_shares_its_catalog_codebook_with_its_segments() {
+        let dir = std::env::temp_dir().join(format!("quiverdb-codebook-share-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut options = CollectionOptions::new(16);
+        options.fde = FdeParams {
+            dim: 16,
+            k_sim: 3,
+            projection: Projection::CountSketch { d_proj: 8 },
+            r_reps: 4,
+            fill_empty: true,
+            final_dim: None,
+            seed: 7,
+        };
+        options.pq = crate::encode::pq::PqParams::for_dim(options.fde.fde_dim());
+        options.pq.iterations = 3;
+        let corpus = generate(&CorpusSpec { n_docs: 300, n_queries: 1, dim: 16, ..CorpusSpec::small() }).unwrap();
+        let quiet = || OpenOptions { background: false, ..Default::default() };
+        {
+            let c = Collection::create(&dir, options, quiet()).unwrap();
+            let docs: Vec<NewDocument<'_>> = (0..300)
+                .map(|i| NewDocument { id: i as u64, tokens: corpus.docs.get(i).as_slice(), payload: None })
+                .collect();
+            c.insert_batch(&docs).unwrap();
+            c.flush().unwrap();
+            c.close().unwrap();
+        }
+        let c = Collection::open_with(&dir, quiet()).unwrap();
+        let catalog = c.engine.commit_lock().codebook.clone().unwrap().codebook;
+        let version = c.engine.state.read().version.clone();
+        let segment = &version.segments[0].handle;
+        let used = segment.codebook.get_or_load(&segment.reader).unwrap();
+        assert!(Arc::ptr_eq(&used, &catalog), "one decoded copy, the catalog's");
+        assert_eq!(*used, segment.reader.pq_codebook().unwrap(), "and it is the segment's codebook");
+        drop(version);
+        c.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

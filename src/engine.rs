@@ -163,9 +163,16 @@ impl Engine {
             quality: c.quality,
         });
         let token_codebook = catalog.token_codebook(options.dim as usize)?.map(Arc::new);
-        let loaded =
-            recovery::load_version(&storage, path, &catalog, &encoder, &Default::default(), SegmentMissing::Corrupt)?
-                .ok_or_else(|| Error::corruption(path, 0, "a segment named by the catalog is missing"))?;
+        let loaded = recovery::load_version(
+            &storage,
+            path,
+            &catalog,
+            &encoder,
+            &Default::default(),
+            SegmentMissing::Corrupt,
+            codebook.as_ref().map(|c| &c.codebook),
+        )?
+        .ok_or_else(|| Error::corruption(path, 0, "a segment named by the catalog is missing"))?;
         if loaded.scanned_id_map {
             // A catalog from before dead tracking: record the dead ordinals once, so later opens
             // need no scan of the id map.

@@ -254,7 +254,8 @@ fn load_once(
     let storage = crate::io::storage::real();
     let catalog = Catalog::open_read_only(&path.join(CATALOG_DIR))?;
     let checkpoint = catalog.checkpoint()?;
-    let Some(loaded) = recovery::load_version(&storage, path, &catalog, encoder, reuse, SegmentMissing::Retry)? else {
+    let Some(loaded) = recovery::load_version(&storage, path, &catalog, encoder, reuse, SegmentMissing::Retry, None)?
+    else {
         return Ok(Attempt::Retry(None));
     };
     let version = loaded.version;

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use crate::catalog::{Catalog, SegmentRecord};
 use crate::encode::fde::FdeEncoder;
+use crate::encode::pq::PqCodebook;
 use crate::error::{Error, Result};
 use crate::format::segment::SectionKind;
 use crate::format::wal::RecordOp;
@@ -180,9 +181,10 @@ pub(crate) fn segment_handle(
     id: u64,
     reader: SegmentReader,
     codebooks: &mut HashMap<u32, SharedCodebook>,
+    expected: Option<&Arc<PqCodebook>>,
 ) -> Result<Arc<SegmentHandle>> {
     let key = codebook_key(&reader);
-    let cb = codebooks.entry(key).or_default().clone();
+    let cb = codebooks.entry(key).or_insert_with(|| SharedCodebook::expecting(expected.cloned())).clone();
     Ok(Arc::new(SegmentHandle::new(storage.clone(), id, reader, cb, key)))
 }
 
@@ -207,6 +209,8 @@ pub(crate) struct Loaded {
 /// ordinals: all but the dead ordinals the catalog records (a cost that grows with deletes, not with
 /// the collection), or — for a catalog from before dead tracking — the ordinals the id map points
 /// at, each checked to hold that id. `Ok(None)`: a segment is missing and `missing` said to retry.
+/// Segments whose codebook section proves equal to `codebook` (the writer's catalog copy) use that
+/// copy instead of decoding their own.
 pub(crate) fn load_version(
     storage: &Arc<dyn Storage>,
     path: &Path,
@@ -214,6 +218,7 @@ pub(crate) fn load_version(
     encoder: &FdeEncoder,
     reuse: &HashMap<u64, Arc<SegmentHandle>>,
     missing: SegmentMissing,
+    codebook: Option<&Arc<PqCodebook>>,
 ) -> Result<Option<Loaded>> {
     let seg_dir = path.join(SEGMENTS_DIR);
     let records = catalog.segments()?;
@@ -245,7 +250,7 @@ pub(crate) fn load_version(
         };
         let n = reader.doc_count();
         reader.share_token_codebook(&mut token_books);
-        segments.push((segment_handle(storage, rec.id, reader, &mut codebooks)?, LiveBits::none(n)));
+        segments.push((segment_handle(storage, rec.id, reader, &mut codebooks, codebook)?, LiveBits::none(n)));
     }
     if catalog.tracks_dead()? {
         for (handle, live) in segments.iter_mut() {

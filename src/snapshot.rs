@@ -72,30 +72,44 @@ impl Drop for SegmentHandle {
 /// The decoded PQ codebook of the segments whose codebook sections are equal, decoded when first
 /// needed (an ADC table, a flush or merge, the drift bookkeeping), not at open: a collection whose
 /// segments navigate by centroid interaction never needs it to search, and a decoded 10,240-value
-/// codebook is 21 MB (its centroids twice, one copy transposed). A damaged codebook section is
-/// therefore reported when it is first used (and by `verify`), never used.
+/// codebook is 15.7 MB. A damaged codebook section is therefore reported when it is first used
+/// (and by `verify`), never used.
 #[derive(Clone, Default)]
-pub(crate) struct SharedCodebook(Arc<OnceLock<Arc<PqCodebook>>>);
+pub(crate) struct SharedCodebook {
+    cell: Arc<OnceLock<Arc<PqCodebook>>>,
+    /// A codebook already in memory that the section probably holds (a writer's catalog copy):
+    /// taken instead of a decoded copy if the section's bytes prove equal to it.
+    candidate: Option<Arc<PqCodebook>>,
+}
 
 impl SharedCodebook {
     /// A cell holding `codebook` already (a segment just written with it).
     pub(crate) fn loaded(codebook: Arc<PqCodebook>) -> Self {
-        SharedCodebook(Arc::new(OnceLock::from(codebook)))
+        SharedCodebook { cell: Arc::new(OnceLock::from(codebook)), candidate: None }
     }
 
-    /// The codebook, decoded from `reader`'s section the first time (its CRC checked then).
-    /// Racing first users may each decode it; one copy is kept.
+    /// An empty cell that will take `candidate` instead of decoding a copy if the segment's
+    /// codebook section is byte for byte its centroids.
+    pub(crate) fn expecting(candidate: Option<Arc<PqCodebook>>) -> Self {
+        SharedCodebook { cell: Arc::default(), candidate }
+    }
+
+    /// The codebook, decoded from `reader`'s section the first time (its CRC checked then), or the
+    /// candidate the section equals. Racing first users may each decode it; one copy is kept.
     pub(crate) fn get_or_load(&self, reader: &SegmentReader) -> Result<Arc<PqCodebook>> {
-        if let Some(codebook) = self.0.get() {
+        if let Some(codebook) = self.cell.get() {
             return Ok(codebook.clone());
         }
-        let decoded = Arc::new(reader.pq_codebook()?);
-        Ok(self.0.get_or_init(|| decoded).clone())
+        let found = match &self.candidate {
+            Some(candidate) if reader.pq_codebook_equals(candidate)? => candidate.clone(),
+            _ => Arc::new(reader.pq_codebook()?),
+        };
+        Ok(self.cell.get_or_init(|| found).clone())
     }
 
     /// The codebook if some user has decoded it (what [`crate::CollectionStats::ram_bytes`] counts).
     pub(crate) fn if_loaded(&self) -> Option<&Arc<PqCodebook>> {
-        self.0.get()
+        self.cell.get()
     }
 }
 
