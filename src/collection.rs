@@ -297,7 +297,6 @@ impl Drop for Collection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::fde::{FdeParams, Projection};
     use crate::synthetic::{generate, CorpusSpec};
 
     /// A reopened writer's segments take the catalog's decoded codebook (their sections prove
@@ -306,19 +305,9 @@ mod tests {
     fn a_reopened_writer_shares_its_catalog_codebook_with_its_segments() {
         let dir = std::env::temp_dir().join(format!("quiverdb-codebook-share-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut options = CollectionOptions::new(16);
-        options.fde = FdeParams {
-            dim: 16,
-            k_sim: 3,
-            projection: Projection::CountSketch { d_proj: 8 },
-            r_reps: 4,
-            fill_empty: true,
-            final_dim: None,
-            seed: 7,
-        };
-        options.pq = crate::encode::pq::PqParams::for_dim(options.fde.fde_dim());
-        options.pq.iterations = 3;
-        let corpus = generate(&CorpusSpec { n_docs: 300, n_queries: 1, dim: 16, ..CorpusSpec::small() }).unwrap();
+        let options = crate::testing::small_collection_options();
+        let dim = crate::testing::DIM;
+        let corpus = generate(&CorpusSpec { n_docs: 300, n_queries: 1, dim, ..CorpusSpec::small() }).unwrap();
         let quiet = || OpenOptions { background: false, ..Default::default() };
         {
             let c = Collection::create(&dir, options, quiet()).unwrap();

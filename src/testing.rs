@@ -82,9 +82,11 @@ pub fn segment_bytes(path: &Path, data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-const DIM: usize = 8;
+/// Token dimension of [`small_collection_options`].
+pub(crate) const DIM: usize = 8;
 
-fn small_collection_options() -> CollectionOptions {
+/// Tiny, fast collection settings (8-dim tokens, a 32-value FDE, no graph), also used by unit tests.
+pub(crate) fn small_collection_options() -> CollectionOptions {
     let mut o = CollectionOptions::new(DIM as u32);
     o.fde = FdeParams {
         dim: DIM as u32,
