@@ -223,7 +223,7 @@ impl Collection {
     pub fn stats(&self) -> Result<CollectionStats> {
         let e = &self.engine;
         e.check_open()?;
-        let _commit = e.commit_lock();
+        let commit = e.commit_lock();
         let snapshot = e.snapshot();
         let (memtable_ops, memtable_bytes) = {
             let st = e.state.read();
@@ -236,6 +236,7 @@ impl Collection {
             memtable_ops,
             memtable_bytes,
             last_seq: e.wal.written_seq(),
+            held_codebook: commit.codebook.as_ref().map(|c| &c.codebook),
         })
     }
 
@@ -322,8 +323,13 @@ mod tests {
         let catalog = c.engine.commit_lock().codebook.clone().unwrap().codebook;
         let version = c.engine.state.read().version.clone();
         let segment = &version.segments[0].handle;
+        // The writer holds the catalog's copy from open on, and stats count it ...
+        let before = c.stats().unwrap().ram_bytes;
+        assert!(before >= catalog.resident_bytes() as u64);
         let used = segment.codebook.get_or_load(&segment.reader).unwrap();
         assert!(Arc::ptr_eq(&used, &catalog), "one decoded copy, the catalog's");
+        // ... once, also when the segment has taken it.
+        assert_eq!(c.stats().unwrap().ram_bytes, before);
         assert_eq!(*used, segment.reader.pq_codebook().unwrap(), "and it is the segment's codebook");
         drop(version);
         c.close().unwrap();

@@ -181,6 +181,7 @@ impl CollectionReader {
             memtable_ops: st.memtable_ops,
             memtable_bytes: st.memtable_bytes,
             last_seq: st.last_seq,
+            held_codebook: None,
         })
     }
 

@@ -184,7 +184,7 @@ pub(crate) fn segment_handle(
     expected: Option<&Arc<PqCodebook>>,
 ) -> Result<Arc<SegmentHandle>> {
     let key = codebook_key(&reader);
-    let cb = codebooks.entry(key).or_insert_with(|| SharedCodebook::expecting(expected.cloned())).clone();
+    let cb = codebooks.entry(key).or_insert_with(|| SharedCodebook::expecting(expected)).clone();
     Ok(Arc::new(SegmentHandle::new(storage.clone(), id, reader, cb, key)))
 }
 

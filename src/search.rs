@@ -762,18 +762,15 @@ fn rerank_ordinals(
     }
     let kept = k.saturating_add(BF16_PRERANK_MARGIN);
     let mut shortlist = Vec::new();
-    if ordinals.len() > kept {
-        if let Some((&first, rest)) = ordinals.split_first() {
-            if let Some(score) = query.approximate(segment.tokens(first as usize))? {
-                let mut pre = TopK::new(kept);
-                pre.push(Scored { doc: first, score });
-                for &doc in rest {
-                    let score = query.approximate(segment.tokens(doc as usize))?.unwrap_or(f32::INFINITY);
-                    pre.push(Scored { doc, score });
-                }
-                shortlist = pre.into_sorted().into_iter().map(|s| s.doc).collect();
-            }
+    if ordinals.len() > kept && query.approximates(segment.storage()) {
+        let mut pre = TopK::new(kept);
+        for &doc in ordinals {
+            // `approximates` said every document of this storage has an approximation; a document
+            // without one (none exists) would be kept for the exact stage, never dropped.
+            let score = query.approximate(segment.tokens(doc as usize))?.unwrap_or(f32::INFINITY);
+            pre.push(Scored { doc, score });
         }
+        shortlist = pre.into_sorted().into_iter().map(|s| s.doc).collect();
     }
     let exact = if shortlist.is_empty() { ordinals } else { &shortlist };
     let mut top = TopK::new(k);

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use crate::catalog::{Catalog, Location};
 use crate::encode::pq::PqCodebook;
@@ -78,8 +78,9 @@ impl Drop for SegmentHandle {
 pub(crate) struct SharedCodebook {
     cell: Arc<OnceLock<Arc<PqCodebook>>>,
     /// A codebook already in memory that the section probably holds (a writer's catalog copy):
-    /// taken instead of a decoded copy if the section's bytes prove equal to it.
-    candidate: Option<Arc<PqCodebook>>,
+    /// taken instead of a decoded copy if the section's bytes prove equal to it. Weak, so a
+    /// segment whose section differs does not keep a retrained-away catalog copy alive.
+    candidate: Option<Weak<PqCodebook>>,
 }
 
 impl SharedCodebook {
@@ -90,8 +91,8 @@ impl SharedCodebook {
 
     /// An empty cell that will take `candidate` instead of decoding a copy if the segment's
     /// codebook section is byte for byte its centroids.
-    pub(crate) fn expecting(candidate: Option<Arc<PqCodebook>>) -> Self {
-        SharedCodebook { cell: Arc::default(), candidate }
+    pub(crate) fn expecting(candidate: Option<&Arc<PqCodebook>>) -> Self {
+        SharedCodebook { cell: Arc::default(), candidate: candidate.map(Arc::downgrade) }
     }
 
     /// The codebook, decoded from `reader`'s section the first time (its CRC checked then), or the
@@ -100,8 +101,8 @@ impl SharedCodebook {
         if let Some(codebook) = self.cell.get() {
             return Ok(codebook.clone());
         }
-        let found = match &self.candidate {
-            Some(candidate) if reader.pq_codebook_equals(candidate)? => candidate.clone(),
+        let found = match self.candidate.as_ref().and_then(Weak::upgrade) {
+            Some(candidate) if reader.pq_codebook_equals(&candidate) => candidate,
             _ => Arc::new(reader.pq_codebook()?),
         };
         Ok(self.cell.get_or_init(|| found).clone())

@@ -3,8 +3,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::catalog::{dir_bytes, Catalog};
+use crate::encode::pq::PqCodebook;
 use crate::error::Result;
 use crate::recovery::WAL_DIR;
 use crate::search::Navigation;
@@ -87,6 +89,9 @@ pub(crate) struct StatsView<'a> {
     pub(crate) memtable_bytes: u64,
     /// Last WAL sequence number written (writer) or replayed (read-only).
     pub(crate) last_seq: u64,
+    /// A decoded PQ codebook the handle holds besides its segments' (the writer's catalog copy),
+    /// counted unless a segment shares it.
+    pub(crate) held_codebook: Option<&'a Arc<PqCodebook>>,
 }
 
 /// Counts and sizes of `view`.
@@ -96,7 +101,9 @@ pub(crate) fn collect(view: &StatsView<'_>) -> Result<CollectionStats> {
     let mut segment_bytes = 0;
     let mut live_in_segments = 0u64;
     let mut ram = 0u64;
-    let mut codebooks = HashSet::new();
+    // Decoded PQ codebooks counted so far: segments with equal sections share one.
+    let mut codebooks: Vec<&Arc<PqCodebook>> = view.held_codebook.into_iter().collect();
+    ram += view.held_codebook.map_or(0, |c| c.resident_bytes() as u64);
     let mut token_books = HashSet::new();
     let (mut token_rows, mut token_bytes) = (0u64, 0u64);
     for s in &version.segments {
@@ -112,8 +119,11 @@ pub(crate) fn collect(view: &StatsView<'_>) -> Result<CollectionStats> {
             Navigation::Centroids => 2 * r.token_rows(),
         };
         ram += navigation_bytes + 16 * (r.doc_count() as u64 + 1) + r.doc_count() as u64 / 8;
-        if let (Some(codebook), true) = (s.handle.codebook.if_loaded(), codebooks.insert(s.handle.codebook_key)) {
-            ram += codebook.resident_bytes() as u64;
+        if let Some(codebook) = s.handle.codebook.if_loaded() {
+            if !codebooks.iter().any(|c| Arc::ptr_eq(c, codebook)) {
+                codebooks.push(codebook);
+                ram += codebook.resident_bytes() as u64;
+            }
         }
         token_rows += r.token_rows();
         token_bytes += r.token_bytes();

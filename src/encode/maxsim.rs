@@ -210,13 +210,7 @@ impl MaxSimQuery {
     /// Errors when the document is empty or its length is not a multiple of the query's dimension.
     /// Document values are trusted to be finite (they were validated when stored).
     pub fn score(&self, doc: DocTokens<'_>) -> Result<f32> {
-        if doc.is_empty() || !doc.len().is_multiple_of(self.dim) {
-            return Err(Error::InvalidInput(format!(
-                "document of {} values is not a non-empty set of {}-dimensional tokens",
-                doc.len(),
-                self.dim
-            )));
-        }
+        self.check_shape(doc)?;
         if let DocTokens::Residual(r) = doc {
             return DECODED.with(|cell| {
                 let mut decoded = cell.borrow_mut();
@@ -272,16 +266,10 @@ impl MaxSimQuery {
     /// against 45.1).
     pub fn approximate(&self, doc: DocTokens<'_>) -> Result<Option<f32>> {
         let DocTokens::F16(bits) = doc else { return Ok(None) };
-        if !self.uses_bf16_dot() || self.short.is_some() {
+        if !self.approximates(TokenStorage::F16) {
             return Ok(None);
         }
-        if bits.is_empty() || !bits.len().is_multiple_of(self.dim) {
-            return Err(Error::InvalidInput(format!(
-                "document of {} values is not a non-empty set of {}-dimensional tokens",
-                bits.len(),
-                self.dim
-            )));
-        }
+        self.check_shape(doc)?;
         let mut tile = [0u16; CONVERT_TILE_VALUES];
         let tile_values = (CONVERT_TILE_VALUES / self.dim).max(1) * self.dim;
         let mut maxes: Vec<[f32; MAXSIM_BLOCK_LANES]> =
@@ -292,6 +280,23 @@ impl MaxSimQuery {
             self.accumulate_bf16(converted, &mut maxes);
         }
         Ok(Some(self.blocks.iter().zip(&maxes).map(|(block, m)| m[..block.used].iter().sum::<f32>()).sum()))
+    }
+
+    /// True when [`MaxSimQuery::approximate`] has a faster path for documents stored as `storage`.
+    pub fn approximates(&self, storage: TokenStorage) -> bool {
+        storage == TokenStorage::F16 && self.uses_bf16_dot() && self.short.is_none()
+    }
+
+    /// A document must be a non-empty whole number of `dim`-wide tokens.
+    fn check_shape(&self, doc: DocTokens<'_>) -> Result<()> {
+        if doc.is_empty() || !doc.len().is_multiple_of(self.dim) {
+            return Err(Error::InvalidInput(format!(
+                "document of {} values is not a non-empty set of {}-dimensional tokens",
+                doc.len(),
+                self.dim
+            )));
+        }
+        Ok(())
     }
 
     /// Exact MaxSim against a validated `f32` token matrix.

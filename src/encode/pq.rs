@@ -179,35 +179,14 @@ impl PqCodebook {
             return Err(Error::InvalidInput("codebook centroids contain NaN or infinity".into()));
         }
         let sub_dim = dim / subspaces;
-        let mut centroids_t16 = vec![0u16; centroids.len()];
-        let mut norms = vec![0f32; subspaces * PQ_CENTROIDS];
-        for s in 0..subspaces {
-            let block = &centroids[s * PQ_CENTROIDS * sub_dim..(s + 1) * PQ_CENTROIDS * sub_dim];
-            for c in 0..PQ_CENTROIDS {
-                let centroid = &block[c * sub_dim..(c + 1) * sub_dim];
-                norms[s * PQ_CENTROIDS + c] = centroid.iter().map(|v| v * v).sum();
-                for (d, &v) in centroid.iter().enumerate() {
-                    centroids_t16[s * PQ_CENTROIDS * sub_dim + d * PQ_CENTROIDS + c] = half::f16::from_f32(v).to_bits();
-                }
-            }
-        }
+        let centroids_t16 = dimension_major(&centroids, sub_dim, |v| half::f16::from_f32(v).to_bits());
+        let norms = centroids.chunks_exact(sub_dim).map(|c| c.iter().map(|v| v * v).sum()).collect();
         Ok(PqCodebook { dim, subspaces, centroids, centroids_t: OnceLock::new(), centroids_t16, norms })
     }
 
     /// The f32 centroids dimension-major within each subspace, built once on first use.
     fn centroids_t(&self) -> &[f32] {
-        self.centroids_t.get_or_init(|| {
-            let sub_dim = self.sub_dim();
-            let mut t = vec![0f32; self.centroids.len()];
-            for (s, block) in self.centroids.chunks_exact(PQ_CENTROIDS * sub_dim).enumerate() {
-                for (c, centroid) in block.chunks_exact(sub_dim).enumerate() {
-                    for (d, &v) in centroid.iter().enumerate() {
-                        t[s * PQ_CENTROIDS * sub_dim + d * PQ_CENTROIDS + c] = v;
-                    }
-                }
-            }
-            t
-        })
+        self.centroids_t.get_or_init(|| dimension_major(&self.centroids, self.sub_dim(), |v| v))
     }
 
     /// Bytes this codebook holds in memory now (the encoding copy counts once it exists).
@@ -592,6 +571,21 @@ fn lloyd_from(data: &[f32], sub_dim: usize, iterations: u32, mut centroids: Vec<
 #[doc(hidden)]
 pub fn lloyd_for_bench(data: &[f32], sub_dim: usize, iterations: u32, init: &[f32]) -> (Vec<f32>, f64) {
     lloyd_from(data, sub_dim, iterations, init.to_vec())
+}
+
+/// Subspace-major centroids (`[subspace][centroid][sub_dim]`) rearranged dimension-major within
+/// each subspace (`[subspace][sub_dim][centroid]`), each value through `convert`.
+fn dimension_major<T: Copy + Default>(centroids: &[f32], sub_dim: usize, convert: impl Fn(f32) -> T) -> Vec<T> {
+    let mut out = vec![T::default(); centroids.len()];
+    for (s, block) in centroids.chunks_exact(PQ_CENTROIDS * sub_dim).enumerate() {
+        let dst = &mut out[s * PQ_CENTROIDS * sub_dim..(s + 1) * PQ_CENTROIDS * sub_dim];
+        for (c, centroid) in block.chunks_exact(sub_dim).enumerate() {
+            for (d, &v) in centroid.iter().enumerate() {
+                dst[d * PQ_CENTROIDS + c] = convert(v);
+            }
+        }
+    }
+    out
 }
 
 fn transpose_centroids(centroids: &[f32], sub_dim: usize, ct: &mut [f32], norms: &mut [f32]) {

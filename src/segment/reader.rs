@@ -620,20 +620,17 @@ impl SegmentReader {
             .map_err(|e| corrupt(self.path(), entry.offset, e.to_string()))
     }
 
-    /// True when this segment's PQ codebook section (its CRC checked) holds exactly `codebook`'s
-    /// centroids, bit for bit, for the same FDE dimension and subspaces: the segment can use that
-    /// copy instead of decoding its own.
-    pub fn pq_codebook_equals(&self, codebook: &PqCodebook) -> Result<bool> {
-        let entry = self.inner.sections[&SectionKind::PqCodebook];
+    /// True when this segment's PQ codebook section holds exactly `codebook`'s centroids, bit for
+    /// bit, for the same FDE dimension and subspaces: the segment can use that copy instead of
+    /// decoding its own. Bytes equal to a valid codebook are that codebook whatever a damaged
+    /// checksum entry says (`verify` reports that); unequal ones are decoded, and checked, by
+    /// [`SegmentReader::pq_codebook`].
+    pub fn pq_codebook_equals(&self, codebook: &PqCodebook) -> bool {
         let bytes = self.section_bytes(SectionKind::PqCodebook);
-        check_crc(self.path(), &entry, bytes)?;
-        if codebook.dim() != self.fde_params().fde_dim()
-            || codebook.subspaces() != self.pq_subspaces()
-            || bytes.len() != codebook.centroids().len() * 4
-        {
-            return Ok(false);
-        }
-        Ok(bytes.chunks_exact(4).zip(codebook.centroids()).all(|(b, c)| b == c.to_le_bytes()))
+        codebook.dim() == self.fde_params().fde_dim()
+            && codebook.subspaces() == self.pq_subspaces()
+            && bytes.len() == codebook.centroids().len() * 4
+            && bytes.chunks_exact(4).zip(codebook.centroids()).all(|(b, c)| b == c.to_le_bytes())
     }
 
     /// The graph, if this segment has one (its records are checked as they are read).
