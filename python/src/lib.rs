@@ -390,7 +390,12 @@ impl RawCollection {
         filter: Option<&str>,
     ) -> PyResult<Vec<PyHit>> {
         let q = rows(&query, self.dim, "the query")?;
-        let params = search_params(k, Stages { rerank: None, candidates: None, probe: None, navigation: None }, with_payload, filter)?;
+        let params = search_params(
+            k,
+            Stages { rerank: None, candidates: None, probe: None, navigation: None },
+            with_payload,
+            filter,
+        )?;
         let hits = self.with(|h| {
             py.detach(|| match h {
                 Handle::Writer(c) => c.search_ids(q, &ids, &params),
