@@ -7,7 +7,9 @@
 //! at several search list sizes L, recall@100 of PQ-ADC graph search against the exhaustive PQ-ADC
 //! scan, distance computations per query, and single-threaded queries/s.
 //!
-//! `cargo bench --bench graph -- [synthetic] [scifact] [full]` (`full` adds the slow 10,240-dim options).
+//! `cargo bench --bench graph -- [synthetic] [scifact] [full] [int8]` (`full` adds the slow 10,240-dim
+//! options; `int8` times the build's distance, `simd::dot_i8`, on 1,024-dim vectors, by the kernel
+//! the CPU dispatches to).
 #![allow(missing_docs)]
 
 use std::time::Instant;
@@ -17,6 +19,7 @@ use rayon::prelude::*;
 use quiverdb::dataset::{Dataset, MultiVectors};
 use quiverdb::encode::fde::apply_count_sketch;
 use quiverdb::encode::pq::{PqCodebook, PqParams};
+use quiverdb::encode::simd;
 use quiverdb::graph::{beam_search, build, SearchStats, VamanaParams};
 use quiverdb::synthetic::{generate, CorpusSpec};
 use quiverdb::{FdeEncoder, FdeParams};
@@ -151,6 +154,35 @@ fn run(name: &str, docs: &MultiVectors, queries: &MultiVectors, with_full: bool)
     }
 }
 
+/// Nanoseconds per 1,024-dim int8 inner product over 4,096 vectors (4 MB, as scattered as a
+/// build's reads; `QUIVERDB_BENCH_INT8_N=8` keeps them in L1 to time the arithmetic alone), by the kernel the CPU dispatches to (`QUIVERDB_NO_AVX512=1` times the AVX2 one).
+fn int8_dots() {
+    const DIM: usize = 1024;
+    let n_vectors: usize = std::env::var("QUIVERDB_BENCH_INT8_N").ok().and_then(|v| v.parse().ok()).unwrap_or(4096);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<i8> = (0..n_vectors * DIM)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (((state >> 40) % 255) as i32 - 127) as i8
+        })
+        .collect();
+    let row = |i: usize| &data[i * DIM..(i + 1) * DIM];
+    let pairs = 4_000_000usize;
+    let t = Instant::now();
+    let mut sum = 0i64;
+    let mut j = 1usize;
+    for i in 0..pairs {
+        j = (j * 2_654_435_761 + 12345) % n_vectors;
+        sum += simd::dot_i8(row(i % n_vectors), row(j)) as i64;
+    }
+    let ns = t.elapsed().as_secs_f64() * 1e9 / pairs as f64;
+    println!(
+        "{}",
+        serde_json::json!({"bench": "int8_dot", "dim": DIM, "vectors": n_vectors, "vnni": simd::int8_vnni(), "isa": simd::Isa::detect().name(),
+            "ns_per_dot": ns, "checksum": sum})
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let wants = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
@@ -161,6 +193,9 @@ fn main() {
         if let Ok(ds) = Dataset::open(&dir) {
             run("scifact-mini", &ds.docs, &ds.queries, with_full);
         }
+    }
+    if wants("int8") {
+        int8_dots();
     }
     if wants("synthetic") {
         let n: usize = std::env::var("QUIVERDB_BENCH_GRAPH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);

@@ -368,6 +368,47 @@ fn nearest_centroid_portable(
     }
 }
 
+/// Lanes of the row-screening kernels ([`row_maxima`], [`rows_near`]).
+pub const SCREEN_LANES: usize = 64;
+
+/// For a score matrix `scores` (rows of [`SCREEN_LANES`] lanes, one row per entry of `offsets`):
+/// `top[l] = max over rows c of (scores[c][l] − offsets[c])`, starting from `top`'s values.
+pub fn row_maxima(scores: &[f32], offsets: &[f32], top: &mut [f32; SCREEN_LANES]) {
+    assert_eq!(scores.len(), offsets.len() * SCREEN_LANES);
+    #[cfg(target_arch = "x86_64")]
+    if matches!(Isa::detect(), Isa::Avx512 | Isa::Avx512Bf16) {
+        // SAFETY: AVX-512 F detected (module docs); the length was asserted above.
+        return unsafe { x86::row_maxima_avx512(scores, offsets, top) };
+    }
+    for (row, &o) in scores.chunks_exact(SCREEN_LANES).zip(offsets) {
+        for (t, &v) in top.iter_mut().zip(row) {
+            *t = t.max(v - o);
+        }
+    }
+}
+
+/// Every `(row, lane)` of `scores` (as for [`row_maxima`]) with `scores[c][l] − offsets[c] ≥
+/// floor[l]`, appended to `out` in ascending row order, lanes ascending within a row.
+pub fn rows_near(scores: &[f32], offsets: &[f32], floor: &[f32; SCREEN_LANES], out: &mut Vec<(u32, u32)>) {
+    assert_eq!(scores.len(), offsets.len() * SCREEN_LANES);
+    #[cfg(target_arch = "x86_64")]
+    if matches!(Isa::detect(), Isa::Avx512 | Isa::Avx512Bf16) {
+        // SAFETY: AVX-512 F detected (module docs); the length was asserted above.
+        return unsafe { x86::rows_near_avx512(scores, offsets, floor, out) };
+    }
+    rows_near_portable(scores, offsets, floor, out)
+}
+
+fn rows_near_portable(scores: &[f32], offsets: &[f32], floor: &[f32; SCREEN_LANES], out: &mut Vec<(u32, u32)>) {
+    for (c, (row, &o)) in scores.chunks_exact(SCREEN_LANES).zip(offsets).enumerate() {
+        for (l, (&v, &f)) in row.iter().zip(floor).enumerate() {
+            if v - o >= f {
+                out.push((c as u32, l as u32));
+            }
+        }
+    }
+}
+
 /// Columns per block of [`mat_mul`]; its `cols` must be a multiple of this.
 pub const MAT_MUL_COL_BLOCK: usize = 16;
 const MAT_MUL_ROW_BLOCK: usize = 4;
@@ -458,12 +499,36 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// [`quantize_i8`] produces; vectors up to 65,536 long cannot overflow).
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if int8_vnni() {
+        // SAFETY: `int8_vnni` is true only after runtime detection of AVX-512 F, BW and VNNI.
+        return unsafe { x86::dot_i8_avx512vnni(a, b) };
+    }
     match Isa::detect() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2+FMA (module docs).
         Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => unsafe { x86::dot_i8_avx2(a, b) },
         _ => dot_i8_portable(a, b),
     }
+}
+
+/// Whether [`dot_i8`] runs the AVX-512 VNNI kernel (`vpdpbusd`: 64 int8 multiply-adds per
+/// instruction, against 32 in the AVX2 kernel's three instructions): the CPU has AVX-512 F, BW
+/// and VNNI and [`Isa::detect`] chose an AVX-512 level (so `QUIVERDB_NO_AVX512` and
+/// `QUIVERDB_FORCE_PORTABLE` turn it off too). Detected once. Integer arithmetic: every kernel
+/// returns the same exact sum.
+pub fn int8_vnni() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            matches!(Isa::detect(), Isa::Avx512 | Isa::Avx512Bf16)
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
 }
 
 /// Asks the CPU to start loading `bytes` into cache (one prefetch per 64-byte line), so that a
@@ -909,6 +974,76 @@ mod tests {
         move || {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        }
+    }
+
+    #[test]
+    fn row_screens_match_their_definitions() {
+        let mut next = uniform(0x005c_4ee7);
+        for rows in [0usize, 1, 3, 77] {
+            let scores: Vec<f32> = (0..rows * SCREEN_LANES).map(|_| next()).collect();
+            let offsets: Vec<f32> = (0..rows).map(|_| next() * 0.1).collect();
+            let mut top = [f32::NEG_INFINITY; SCREEN_LANES];
+            top[5] = 0.5;
+            let mut want = top;
+            for (row, &o) in scores.chunks_exact(SCREEN_LANES).zip(&offsets) {
+                for l in 0..SCREEN_LANES {
+                    want[l] = want[l].max(row[l] - o);
+                }
+            }
+            row_maxima(&scores, &offsets, &mut top);
+            assert_eq!(top, want, "{rows} rows");
+            let mut floor = [0f32; SCREEN_LANES];
+            for (l, f) in floor.iter_mut().enumerate() {
+                *f = if l == 9 { f32::INFINITY } else { want[l] - 0.3 };
+            }
+            let (mut got, mut expected) = (Vec::new(), Vec::new());
+            rows_near(&scores, &offsets, &floor, &mut got);
+            rows_near_portable(&scores, &offsets, &floor, &mut expected);
+            assert_eq!(got, expected, "{rows} rows");
+            // Every lane's own maximum is near, but lane 9's (an infinite floor) and lane 5's
+            // (whose maximum may be the starting value, no row's).
+            assert!(rows == 0 || got.len() >= SCREEN_LANES - 2, "each maximum is near its floor");
+        }
+    }
+
+    #[test]
+    fn int8_dot_kernels_are_exact() {
+        let mut next = uniform(0x01b8_0d07);
+        for n in (0..300).chain([1024, 1024 + 63, 4096]) {
+            // Random values, then the extremes (the largest sums a group of products can reach).
+            for extreme in [false, true] {
+                let draw = |next: &mut dyn FnMut() -> f32| -> i8 {
+                    if extreme {
+                        if next() < 0.0 {
+                            -127
+                        } else {
+                            127
+                        }
+                    } else {
+                        (next() * 127.0).round() as i8
+                    }
+                };
+                let a: Vec<i8> = (0..n).map(|_| draw(&mut next)).collect();
+                let b: Vec<i8> = (0..n).map(|_| draw(&mut next)).collect();
+                let want: i64 = a.iter().zip(&b).map(|(&x, &y)| x as i64 * y as i64).sum();
+                assert_eq!(dot_i8_portable(&a, &b) as i64, want, "portable, n = {n}");
+                assert_eq!(dot_i8(&a, &b) as i64, want, "dispatched, n = {n}");
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if Isa::Avx2.supported() {
+                        // SAFETY: AVX2 was detected.
+                        assert_eq!(unsafe { x86::dot_i8_avx2(&a, &b) } as i64, want, "avx2, n = {n}");
+                    }
+                    if int8_vnni() {
+                        // SAFETY: AVX-512 F/BW/VNNI were detected.
+                        assert_eq!(unsafe { x86::dot_i8_avx512vnni(&a, &b) } as i64, want, "vnni, n = {n}");
+                    }
+                }
+            }
+        }
+        if !int8_vnni() {
+            eprintln!("note: no AVX-512 VNNI on this CPU; the vpdpbusd int8 kernel is not run");
         }
     }
 
@@ -1605,6 +1740,99 @@ mod x86 {
         // SAFETY: `lanes` has room for eight i32.
         unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
         lanes.iter().sum::<i32>() + super::dot_i8_portable(&a[i..], &b[i..])
+    }
+
+    /// `vpdpbusd` multiplies unsigned by signed bytes and adds each group of four products to an
+    /// i32 lane: |a| (unsigned) times b with a's sign (the masked negation AVX-512 uses for
+    /// AVX2's `vpsignb`) gives a·b; a = −128 never occurs (see [`super::dot_i8`]), so |a| ≤ 127
+    /// and a group's sum stays far inside i32. The tail below 64 bytes runs the AVX2 kernel.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+    pub(super) unsafe fn dot_i8_avx512vnni(a: &[i8], b: &[i8]) -> i32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let zero = _mm512_setzero_si512();
+        let (mut acc0, mut acc1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        let mut i = 0;
+        // SAFETY: every load reads [i, i + 64) (or [i + 64, i + 128)) with its end <= n =
+        // a.len() = b.len().
+        unsafe {
+            let step = |acc: __m512i, at: usize| {
+                let x = _mm512_loadu_si512(pa.add(at) as *const _);
+                let y = _mm512_loadu_si512(pb.add(at) as *const _);
+                let negative = _mm512_movepi8_mask(x);
+                let signed_y = _mm512_mask_sub_epi8(y, negative, zero, y);
+                _mm512_dpbusd_epi32(acc, _mm512_abs_epi8(x), signed_y)
+            };
+            while i + 128 <= n {
+                acc0 = step(acc0, i);
+                acc1 = step(acc1, i + 64);
+                i += 128;
+            }
+            if i + 64 <= n {
+                acc0 = step(acc0, i);
+                i += 64;
+            }
+        }
+        let total = _mm512_reduce_add_epi32(_mm512_add_epi32(acc0, acc1));
+        // SAFETY: the caller's features include AVX2.
+        total + unsafe { dot_i8_avx2(&a[i..], &b[i..]) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn row_maxima_avx512(scores: &[f32], offsets: &[f32], top: &mut [f32; super::SCREEN_LANES]) {
+        // SAFETY: `top` holds 64 lanes; row c reads scores[64c, 64c + 64), inside the asserted
+        // length offsets.len() · 64.
+        unsafe {
+            let t = top.as_mut_ptr();
+            let mut acc = [
+                _mm512_loadu_ps(t),
+                _mm512_loadu_ps(t.add(16)),
+                _mm512_loadu_ps(t.add(32)),
+                _mm512_loadu_ps(t.add(48)),
+            ];
+            for (c, &o) in offsets.iter().enumerate() {
+                let row = scores.as_ptr().add(c * 64);
+                let o = _mm512_set1_ps(o);
+                for (v, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_max_ps(*a, _mm512_sub_ps(_mm512_loadu_ps(row.add(v * 16)), o));
+                }
+            }
+            for (v, a) in acc.iter().enumerate() {
+                _mm512_storeu_ps(t.add(v * 16), *a);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rows_near_avx512(
+        scores: &[f32],
+        offsets: &[f32],
+        floor: &[f32; super::SCREEN_LANES],
+        out: &mut Vec<(u32, u32)>,
+    ) {
+        // SAFETY: as in `row_maxima_avx512`; `floor` holds 64 lanes.
+        unsafe {
+            let f = floor.as_ptr();
+            let fl = [
+                _mm512_loadu_ps(f),
+                _mm512_loadu_ps(f.add(16)),
+                _mm512_loadu_ps(f.add(32)),
+                _mm512_loadu_ps(f.add(48)),
+            ];
+            for (c, &o) in offsets.iter().enumerate() {
+                let row = scores.as_ptr().add(c * 64);
+                let o = _mm512_set1_ps(o);
+                let mut near = 0u64;
+                for (v, f) in fl.iter().enumerate() {
+                    let m = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_sub_ps(_mm512_loadu_ps(row.add(v * 16)), o), *f);
+                    near |= (m as u64) << (v * 16);
+                }
+                while near != 0 {
+                    out.push((c as u32, near.trailing_zeros()));
+                    near &= near - 1;
+                }
+            }
+        }
     }
 
     #[target_feature(enable = "avx2")]
