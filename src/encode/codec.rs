@@ -33,8 +33,15 @@ pub const MIN_TOKEN_CENTROIDS: usize = MAT_MUL_COL_BLOCK;
 pub const CODEBOOK_HEADER_LEN: usize = 16;
 /// Residual values kept for the bucket quantiles (a strided subsample beyond this).
 const MAX_QUANTILE_VALUES: usize = 1 << 20;
-/// Tokens assigned per matrix product (bounds the dot-product scratch to `rows × k` floats).
+/// Tokens assigned per matrix product (bounds the dot-product scratch to `rows × k` floats); a
+/// multiple of [`simd::MAXSIM_BLOCK_LANES`], the bf16 screen's block.
 const ASSIGN_ROWS: usize = 64;
+/// Bound on `|bf16 dot − exact dot| / (‖x‖·‖c‖)` in the bf16 screen of the assignment: each factor
+/// rounded to bf16 is off by at most 2⁻⁸ of itself (8 significand bits, round to nearest), so a
+/// product by at most about 2⁻⁷ of |xᵢ·cᵢ|, and Σ|xᵢ·cᵢ| ≤ ‖x‖·‖c‖ (Cauchy–Schwarz). The f32
+/// accumulation adds far less; 2⁻⁶ leaves a factor of two for it.
+const BF16_SCREEN_ERROR: f32 = 1.0 / 64.0;
+const _: () = assert!(ASSIGN_ROWS.is_multiple_of(simd::MAXSIM_BLOCK_LANES) && ASSIGN_ROWS == simd::SCREEN_LANES);
 
 /// How a token codebook is trained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -348,14 +355,23 @@ impl TokenCodebook {
 
     /// [`TokenCodebook::assign`], also giving `‖x‖²/2 − max(⟨x, c⟩ − ‖c‖²/2)`, half the squared
     /// distance to the chosen centroid.
+    ///
+    /// With AVX-512 BF16 ([`simd::bf16_dots_available`]) the centroid scores are screened in bf16
+    /// (`vdpbf16ps`, twice the multiply-adds of f32 per instruction) and every centroid the bf16
+    /// rounding could have misranked is re-scored exactly, so the ids are the exact nearest
+    /// centroids either way (see [`BF16_SCREEN_ERROR`]).
     fn assign_with_distance(&self, tokens: &[f32], ids: &mut [u16], dist: &mut [f32]) {
         let dim = self.dim;
         let rows = tokens.len() / dim;
         assert!(ids.len() == rows && dist.len() == rows, "one id per token");
+        let screen = !self.centroids_bf16.is_empty();
+        let max_norm = (2.0 * self.half_norms.iter().fold(0f32, |m, &h| m.max(h))).sqrt();
         // centroids (k × dim) · tokensᵀ (dim × ASSIGN_ROWS): the token block stays in L1 while
         // the centroids stream through once per block.
         let mut tokens_t = vec![0f32; dim * ASSIGN_ROWS];
         let mut dots = vec![0f32; self.k * ASSIGN_ROWS];
+        let mut lane_block = Vec::new();
+        let mut near: Vec<(u32, u32)> = Vec::new();
         for start in (0..rows).step_by(ASSIGN_ROWS) {
             let end = (start + ASSIGN_ROWS).min(rows);
             let chunk = &tokens[start * dim..end * dim];
@@ -365,15 +381,60 @@ impl TokenCodebook {
                     tokens_t[d * ASSIGN_ROWS + r] = v;
                 }
             }
-            simd::mat_mul(&self.centroids, dim, &tokens_t, ASSIGN_ROWS, &mut dots, Rounding::Fused);
+            if screen {
+                let width = simd::MAXSIM_BLOCK_LANES;
+                for col in (0..ASSIGN_ROWS).step_by(width) {
+                    lane_block.clear();
+                    for d in 0..dim {
+                        lane_block.extend_from_slice(&tokens_t[d * ASSIGN_ROWS + col..d * ASSIGN_ROWS + col + width]);
+                    }
+                    let pairs = simd::bf16_pair_block(&lane_block, width, dim);
+                    simd::dots_bf16(
+                        Isa::detect(),
+                        &pairs,
+                        width,
+                        dim,
+                        &self.centroids_bf16,
+                        &mut dots,
+                        ASSIGN_ROWS,
+                        col,
+                    );
+                }
+            } else {
+                simd::mat_mul(&self.centroids, dim, &tokens_t, ASSIGN_ROWS, &mut dots, Rounding::Fused);
+            }
             let mut best = [f32::NEG_INFINITY; ASSIGN_ROWS];
             let mut best_c = [0u16; ASSIGN_ROWS];
-            for (c, (row, &h)) in dots.chunks_exact(ASSIGN_ROWS).zip(&self.half_norms).enumerate() {
-                for r in 0..ASSIGN_ROWS {
-                    let s = row[r] - h;
+            if screen {
+                // The best bf16 score of each token (a plain max, which vectorises), then every
+                // centroid within twice the error bound of it may be the exact best: those are
+                // re-scored in f32, in ascending ids so that ties go to the lowest, as below.
+                let mut top = [f32::NEG_INFINITY; ASSIGN_ROWS];
+                simd::row_maxima(&dots, &self.half_norms, &mut top);
+                let mut floor = [f32::INFINITY; ASSIGN_ROWS];
+                for (r, x) in chunk.chunks_exact(dim).enumerate() {
+                    let bound = BF16_SCREEN_ERROR * simd::dot(x, x).sqrt() * max_norm + f32::MIN_POSITIVE;
+                    floor[r] = top[r] - 2.0 * bound;
+                }
+                near.clear();
+                simd::rows_near(&dots, &self.half_norms, &floor, &mut near);
+                for &(c, r) in &near {
+                    let (c, r) = (c as usize, r as usize);
+                    let s = simd::dot(&chunk[r * dim..(r + 1) * dim], &self.centroids[c * dim..(c + 1) * dim])
+                        - self.half_norms[c];
                     if s > best[r] {
                         best[r] = s;
                         best_c[r] = c as u16;
+                    }
+                }
+            } else {
+                for (c, (row, &h)) in dots.chunks_exact(ASSIGN_ROWS).zip(&self.half_norms).enumerate() {
+                    for r in 0..ASSIGN_ROWS {
+                        let s = row[r] - h;
+                        if s > best[r] {
+                            best[r] = s;
+                            best_c[r] = c as u16;
+                        }
                     }
                 }
             }
@@ -741,6 +802,41 @@ mod tests {
         a.assign_batch(&x, &mut batch).unwrap();
         assert_eq!(batch, ids);
         assert!(a.assign_batch(&x[..dim * 3], &mut [0u16; 2]).is_err());
+    }
+
+    #[test]
+    fn the_bf16_screen_assigns_the_exact_nearest_centroid() {
+        // Clustered unit tokens and many centroids (near ties are common), 128-d and 16-d.
+        for (dim, k) in [(128usize, 256u32), (16, 64)] {
+            let x = data(3000, dim, 7);
+            let p = TokenCodebookParams { centroids: Some(k), ..Default::default() };
+            let book = TokenCodebook::train(&x, dim, 0, &p).unwrap();
+            let mut exact = book.clone();
+            exact.centroids_bf16.clear();
+            if book.centroids_bf16.is_empty() {
+                eprintln!("note: no AVX-512 BF16 on this CPU; the bf16 assignment screen is not run");
+            }
+            let (mut a, mut b) = (vec![0u16; 3000], vec![0u16; 3000]);
+            let (mut da, mut db) = (vec![0f32; 3000], vec![0f32; 3000]);
+            book.assign_with_distance(&x, &mut a, &mut da);
+            exact.assign_with_distance(&x, &mut b, &mut db);
+            for (i, row) in x.chunks_exact(dim).enumerate() {
+                let d = |c: u16| -> f32 {
+                    let cen = &book.centroids()[c as usize * dim..(c as usize + 1) * dim];
+                    row.iter().zip(cen).map(|(p, q)| (p - q) * (p - q)).sum()
+                };
+                // The same centroid, or one exactly as near (an f32 rounding tie).
+                assert!(a[i] == b[i] || (d(a[i]) - d(b[i])).abs() <= 1e-5, "token {i}: {} against {}", a[i], b[i]);
+                assert!((da[i] - db[i]).abs() <= 1e-4, "token {i}: distance {} against {}", da[i], db[i]);
+            }
+        }
+        // Constant tokens (every centroid equal): each one is re-scored, the lowest id wins.
+        let x = vec![0.25f32; 40 * 16];
+        let book = TokenCodebook::train(&x, 16, 0, &TokenCodebookParams { centroids: Some(16), ..Default::default() })
+            .unwrap();
+        let mut ids = vec![9u16; 40];
+        book.assign(&x, &mut ids).unwrap();
+        assert!(ids.iter().all(|&i| i == 0), "{ids:?}");
     }
 
     /// Squared error of quantizing `sorted` with `cuts` / `values` (a value's code is the number
