@@ -251,11 +251,15 @@ pub fn nearest_centroid(
     assert!(assign.len() == n && dist.len() == n);
     match Isa::detect() {
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx512` and above are only returned after runtime detection of AVX-512 F
+        // (and AVX2, FMA); the lengths the kernel indexes by were asserted above.
+        Isa::Avx512 | Isa::Avx512Bf16 => unsafe {
+            x86::nearest_centroid_avx512(points, sub_dim, centroids_t, norms, assign, dist)
+        },
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2+FMA (module docs);
         // the lengths the kernel indexes by were asserted above.
-        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => unsafe {
-            x86::nearest_centroid_avx2(points, sub_dim, centroids_t, norms, assign, dist)
-        },
+        Isa::Avx2 => unsafe { x86::nearest_centroid_avx2(points, sub_dim, centroids_t, norms, assign, dist) },
         _ => nearest_centroid_portable(points, sub_dim, centroids_t, norms, assign, dist),
     }
 }
@@ -1275,6 +1279,23 @@ mod tests {
         nearest_centroid(&points, sub_dim, &ct, &norms, &mut assign, &mut dist);
         let (mut assign_p, mut dist_p) = (vec![0u8; n], vec![0f32; n]);
         nearest_centroid_portable(&points, sub_dim, &ct, &norms, &mut assign_p, &mut dist_p);
+        // Each kernel this CPU has, by name, gives the portable kernel's ids.
+        #[cfg(target_arch = "x86_64")]
+        for isa in Isa::available() {
+            let (mut a, mut d) = (vec![0u8; n], vec![0f32; n]);
+            // SAFETY: `isa` is available on this CPU; the lengths match.
+            unsafe {
+                match isa {
+                    Isa::Avx2 => x86::nearest_centroid_avx2(&points, sub_dim, &ct, &norms, &mut a, &mut d),
+                    Isa::Avx512 => x86::nearest_centroid_avx512(&points, sub_dim, &ct, &norms, &mut a, &mut d),
+                    _ => continue,
+                }
+            }
+            assert_eq!(a, assign_p, "{} ids", isa.name());
+            for (x, y) in d.iter().zip(&dist_p) {
+                assert!((x - y).abs() <= 1e-3, "{}: distance {x} against {y}", isa.name());
+            }
+        }
         for p in 0..n {
             let x = &points[p * sub_dim..(p + 1) * sub_dim];
             let d2 = |c: usize| {
@@ -1776,6 +1797,56 @@ mod x86 {
         let total = _mm512_reduce_add_epi32(_mm512_add_epi32(acc0, acc1));
         // SAFETY: the caller's features include AVX2.
         total + unsafe { dot_i8_avx2(&a[i..], &b[i..]) }
+    }
+
+    /// All 256 centroids' `‖c‖² − 2⟨x, c⟩` in sixteen 16-lane accumulators at once (one
+    /// broadcast per coordinate), then the arg-min by masked moves: strict `<` over ascending
+    /// blocks keeps each lane's first minimum, and the lowest index among the lanes holding the
+    /// overall minimum is taken, so ties go to the first centroid as in the portable kernel.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn nearest_centroid_avx512(
+        points: &[f32],
+        sub_dim: usize,
+        centroids_t: &[f32],
+        norms: &[f32],
+        assign: &mut [u8],
+        dist: &mut [f32],
+    ) {
+        let ct = centroids_t.as_ptr();
+        let lane_ids = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        for (p, x) in points.chunks_exact(sub_dim).enumerate() {
+            // SAFETY: v * 16 + 15 < 256 = norms.len(); d * 256 + 255 < sub_dim * 256 =
+            // centroids_t.len() (asserted by the caller).
+            unsafe {
+                let mut acc = [_mm512_setzero_ps(); 16];
+                for (v, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_loadu_ps(norms.as_ptr().add(v * 16));
+                }
+                for (d, &xd) in x.iter().enumerate() {
+                    let scaled = _mm512_set1_ps(-2.0 * xd);
+                    let row = ct.add(d * 256);
+                    for (v, a) in acc.iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(scaled, _mm512_loadu_ps(row.add(v * 16)), *a);
+                    }
+                }
+                let (mut best_value, mut best_index) = (acc[0], lane_ids);
+                for (v, a) in acc.iter().enumerate().skip(1) {
+                    let better = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(*a, best_value);
+                    best_value = _mm512_mask_mov_ps(best_value, better, *a);
+                    best_index = _mm512_mask_mov_epi32(
+                        best_index,
+                        better,
+                        _mm512_add_epi32(lane_ids, _mm512_set1_epi32(v as i32 * 16)),
+                    );
+                }
+                let min = _mm512_reduce_min_ps(best_value);
+                let at_min = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(best_value, _mm512_set1_ps(min));
+                let index = _mm512_mask_reduce_min_epi32(at_min, best_index);
+                let norm: f32 = x.iter().map(|v| v * v).sum();
+                assign[p] = index as u8;
+                dist[p] = (min + norm).max(0.0);
+            }
+        }
     }
 
     #[target_feature(enable = "avx512f")]
