@@ -433,6 +433,18 @@ pub struct SearchArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// After the first search, run the same query this many more times in this process and
+    /// report their median (`warm_ms`) next to the first one's time: what a fresh process's first
+    /// query costs against a warm one's (page-table faults, first-use allocations).
+    #[arg(long, default_value_t = 0)]
+    repeat: usize,
+    /// Also print where the first search's time went (`SearchProfile`: stage microseconds and
+    /// counts), and the last repeat's with `--repeat`.
+    #[arg(long)]
+    profile: bool,
+    /// Turn off the prefetch of what each search step reads (`SearchParams::prefetch`).
+    #[arg(long)]
+    no_prefetch: bool,
 }
 
 pub fn search(args: SearchArgs) -> Result<(), String> {
@@ -448,19 +460,59 @@ pub fn search(args: SearchArgs) -> Result<(), String> {
         ));
     }
     let filter = args.filter.as_deref().map(Filter::from_json).transpose().map_err(|e| format!("--filter: {e}"))?;
-    let params = SearchParams { rerank: args.rerank, with_payload: args.payload, filter, ..SearchParams::new(args.k) };
+    let params = SearchParams {
+        rerank: args.rerank,
+        with_payload: args.payload,
+        filter,
+        prefetch: !args.no_prefetch,
+        ..SearchParams::new(args.k)
+    };
     let t = Instant::now();
-    let hits = c.search(&values, &params).map_err(|e| e.to_string())?;
+    let (hits, first_profile) = c.search_profiled(&values, &params).map_err(|e| e.to_string())?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
+    let mut warm = Vec::with_capacity(args.repeat);
+    let mut last_profile = None;
+    for _ in 0..args.repeat {
+        let t = Instant::now();
+        let (_, p) = c.search_profiled(&values, &params).map_err(|e| e.to_string())?;
+        warm.push(t.elapsed().as_secs_f64() * 1e3);
+        last_profile = Some(p);
+    }
+    warm.sort_by(f64::total_cmp);
+    let warm_ms = (!warm.is_empty()).then(|| warm[warm.len() / 2]);
     drop(c);
     if args.json {
         let hits: Vec<_> = hits
             .iter()
             .map(|h| json!({"id": h.id, "score": h.score, "payload": h.payload.as_ref().map(|p| String::from_utf8_lossy(p).into_owned())}))
             .collect();
-        println!("{}", json!({"query_tokens": rows, "k": args.k, "open_ms": open_ms, "ms": ms, "hits": hits}));
+        let mut out = json!({"query_tokens": rows, "k": args.k, "open_ms": open_ms, "ms": ms, "hits": hits});
+        if let Some(w) = warm_ms {
+            out["warm_ms"] = json!(w);
+            out["first_over_warm"] = json!(ms / w.max(1e-9));
+        }
+        if args.profile {
+            out["profile"] = json!(first_profile);
+            if let Some(p) = &last_profile {
+                out["warm_profile"] = json!(p);
+            }
+        }
+        println!("{out}");
     } else {
         println!("{} hits for a {rows}-token query in {ms:.2} ms (open {open_ms:.2} ms)", hits.len());
+        if let Some(w) = warm_ms {
+            println!(
+                "the same query repeated {} times: median {w:.2} ms ({:.2}x faster)",
+                warm.len(),
+                ms / w.max(1e-9)
+            );
+        }
+        if args.profile {
+            println!("first search: {}", json!(first_profile));
+            if let Some(p) = &last_profile {
+                println!("last repeat:  {}", json!(p));
+            }
+        }
         println!("{:>5} {:>20} {:>12}", "rank", "id", "MaxSim");
         for (i, h) in hits.iter().enumerate() {
             let payload = h.payload.as_ref().map(|p| format!("  {}", String::from_utf8_lossy(p))).unwrap_or_default();
