@@ -806,7 +806,7 @@ mod tests {
 
     #[test]
     fn the_bf16_screen_assigns_the_exact_nearest_centroid() {
-        // Clustered unit tokens and many centroids (near ties are common), 128-d and 16-d.
+        // Random unit tokens against many centroids (close runners-up are common), 128-d and 16-d.
         for (dim, k) in [(128usize, 256u32), (16, 64)] {
             let x = data(3000, dim, 7);
             let p = TokenCodebookParams { centroids: Some(k), ..Default::default() };

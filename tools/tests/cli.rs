@@ -166,6 +166,26 @@ fn collection_lifecycle_through_the_cli() {
     .unwrap();
     assert_eq!(hits["hits"][0]["id"], 1005);
     assert_eq!(hits["hits"][0]["payload"], "{\"n\":5}");
+    // Repeats in one process: the same hits, a warm median and each run's profile.
+    let repeated: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "search",
+        c,
+        "--query",
+        q.to_str().unwrap(),
+        "--k",
+        "3",
+        "--json",
+        "--repeat",
+        "3",
+        "--profile",
+        "--no-prefetch",
+    ]))
+    .unwrap();
+    assert_eq!(repeated["hits"][0]["id"], 1005);
+    assert!(repeated["warm_ms"].as_f64().unwrap() > 0.0 && repeated["first_over_warm"].as_f64().unwrap() > 0.0);
+    for key in ["profile", "warm_profile"] {
+        assert!(repeated[key]["reranked"].as_u64().unwrap() >= 3, "{key}: {}", repeated[key]);
+    }
     let doc: serde_json::Value = serde_json::from_str(&run_ok(&["get", c, "1005", "--json"])).unwrap();
     assert_eq!(doc["tokens"], tokens_of(5).len() / 16);
     run_ok(&["delete", c, "1005", "1006"]);
