@@ -433,25 +433,45 @@ impl AdcTable {
     /// them keeps many independent cache-line fetches in flight instead of one code's at a time.
     pub fn score_many(&self, codes: &[u8], ids: &[u32], out: &mut Vec<f32>) {
         out.clear();
-        let m = self.subspaces;
-        for group in ids.chunks(SCORE_GROUP) {
-            let mut acc = [0u32; SCORE_GROUP];
-            let mut rows: [&[u8]; SCORE_GROUP] = [&[]; SCORE_GROUP];
-            for (j, &id) in group.iter().enumerate() {
-                rows[j] = &codes[id as usize * m..(id as usize + 1) * m];
+        // Groups of 8, then of 4, 2 and 1 for the rest: each width is a constant-trip inner loop,
+        // which the compiler unrolls with the partial sums in registers (a loop over a run-time
+        // group length added into memory, one store-to-load round trip per lookup). A beam step
+        // scores a handful of fresh neighbours, so the short widths are common.
+        let mut rest = ids;
+        while !rest.is_empty() {
+            let width = match rest.len() {
+                n if n >= SCORE_GROUP => SCORE_GROUP,
+                n if n >= 4 => 4,
+                n if n >= 2 => 2,
+                _ => 1,
+            };
+            let (group, tail) = rest.split_at(width);
+            match width {
+                SCORE_GROUP => self.score_group::<SCORE_GROUP>(codes, group, out),
+                4 => self.score_group::<4>(codes, group, out),
+                2 => self.score_group::<2>(codes, group, out),
+                _ => self.score_group::<1>(codes, group, out),
             }
-            for (r, &s) in self.active.iter().enumerate() {
-                // A fixed-size view lets the compiler drop the bounds checks of the inner loop; the
-                // slice is exactly PQ_CENTROIDS long by construction, so the conversion cannot fail.
-                #[allow(clippy::expect_used)]
-                let table: &[u8; PQ_CENTROIDS] =
-                    self.quantized[r * PQ_CENTROIDS..(r + 1) * PQ_CENTROIDS].try_into().expect("256 entries");
-                for j in 0..group.len() {
-                    acc[j] += table[rows[j][s as usize] as usize] as u32;
-                }
-            }
-            out.extend(acc[..group.len()].iter().map(|&a| self.offset + self.scale * a as f32));
+            rest = tail;
         }
+    }
+
+    /// [`AdcTable::score_many`] of exactly `N` ids, appended to `out`.
+    fn score_group<const N: usize>(&self, codes: &[u8], group: &[u32], out: &mut Vec<f32>) {
+        let m = self.subspaces;
+        let rows: [&[u8]; N] = std::array::from_fn(|j| &codes[group[j] as usize * m..(group[j] as usize + 1) * m]);
+        let mut acc = [0u32; N];
+        for (table, &s) in self.quantized.chunks_exact(PQ_CENTROIDS).zip(&self.active) {
+            // A fixed-size view lets the compiler drop the table's bounds checks; the chunk is
+            // exactly PQ_CENTROIDS long, so the conversion cannot fail.
+            #[allow(clippy::expect_used)]
+            let table: &[u8; PQ_CENTROIDS] = table.try_into().expect("256 entries");
+            let s = s as usize;
+            for (a, row) in acc.iter_mut().zip(&rows) {
+                *a += table[row[s] as usize] as u32;
+            }
+        }
+        out.extend(acc.iter().map(|&a| self.offset + self.scale * a as f32));
     }
 
     /// Flat scan: the best `top_n` of `codes` (consecutive `m`-byte codes; ordinal = position),
@@ -677,6 +697,10 @@ mod tests {
             let one = table.score(&codes[id as usize * 8..(id as usize + 1) * 8]);
             // Byte tables: within half a quantization step per subspace of the exact score.
             assert!((got - one).abs() <= 0.5 * table.quantization_step() * 8.0 + 1e-4, "batched scoring of {id}");
+            // Full groups and the shorter last one sum the same bytes: equal scores.
+            let mut single = Vec::new();
+            table.score_many(&codes, &[id], &mut single);
+            assert_eq!(single, [got], "{id} alone and in a group");
         }
         let table = cb.adc_table(&dense).unwrap();
         let top = table.scan(&codes, 5, |d| d == 0);
