@@ -213,18 +213,17 @@ impl VisitedSet {
         VisitedSet { slots: vec![NO_NEIGHBOR; 256], len: 0 }
     }
 
-    /// Inserts `id`; false if it was present.
+    /// Inserts `id`; false if it was present. Inlined into the searches' inner loops; the rare
+    /// growth is out of line.
+    #[inline]
     pub(crate) fn insert(&mut self, id: u32) -> bool {
         if (self.len + 1) * 2 > self.slots.len() {
-            let grown = vec![NO_NEIGHBOR; self.slots.len() * 2];
-            let old = std::mem::replace(&mut self.slots, grown);
-            self.len = 0;
-            for v in old.into_iter().filter(|&v| v != NO_NEIGHBOR) {
-                self.insert(v);
-            }
+            self.grow();
         }
         let mask = self.slots.len() - 1;
-        let mut i = (id.wrapping_mul(0x9e37_79b9) as usize) & mask;
+        // Fibonacci hashing: the product's high bits, which depend on every bit of the id.
+        let shift = 32 - self.slots.len().trailing_zeros();
+        let mut i = (id.wrapping_mul(0x9e37_79b9) >> shift) as usize & mask;
         loop {
             match self.slots[i] {
                 NO_NEIGHBOR => {
@@ -236,5 +235,38 @@ impl VisitedSet {
                 _ => i = (i + 1) & mask,
             }
         }
+    }
+
+    /// Doubles the table and re-inserts what it holds.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self) {
+        let grown = vec![NO_NEIGHBOR; self.slots.len() * 2];
+        let old = std::mem::replace(&mut self.slots, grown);
+        self.len = 0;
+        for v in old.into_iter().filter(|&v| v != NO_NEIGHBOR) {
+            self.insert(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VisitedSet;
+
+    #[test]
+    fn the_visited_set_holds_each_id_once_through_growth() {
+        let mut seen = VisitedSet::new();
+        // Sequential ids, strided ids that share their low bits, and the largest ids.
+        let ids: Vec<u32> =
+            (0..3000).chain((1..3001).map(|i| i * 4096 + 7)).chain((0..50).map(|i| u32::MAX - 1 - i)).collect();
+        for &id in &ids {
+            assert!(seen.insert(id), "{id} was new");
+        }
+        for &id in &ids {
+            assert!(!seen.insert(id), "{id} was already there");
+        }
+        assert_eq!(seen.len, ids.len());
+        assert!(seen.slots.len() >= 2 * ids.len() && seen.slots.len().is_power_of_two());
     }
 }
