@@ -206,21 +206,15 @@ pub(crate) fn segment_candidates(
     let mut stats = SearchStats::default();
     let found = match segment.graph() {
         Some(graph) => {
-            let mut failure: Option<Error> = None;
+            // A damaged centroid id ends the beam at the node that holds it (the error names
+            // the segment); no score is made up for it.
             let score = |ids: &[u32], out: &mut Vec<f32>| {
                 if params.prefetch {
                     scorer.prefetch(segment, ids);
                 }
-                if let Err(e) = scorer.score_many(segment, ids, out) {
-                    failure.get_or_insert(e);
-                    out.clear();
-                    out.resize(ids.len(), f32::NEG_INFINITY);
-                }
+                scorer.score_many(segment, ids, out)
             };
             let mut beam = beam_search_batched(&graph, width, score, skip, &mut stats)?;
-            if let Some(e) = failure {
-                return Err(e);
-            }
             beam.truncate(width);
             beam
         }

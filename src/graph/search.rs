@@ -30,6 +30,7 @@ pub fn beam_search<G: Neighbors>(
         |ids: &[u32], out: &mut Vec<f32>| {
             out.clear();
             out.extend(ids.iter().map(|&id| score(id)));
+            Ok(())
         },
         skip,
         stats,
@@ -38,11 +39,12 @@ pub fn beam_search<G: Neighbors>(
 
 /// [`beam_search`] with a scorer that takes every newly seen neighbour of an expanded node at
 /// once (`score(ids, out)` fills `out[i]` for `ids[i]`), so it can overlap their memory accesses
-/// (see `AdcTable::score_many`). Same results.
+/// (see `AdcTable::score_many`). Same results. A scorer error (damaged data) ends the search at
+/// once and is returned.
 pub fn beam_search_batched<G: Neighbors>(
     graph: &G,
     list_size: usize,
-    mut score: impl FnMut(&[u32], &mut Vec<f32>),
+    mut score: impl FnMut(&[u32], &mut Vec<f32>) -> Result<()>,
     skip: impl Fn(u32) -> bool,
     stats: &mut SearchStats,
 ) -> Result<Vec<Scored>> {
@@ -57,7 +59,7 @@ pub fn beam_search_batched<G: Neighbors>(
     let entry = graph.entry_point();
     mark(entry);
     let mut scores = Vec::new();
-    score(&[entry], &mut scores);
+    score(&[entry], &mut scores)?;
     let s = scores[0];
     stats.distance_computations += 1;
     beam.push((s, entry, false));
@@ -79,7 +81,7 @@ pub fn beam_search_batched<G: Neighbors>(
         graph.neighbors_into(beam[i].1, &mut neighbors)?;
         fresh.clear();
         fresh.extend(neighbors.iter().copied().filter(|&nb| mark(nb)));
-        score(&fresh, &mut scores);
+        score(&fresh, &mut scores)?;
         stats.distance_computations += fresh.len() as u64;
         for (&nb, &s) in fresh.iter().zip(&scores) {
             if !skip(nb) {
