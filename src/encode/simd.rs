@@ -31,8 +31,10 @@ pub enum Isa {
     Portable,
     /// x86-64 with AVX2, FMA and F16C (Haswell and later, Zen and later).
     Avx2,
-    /// x86-64 with AVX-512 F (and AVX2, FMA, F16C): the MaxSim kernel works on 16-lane registers;
-    /// the element-wise helpers use their AVX2 paths.
+    /// x86-64 with AVX-512 F (and AVX2, FMA, F16C): the MaxSim kernel, PQ encoding's nearest
+    /// centroid and the assignment's row screens work on 16-lane registers, the int8 dot on
+    /// AVX-512 VNNI where the CPU has it ([`int8_vnni`]); the other element-wise helpers use their
+    /// AVX2 paths.
     Avx512,
     /// [`Isa::Avx512`] plus AVX-512 BF16: bf16-stored documents are scored with `vdpbf16ps` (two
     /// multiply-adds per lane per instruction) against the query rounded to bf16, unless
