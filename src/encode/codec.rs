@@ -365,69 +365,29 @@ impl TokenCodebook {
         let rows = tokens.len() / dim;
         assert!(ids.len() == rows && dist.len() == rows, "one id per token");
         let screen = !self.centroids_bf16.is_empty();
-        let max_norm = (2.0 * self.half_norms.iter().fold(0f32, |m, &h| m.max(h))).sqrt();
         // centroids (k × dim) · tokensᵀ (dim × ASSIGN_ROWS): the token block stays in L1 while
         // the centroids stream through once per block.
         let mut tokens_t = vec![0f32; dim * ASSIGN_ROWS];
         let mut dots = vec![0f32; self.k * ASSIGN_ROWS];
-        let mut lane_block = Vec::new();
         let mut near: Vec<(u32, u32)> = Vec::new();
         for start in (0..rows).step_by(ASSIGN_ROWS) {
             let end = (start + ASSIGN_ROWS).min(rows);
             let chunk = &tokens[start * dim..end * dim];
             tokens_t.fill(0.0);
+            let mut sq_norms = [0f32; ASSIGN_ROWS];
             for (r, x) in chunk.chunks_exact(dim).enumerate() {
+                sq_norms[r] = x.iter().map(|v| v * v).sum::<f32>();
                 for (d, &v) in x.iter().enumerate() {
                     tokens_t[d * ASSIGN_ROWS + r] = v;
                 }
             }
-            if screen {
-                let width = simd::MAXSIM_BLOCK_LANES;
-                for col in (0..ASSIGN_ROWS).step_by(width) {
-                    lane_block.clear();
-                    for d in 0..dim {
-                        lane_block.extend_from_slice(&tokens_t[d * ASSIGN_ROWS + col..d * ASSIGN_ROWS + col + width]);
-                    }
-                    let pairs = simd::bf16_pair_block(&lane_block, width, dim);
-                    simd::dots_bf16(
-                        Isa::detect(),
-                        &pairs,
-                        width,
-                        dim,
-                        &self.centroids_bf16,
-                        &mut dots,
-                        ASSIGN_ROWS,
-                        col,
-                    );
-                }
-            } else {
-                simd::mat_mul(&self.centroids, dim, &tokens_t, ASSIGN_ROWS, &mut dots, Rounding::Fused);
-            }
             let mut best = [f32::NEG_INFINITY; ASSIGN_ROWS];
             let mut best_c = [0u16; ASSIGN_ROWS];
             if screen {
-                // The best bf16 score of each token (a plain max, which vectorises), then every
-                // centroid within twice the error bound of it may be the exact best: those are
-                // re-scored in f32, in ascending ids so that ties go to the lowest, as below.
-                let mut top = [f32::NEG_INFINITY; ASSIGN_ROWS];
-                simd::row_maxima(&dots, &self.half_norms, &mut top);
-                let mut floor = [f32::INFINITY; ASSIGN_ROWS];
-                for (r, x) in chunk.chunks_exact(dim).enumerate() {
-                    let bound = BF16_SCREEN_ERROR * simd::dot(x, x).sqrt() * max_norm + f32::MIN_POSITIVE;
-                    floor[r] = top[r] - 2.0 * bound;
-                }
-                near.clear();
-                simd::rows_near(&dots, &self.half_norms, &floor, &mut near);
-                for &(c, r) in &near {
-                    let (c, r) = (c as usize, r as usize);
-                    let s = simd::dot(&chunk[r * dim..(r + 1) * dim], &self.centroids[c * dim..(c + 1) * dim])
-                        - self.half_norms[c];
-                    if s > best[r] {
-                        best[r] = s;
-                        best_c[r] = c as u16;
-                    }
-                }
+                self.centroid_dots_bf16(&tokens_t, ASSIGN_ROWS, &mut dots);
+                self.rescore_near_best(chunk, &dots, &sq_norms, &mut near, &mut best, &mut best_c);
             } else {
+                simd::mat_mul(&self.centroids, dim, &tokens_t, ASSIGN_ROWS, &mut dots, Rounding::Fused);
                 for (c, (row, &h)) in dots.chunks_exact(ASSIGN_ROWS).zip(&self.half_norms).enumerate() {
                     for r in 0..ASSIGN_ROWS {
                         let s = row[r] - h;
@@ -438,9 +398,63 @@ impl TokenCodebook {
                     }
                 }
             }
-            for (r, x) in chunk.chunks_exact(dim).enumerate() {
+            for r in 0..end - start {
                 ids[start + r] = best_c[r];
-                dist[start + r] = (0.5 * x.iter().map(|v| v * v).sum::<f32>() - best[r]).max(0.0);
+                dist[start + r] = (0.5 * sq_norms[r] - best[r]).max(0.0);
+            }
+        }
+    }
+
+    /// `out[c · lanes + l] = ⟨centroid c, column l of rows_t⟩` in bf16 (`vdpbf16ps`; only when
+    /// `centroids_bf16` exists), for `rows_t` dimension-major (`dim × lanes`, `lanes` a multiple of
+    /// 16), [`simd::MAXSIM_BLOCK_LANES`] columns (or the last 16) per kernel call.
+    fn centroid_dots_bf16(&self, rows_t: &[f32], lanes: usize, out: &mut [f32]) {
+        let dim = self.dim;
+        let mut col = 0;
+        while col < lanes {
+            let width = (lanes - col).min(simd::MAXSIM_BLOCK_LANES);
+            let mut block = vec![0f32; dim * width];
+            for d in 0..dim {
+                block[d * width..(d + 1) * width].copy_from_slice(&rows_t[d * lanes + col..d * lanes + col + width]);
+            }
+            let pairs = simd::bf16_pair_block(&block, width, dim);
+            simd::dots_bf16(Isa::detect(), &pairs, width, dim, &self.centroids_bf16, out, lanes, col);
+            col += width;
+        }
+    }
+
+    /// The exact nearest centroid of each token of `chunk` from bf16 scores `dots` (`k ×
+    /// ASSIGN_ROWS`): the best bf16 score of each token, then every centroid within twice the
+    /// error bound of it ([`BF16_SCREEN_ERROR`]) may be the exact best, and those are re-scored in
+    /// f32, in ascending ids so that ties go to the lowest (as the exact scan).
+    fn rescore_near_best(
+        &self,
+        chunk: &[f32],
+        dots: &[f32],
+        sq_norms: &[f32; ASSIGN_ROWS],
+        near: &mut Vec<(u32, u32)>,
+        best: &mut [f32; ASSIGN_ROWS],
+        best_c: &mut [u16; ASSIGN_ROWS],
+    ) {
+        let dim = self.dim;
+        let max_norm = (2.0 * self.half_norms.iter().fold(0f32, |m, &h| m.max(h))).sqrt();
+        let mut top = [f32::NEG_INFINITY; ASSIGN_ROWS];
+        simd::row_maxima(dots, &self.half_norms, &mut top);
+        // Rows past the chunk's tokens keep an infinite floor: nothing is near them.
+        let mut floor = [f32::INFINITY; ASSIGN_ROWS];
+        for r in 0..chunk.len() / dim {
+            let bound = BF16_SCREEN_ERROR * sq_norms[r].sqrt() * max_norm + f32::MIN_POSITIVE;
+            floor[r] = top[r] - 2.0 * bound;
+        }
+        near.clear();
+        simd::rows_near(dots, &self.half_norms, &floor, near);
+        for &(c, r) in near.iter() {
+            let (c, r) = (c as usize, r as usize);
+            let s =
+                simd::dot(&chunk[r * dim..(r + 1) * dim], &self.centroids[c * dim..(c + 1) * dim]) - self.half_norms[c];
+            if s > best[r] {
+                best[r] = s;
+                best_c[r] = c as u16;
             }
         }
     }
@@ -591,21 +605,10 @@ impl TokenCodebook {
         }
         let mut table = vec![0f32; self.k * lanes];
         if !self.centroids_bf16.is_empty() {
-            // AVX-512 BF16: the query rounded to bf16, 32 lanes (or the last 16) per kernel call.
-            // The table only ranks candidates for the exact stage, so bf16's 8-bit mantissa costs
-            // nothing measurable (the kernel issue's note) and the product runs at 2.5x.
-            let mut col = 0;
-            while col < lanes {
-                let width = (lanes - col).min(simd::MAXSIM_BLOCK_LANES);
-                let mut block = vec![0f32; dim * width];
-                for d in 0..dim {
-                    block[d * width..(d + 1) * width]
-                        .copy_from_slice(&query_t[d * lanes + col..d * lanes + col + width]);
-                }
-                let pairs = simd::bf16_pair_block(&block, width, dim);
-                simd::dots_bf16(Isa::detect(), &pairs, width, dim, &self.centroids_bf16, &mut table, lanes, col);
-                col += width;
-            }
+            // AVX-512 BF16: the table only ranks candidates for the exact stage, so bf16's 8-bit
+            // mantissa costs nothing measurable (the kernel issue's note) and the product runs at
+            // 2.5x.
+            self.centroid_dots_bf16(&query_t, lanes, &mut table);
         } else if rows * 4 <= lanes {
             // Mostly padding (a 1-4 token query): one dot product per centroid and real token
             // instead of a 16-column matrix product.
