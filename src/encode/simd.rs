@@ -505,17 +505,46 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// [`quantize_i8`] produces; vectors up to 65,536 long cannot overflow).
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     assert_eq!(a.len(), b.len());
-    #[cfg(target_arch = "x86_64")]
-    if int8_vnni() {
-        // SAFETY: `int8_vnni` is true only after runtime detection of AVX-512 F, BW and VNNI.
-        return unsafe { x86::dot_i8_avx512vnni(a, b) };
-    }
-    match Isa::detect() {
+    match int8_kernel() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` is only returned after runtime detection of AVX2+FMA (module docs).
-        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => unsafe { x86::dot_i8_avx2(a, b) },
+        // SAFETY: `Int8Kernel::Vnni` is chosen only after runtime detection of AVX-512 F, BW and
+        // VNNI (and AVX2, which the kernel's tail uses).
+        Int8Kernel::Vnni => unsafe { x86::dot_i8_avx512vnni(a, b) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Int8Kernel::Avx2` is chosen only where `Isa::detect` found AVX2 (module docs).
+        Int8Kernel::Avx2 => unsafe { x86::dot_i8_avx2(a, b) },
         _ => dot_i8_portable(a, b),
     }
+}
+
+/// The [`dot_i8`] kernels.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Int8Kernel {
+    Portable,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Avx2,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Vnni,
+}
+
+/// [`dot_i8`]'s kernel, chosen once: VNNI where [`int8_vnni`] says so, else by [`Isa::detect`].
+fn int8_kernel() -> Int8Kernel {
+    static CHOSEN: OnceLock<Int8Kernel> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if matches!(Isa::detect(), Isa::Avx512 | Isa::Avx512Bf16)
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+            {
+                return Int8Kernel::Vnni;
+            }
+            if Isa::detect() != Isa::Portable {
+                return Int8Kernel::Avx2;
+            }
+        }
+        Int8Kernel::Portable
+    })
 }
 
 /// Whether [`dot_i8`] runs the AVX-512 VNNI kernel (`vpdpbusd`: 64 int8 multiply-adds per
@@ -524,17 +553,7 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 /// `QUIVERDB_FORCE_PORTABLE` turn it off too). Detected once. Integer arithmetic: every kernel
 /// returns the same exact sum.
 pub fn int8_vnni() -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            matches!(Isa::detect(), Isa::Avx512 | Isa::Avx512Bf16)
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512vnni")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
-    })
+    int8_kernel() == Int8Kernel::Vnni
 }
 
 /// Asks the CPU to start loading `bytes` into cache (one prefetch per 64-byte line), so that a
