@@ -155,7 +155,8 @@ fn run(name: &str, docs: &MultiVectors, queries: &MultiVectors, with_full: bool)
 }
 
 /// Nanoseconds per 1,024-dim int8 inner product over 4,096 vectors (4 MB, as scattered as a
-/// build's reads; `QUIVERDB_BENCH_INT8_N=8` keeps them in L1 to time the arithmetic alone), by the kernel the CPU dispatches to (`QUIVERDB_NO_AVX512=1` times the AVX2 one).
+/// build's reads; `QUIVERDB_BENCH_INT8_N=8` keeps them in L1 to time the arithmetic alone), by
+/// the kernel the CPU dispatches to (`QUIVERDB_NO_AVX512=1` times the AVX2 one).
 fn int8_dots() {
     const DIM: usize = 1024;
     let n_vectors: usize = std::env::var("QUIVERDB_BENCH_INT8_N").ok().and_then(|v| v.parse().ok()).unwrap_or(4096);

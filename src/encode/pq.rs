@@ -437,22 +437,22 @@ impl AdcTable {
         // which the compiler unrolls with the partial sums in registers (a loop over a run-time
         // group length added into memory, one store-to-load round trip per lookup). A beam step
         // scores a handful of fresh neighbours, so the short widths are common.
-        let mut rest = ids;
-        while !rest.is_empty() {
-            let width = match rest.len() {
-                n if n >= SCORE_GROUP => SCORE_GROUP,
-                n if n >= 4 => 4,
-                n if n >= 2 => 2,
-                _ => 1,
-            };
-            let (group, tail) = rest.split_at(width);
-            match width {
-                SCORE_GROUP => self.score_group::<SCORE_GROUP>(codes, group, out),
-                4 => self.score_group::<4>(codes, group, out),
-                2 => self.score_group::<2>(codes, group, out),
-                _ => self.score_group::<1>(codes, group, out),
-            }
-            rest = tail;
+        let mut groups = ids.chunks_exact(SCORE_GROUP);
+        for group in groups.by_ref() {
+            self.score_group::<SCORE_GROUP>(codes, group, out);
+        }
+        // Fewer than 8 left: at most one group each of 4, 2 and 1, in order.
+        let mut rest = groups.remainder();
+        if rest.len() >= 4 {
+            self.score_group::<4>(codes, &rest[..4], out);
+            rest = &rest[4..];
+        }
+        if rest.len() >= 2 {
+            self.score_group::<2>(codes, &rest[..2], out);
+            rest = &rest[2..];
+        }
+        if !rest.is_empty() {
+            self.score_group::<1>(codes, rest, out);
         }
     }
 

@@ -222,7 +222,7 @@ impl VisitedSet {
         }
         let mask = self.slots.len() - 1;
         // Fibonacci hashing: the product's high bits, which depend on every bit of the id.
-        let shift = 32 - self.slots.len().trailing_zeros();
+        let shift = 32u32.saturating_sub(self.slots.len().trailing_zeros());
         let mut i = (id.wrapping_mul(0x9e37_79b9) >> shift) as usize & mask;
         loop {
             match self.slots[i] {

@@ -480,6 +480,7 @@ pub fn search(args: SearchArgs) -> Result<(), String> {
     }
     warm.sort_by(f64::total_cmp);
     let warm_ms = (!warm.is_empty()).then(|| warm[warm.len() / 2]);
+    let first_over_warm = warm_ms.map(|w| ms / w.max(1e-9));
     drop(c);
     if args.json {
         let hits: Vec<_> = hits
@@ -487,9 +488,9 @@ pub fn search(args: SearchArgs) -> Result<(), String> {
             .map(|h| json!({"id": h.id, "score": h.score, "payload": h.payload.as_ref().map(|p| String::from_utf8_lossy(p).into_owned())}))
             .collect();
         let mut out = json!({"query_tokens": rows, "k": args.k, "open_ms": open_ms, "ms": ms, "hits": hits});
-        if let Some(w) = warm_ms {
+        if let (Some(w), Some(ratio)) = (warm_ms, first_over_warm) {
             out["warm_ms"] = json!(w);
-            out["first_over_warm"] = json!(ms / w.max(1e-9));
+            out["first_over_warm"] = json!(ratio);
         }
         if args.profile {
             out["profile"] = json!(first_profile);
@@ -500,12 +501,8 @@ pub fn search(args: SearchArgs) -> Result<(), String> {
         println!("{out}");
     } else {
         println!("{} hits for a {rows}-token query in {ms:.2} ms (open {open_ms:.2} ms)", hits.len());
-        if let Some(w) = warm_ms {
-            println!(
-                "the same query repeated {} times: median {w:.2} ms ({:.2}x faster)",
-                warm.len(),
-                ms / w.max(1e-9)
-            );
+        if let (Some(w), Some(ratio)) = (warm_ms, first_over_warm) {
+            println!("the same query repeated {} times: median {w:.2} ms ({ratio:.2}x faster)", warm.len());
         }
         if args.profile {
             println!("first search: {}", json!(first_profile));
