@@ -324,12 +324,24 @@ impl PqCodebook {
             )));
         }
         let sub_dim = self.sub_dim();
-        let active: Vec<u32> = (0..self.subspaces)
-            .filter(|&s| query[s * sub_dim..(s + 1) * sub_dim].iter().any(|&v| v != 0.0))
-            .map(|s| s as u32)
-            .collect();
+        let nonzero = |s: usize| query[s * sub_dim..(s + 1) * sub_dim].iter().any(|&v| v != 0.0);
+        // Rows in scoring order: first every pair of neighbouring non-zero subspaces (2s, 2s+1),
+        // whose two code bytes one 16-bit load fetches, then the lone ones. A MUVERA bucket of
+        // 16 values spans two 8-value subspaces, so nearly every non-zero subspace is in a pair.
+        let mut active = Vec::new();
+        let mut singles = Vec::new();
+        for s in (0..self.subspaces).step_by(2) {
+            match (nonzero(s), s + 1 < self.subspaces && nonzero(s + 1)) {
+                (true, true) => active.extend([s as u32, s as u32 + 1]),
+                (true, false) => singles.push(s as u32),
+                (false, true) => singles.push(s as u32 + 1),
+                (false, false) => {}
+            }
+        }
+        let pairs = active.len() / 2;
+        active.extend(singles);
         let mut table = vec![0f32; active.len() * PQ_CENTROIDS];
-        // Runs of consecutive active subspaces are computed with one kernel call each.
+        // Runs of rows whose subspaces are consecutive are computed with one kernel call each.
         let mut i = 0;
         while i < active.len() {
             let mut j = i + 1;
@@ -346,7 +358,7 @@ impl PqCodebook {
             i = j;
         }
         let (quantized, scale, offset) = quantize_table(&table, active.len());
-        Ok(AdcTable { subspaces: self.subspaces, active, table, quantized, scale, offset })
+        Ok(AdcTable { subspaces: self.subspaces, active, pairs, table, quantized, scale, offset })
     }
 }
 
@@ -358,8 +370,11 @@ pub const SCORE_GROUP: usize = 8;
 #[derive(Clone, Debug)]
 pub struct AdcTable {
     subspaces: usize,
-    /// Subspaces with a non-zero query part, ascending.
+    /// The subspace of each table row: subspaces with a non-zero query part, the first
+    /// `2 · pairs` in pairs `(2s, 2s + 1)`, then the others (see [`PqCodebook::adc_table`]).
     active: Vec<u32>,
+    /// Pairs of neighbouring subspaces at the start of `active`.
+    pairs: usize,
     /// `active.len() × 256` inner products.
     table: Vec<f32>,
     /// The same as bytes: `table ≈ offset_s + scale · quantized` (one scale for all subspaces, so
@@ -461,10 +476,21 @@ impl AdcTable {
         let m = self.subspaces;
         let rows: [&[u8]; N] = std::array::from_fn(|j| &codes[group[j] as usize * m..(group[j] as usize + 1) * m]);
         let mut acc = [0u32; N];
-        for (table, &s) in self.quantized.chunks_exact(PQ_CENTROIDS).zip(&self.active) {
-            // A fixed-size view lets the compiler drop the table's bounds checks; the chunk is
-            // exactly PQ_CENTROIDS long, so the conversion cannot fail.
-            #[allow(clippy::expect_used)]
+        let (paired, single) = self.quantized.split_at(2 * self.pairs * PQ_CENTROIDS);
+        // A fixed-size view lets the compiler drop the table's bounds checks; the chunks are
+        // exactly that long, so the conversions cannot fail.
+        #[allow(clippy::expect_used)]
+        for (table, &s) in paired.chunks_exact(2 * PQ_CENTROIDS).zip(self.active.iter().step_by(2)) {
+            let table: &[u8; 2 * PQ_CENTROIDS] = table.try_into().expect("512 entries");
+            let s = s as usize;
+            for (a, row) in acc.iter_mut().zip(&rows) {
+                let two: [u8; 2] = row[s..s + 2].try_into().expect("two bytes");
+                let two = u16::from_le_bytes(two) as usize;
+                *a += table[two & 0xff] as u32 + table[PQ_CENTROIDS + (two >> 8)] as u32;
+            }
+        }
+        #[allow(clippy::expect_used)]
+        for (table, &s) in single.chunks_exact(PQ_CENTROIDS).zip(&self.active[2 * self.pairs..]) {
             let table: &[u8; PQ_CENTROIDS] = table.try_into().expect("256 entries");
             let s = s as usize;
             for (a, row) in acc.iter_mut().zip(&rows) {
@@ -671,13 +697,14 @@ mod tests {
         cb.encode_batch(&data, &mut codes).unwrap();
         let mut decoded = vec![0f32; dim];
         // Dense query, and queries with zero subspaces (as MUVERA query FDEs have): the sparse
-        // table must give the same inner products.
+        // table must give the same inner products. Its non-zero subspaces 1, 2, 5, 6, 7 are one
+        // pair (6, 7) and three lone subspaces, so both of the table's row kinds are scored.
         let dense = gaussian(1, dim, 2);
         let mut sparse = dense.clone();
-        for s in [0, 3, 4, 7] {
+        for s in [0, 3, 4] {
             sparse[s * 4..(s + 1) * 4].fill(0.0);
         }
-        for (query, active) in [(&dense, 8), (&sparse, 4), (&vec![0f32; dim], 0)] {
+        for (query, active) in [(&dense, 8), (&sparse, 5), (&vec![0f32; dim], 0)] {
             let table = cb.adc_table(query).unwrap();
             assert_eq!(table.active_subspaces(), active);
             for code in codes.chunks(8) {
