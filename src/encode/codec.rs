@@ -521,6 +521,7 @@ impl TokenCodebook {
         let src = simd::ResidualCodes {
             bits: self.bits,
             table: &self.byte_table,
+            weights: &self.weights,
             centroids: &self.centroids,
             dim: self.dim,
             ids,
@@ -528,7 +529,9 @@ impl TokenCodebook {
         };
         simd::decode_residuals(src, out);
         if self.unit_norm {
-            out.chunks_exact_mut(self.dim).for_each(normalize);
+            // Renormalised in one pass over the decoded rows (`simd::normalize_rows`): a per-row
+            // dot product and scaling loop cost twice the AVX-512 decoding itself (`perf`).
+            simd::normalize_rows(out, self.dim);
         }
         Ok(())
     }
@@ -624,7 +627,6 @@ impl TokenCodebook {
     }
 }
 
-/// Scales `v` to unit length (a zero vector stays zero).
 /// Lloyd-Max refinements of a dimension's residual buckets after the quantile start.
 const SCALAR_QUANTIZER_ITERATIONS: usize = 25;
 
@@ -676,20 +678,6 @@ fn scalar_quantizer(sorted: &[f32], levels: usize) -> (Vec<f32>, Vec<f32>) {
         cuts = moved;
     }
     (cuts, values)
-}
-
-/// Scales `v` to unit length (a zero vector stays zero). The norm goes through the vectorised
-/// [`simd::dot`]: a plain `f32` sum is one dependent add per value, and it was 45% of a residual2
-/// rerank on scifact-mini (`perf`), more than decoding and scoring together; with it and the
-/// reciprocal below, a residual2 rerank went from 54-63 to 37-48 µs per document (f16: 20-28,
-/// same runs on a noisy shared machine).
-fn normalize(v: &mut [f32]) {
-    let n = simd::dot(v, v).sqrt();
-    if n > 0.0 {
-        // A multiply by the reciprocal (within an ulp of dividing, at a fraction of its cost).
-        let inverse = 1.0 / n;
-        v.iter_mut().for_each(|x| *x *= inverse);
-    }
 }
 
 impl TokenCodebook {

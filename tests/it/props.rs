@@ -233,10 +233,10 @@ mod codec {
             let raw = TokenCodebook::from_bytes(&{ let mut b = book.to_bytes(); b[9] = 0; b }, dim).unwrap();
             let mut want = vec![0f32; n * dim];
             raw.decode_many(&ids, &codes, &mut want).unwrap();
-            let table = raw_table(&raw);
+            let (table, weights) = raw_table(&raw);
             for isa in Isa::available() {
                 let mut got = vec![0f32; n * dim];
-                let src = simd::ResidualCodes { bits, table: &table, centroids: raw.centroids(), dim, ids: &ids, codes: &codes };
+                let src = simd::ResidualCodes { bits, table: &table, weights: &weights, centroids: raw.centroids(), dim, ids: &ids, codes: &codes };
                 simd::decode_residuals_with(isa, src, &mut got);
                 prop_assert_eq!(&got, &want, "decode kernel {}", isa.name());
             }
@@ -266,8 +266,9 @@ mod codec {
     }
 
     /// The per-byte-position decode table of `book`, rebuilt from its serialised weights (the
-    /// layout `simd::decode_residuals` documents), so kernels can be called directly.
-    fn raw_table(book: &TokenCodebook) -> Vec<f32> {
+    /// layout `simd::decode_residuals` documents), and the weights, so kernels can be called
+    /// directly.
+    fn raw_table(book: &TokenCodebook) -> (Vec<f32>, Vec<f32>) {
         let dim = book.dim();
         let bits = book.bits() as usize;
         let levels = 1usize << bits;
@@ -285,6 +286,6 @@ mod codec {
                 }
             }
         }
-        table
+        (table, weights.to_vec())
     }
 }
