@@ -309,9 +309,10 @@ fn centroid_dots_f16_with(isa: Isa, x: &[f32], sub_dim: usize, centroids_t: &[u1
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` and above are only returned after runtime detection of AVX2, FMA and
         // F16C (module docs); the lengths the kernel indexes by were asserted by the caller.
-        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => unsafe {
-            x86::centroid_dots_f16_avx2(x, sub_dim, centroids_t, out)
-        },
+        Isa::Avx2 => unsafe { x86::centroid_dots_f16_avx2(x, sub_dim, centroids_t, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, with AVX-512 F detected for the AVX-512 levels.
+        Isa::Avx512 | Isa::Avx512Bf16 => unsafe { x86::centroid_dots_f16_avx512(x, sub_dim, centroids_t, out) },
         _ => {
             let mut widened = [0f32; PQ_CENTROIDS];
             for (s, (xs, row)) in x.chunks_exact(sub_dim).zip(out.chunks_exact_mut(PQ_CENTROIDS)).enumerate() {
@@ -1422,12 +1423,20 @@ mod tests {
                     (0..sub_dim).map(|d| x[s * sub_dim + d] * ct[(s * sub_dim + d) * PQ_CENTROIDS + c]).sum();
             }
         }
+        let mut fused = Vec::new();
         for isa in Isa::available() {
             let mut got = vec![0f32; m * PQ_CENTROIDS];
             centroid_dots_f16_with(isa, &x, sub_dim, &bits, &mut got);
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{isa:?}: {g} vs {w}");
             }
+            if isa != Isa::Portable {
+                fused.push((isa, got));
+            }
+        }
+        // The AVX2 and AVX-512 kernels run the same fused multiply-adds in the same order.
+        for (isa, got) in &fused {
+            assert_eq!(got, &fused[0].1, "{isa:?} against {:?}", fused[0].0);
         }
     }
 
@@ -1892,6 +1901,36 @@ mod x86 {
                     for (v, a) in acc.iter().enumerate() {
                         _mm256_storeu_ps(row.add(block * 64 + v * 8), *a);
                     }
+                }
+            }
+        }
+    }
+
+    /// [`centroid_dots_f16_avx2`] on 16-lane registers: a subspace's 256 products in sixteen
+    /// accumulators at once, the same fused multiply-add per value in the same order of
+    /// dimensions, so the same results.
+    ///
+    /// # Safety
+    /// AVX-512 F, F16C and FMA available; as [`centroid_dots_f16_avx2`] for the lengths.
+    #[target_feature(enable = "avx512f,f16c,fma")]
+    pub(super) unsafe fn centroid_dots_f16_avx512(x: &[f32], sub_dim: usize, centroids_t: &[u16], out: &mut [f32]) {
+        for (s, xs) in x.chunks_exact(sub_dim).enumerate() {
+            let ct = centroids_t[s * sub_dim * 256..].as_ptr();
+            let row = out[s * 256..].as_mut_ptr();
+            // SAFETY: (d * 256 + v * 16 + 15) < sub_dim * 256 within subspace s's codebook, and
+            // v * 16 + 15 < 256 within its output row (lengths asserted by the caller).
+            unsafe {
+                let mut acc = [_mm512_setzero_ps(); 16];
+                for (d, &xd) in xs.iter().enumerate() {
+                    let b = _mm512_set1_ps(xd);
+                    let cp = ct.add(d * 256);
+                    for (v, a) in acc.iter_mut().enumerate() {
+                        let c = _mm512_cvtph_ps(_mm256_loadu_si256(cp.add(v * 16) as *const __m256i));
+                        *a = _mm512_fmadd_ps(b, c, *a);
+                    }
+                }
+                for (v, a) in acc.iter().enumerate() {
+                    _mm512_storeu_ps(row.add(v * 16), *a);
                 }
             }
         }
