@@ -700,6 +700,14 @@ fn check_bits(dim: usize, bits: u8) -> Result<()> {
     Ok(())
 }
 
+/// Reusable buffers of [`CentroidTable::score_refined`] (one per thread of scoring).
+#[derive(Debug, Default)]
+pub struct RefineScratch {
+    refined: Vec<usize>,
+    maxes: Vec<f32>,
+    dots: Vec<f32>,
+}
+
 /// A query's centroid-interaction table: `T[c][i] = ⟨q_i, C_c⟩`, query lanes padded to 16.
 #[derive(Clone, Debug)]
 pub struct CentroidTable {
@@ -747,6 +755,64 @@ impl CentroidTable {
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// This table with the rows of `centroids` set to −∞, for [`CentroidTable::score_refined`]:
+    /// their tokens then count only through their exact products. Ids beyond the table are
+    /// ignored.
+    pub fn without(&self, centroids: &[u16]) -> CentroidTable {
+        let mut masked = self.clone();
+        for &c in centroids {
+            if let Some(row) = masked.table.get_mut(c as usize * self.lanes..(c as usize + 1) * self.lanes) {
+                row.fill(f32::NEG_INFINITY);
+            }
+        }
+        masked
+    }
+
+    /// Centroid interaction with some tokens scored exactly. `self` is a table made by
+    /// [`CentroidTable::without`] the centroids flagged in `refine` (one flag per centroid): a
+    /// document token of a flagged centroid takes part with its exact products `⟨q_i, d_j⟩` in
+    /// place of its centroid's row, the others with their centroid's row: `Σ_i max_j`, as
+    /// [`CentroidTable::score`]. `exact(tokens, out)` writes into `out[..rows]` the maxima
+    /// `max_{j ∈ tokens} ⟨q_i, d_j⟩` over the flagged tokens' positions.
+    ///
+    /// With one or two query tokens every document in a probed centroid's inverted list has the
+    /// same centroid-interaction score, so that score cannot choose among them; the exact
+    /// products of the few tokens in the probed centroids can. An id beyond the table is an error.
+    pub fn score_refined(
+        &self,
+        ids: &[u16],
+        refine: &[bool],
+        scratch: &mut RefineScratch,
+        exact: impl FnOnce(&[usize], &mut [f32]) -> Result<()>,
+    ) -> Result<f32> {
+        if refine.len() != self.k {
+            return Err(Error::InvalidInput(format!("{} refine flags for {} centroids", refine.len(), self.k)));
+        }
+        let RefineScratch { refined, maxes, dots } = scratch;
+        refined.clear();
+        // Flagged tokens are few: a branch the predictor gets right for nearly every token.
+        for (j, &c) in ids.iter().enumerate() {
+            if refine.get(c as usize) == Some(&true) {
+                refined.push(j);
+            }
+        }
+        if refined.is_empty() {
+            return self.score(ids);
+        }
+        maxes.clear();
+        maxes.resize(self.lanes, f32::NEG_INFINITY);
+        simd::centroid_maxima(&self.table, self.lanes, ids, maxes).ok_or_else(|| {
+            Error::InvalidInput(format!("a centroid id is beyond the codebook's {} centroids", self.k))
+        })?;
+        dots.clear();
+        dots.resize(self.rows, f32::NEG_INFINITY);
+        exact(refined, dots)?;
+        for (m, &d) in maxes.iter_mut().zip(dots.iter()) {
+            *m = m.max(d);
+        }
+        Ok(maxes[..self.rows].iter().sum())
     }
 
     /// Centroid interaction: `Σ_i max_j T[ids[j]][i]` (0 for an empty document). An id beyond the
@@ -971,5 +1037,60 @@ mod tests {
         assert_eq!(table.score(&[]).unwrap(), 0.0);
         let top = table.top_centroids(2);
         assert!(!top.is_empty() && top.len() <= 38 && top.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn refined_centroid_interaction_replaces_flagged_rows_by_exact_products() {
+        let dim = 16;
+        let x = data(800, dim, 6);
+        let book = TokenCodebook::train(&x, dim, 0, &TokenCodebookParams { centroids: Some(48), ..Default::default() })
+            .unwrap();
+        let q = data(2, dim, 7);
+        let table = book.interaction_table(&q);
+        let row = |c: u16, i: usize| table.table[c as usize * table.lanes + i];
+        let flagged = [5u16, 17];
+        let mut refine = vec![false; 48];
+        for &c in &flagged {
+            refine[c as usize] = true;
+        }
+        let masked = table.without(&flagged);
+        let mut scratch = RefineScratch::default();
+        // Stand-in exact products of token j with query token i, far above every table value.
+        let exact_of = |j: usize, i: usize| 100.0 + (j * 2 + i) as f32;
+        let ids: Vec<u16> = vec![3, 17, 40, 5, 17, 9];
+        let mut seen = Vec::new();
+        let got = masked
+            .score_refined(&ids, &refine, &mut scratch, |positions, out| {
+                seen.extend_from_slice(positions);
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = positions.iter().map(|&j| exact_of(j, i)).fold(f32::NEG_INFINITY, f32::max);
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, [1, 3, 4], "the positions of the flagged centroids' tokens");
+        let want: f32 = (0..2)
+            .map(|i| {
+                ids.iter()
+                    .enumerate()
+                    .map(|(j, &c)| if refine[c as usize] { exact_of(j, i) } else { row(c, i) })
+                    .fold(f32::NEG_INFINITY, f32::max)
+            })
+            .sum();
+        assert_eq!(got, want);
+        // Flagged rows count only through the exact products, even when those are low.
+        let low = masked
+            .score_refined(&[5, 9], &refine, &mut scratch, |_, out| {
+                out.fill(-50.0);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(low, (0..2).map(|i| row(9, i).max(-50.0)).sum::<f32>());
+        // No flagged token: plain centroid interaction, and the closure is not called.
+        let plain = masked.score_refined(&[3, 40], &refine, &mut scratch, |_, _| panic!("no flagged token")).unwrap();
+        assert_eq!(plain, table.score(&[3, 40]).unwrap());
+        // A damaged id is an error, as for `score`; so are flags of the wrong length.
+        assert!(masked.score_refined(&[5, 48], &refine, &mut scratch, |_, _| Ok(())).is_err());
+        assert!(masked.score_refined(&[3], &refine[..4], &mut scratch, |_, _| Ok(())).is_err());
     }
 }

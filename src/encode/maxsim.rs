@@ -93,6 +93,28 @@ impl DocTokens<'_> {
         })
     }
 
+    /// Token `j` of `dim` values as `f32` into `out` (`dim` long): converted, or decoded for
+    /// residual codes. An index beyond the document, or damaged residual codes, is an error.
+    pub fn token_into(&self, j: usize, dim: usize, out: &mut [f32]) -> Result<()> {
+        let beyond =
+            || Error::InvalidInput(format!("token {j} of {dim} values is beyond a document of {} values", self.len()));
+        if out.len() != dim || (j + 1).checked_mul(dim).is_none_or(|end| end > self.len()) {
+            return Err(beyond());
+        }
+        let at = j * dim..(j + 1) * dim;
+        match self {
+            DocTokens::F32(v) => out.copy_from_slice(&v[at]),
+            DocTokens::F16(bits) => simd::f16_to_f32(&bits[at], out),
+            DocTokens::Bf16(bits) => simd::bf16_to_f32(&bits[at], out),
+            DocTokens::Residual(r) => {
+                let rb = r.codebook.residual_bytes();
+                let codes = r.codes.get(j * rb..(j + 1) * rb).ok_or_else(beyond)?;
+                r.codebook.decode(r.ids[j], codes, out)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The storage type.
     pub fn storage(&self) -> TokenStorage {
         match self {

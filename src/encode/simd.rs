@@ -241,6 +241,32 @@ pub fn decode_residuals_with(isa: Isa, src: ResidualCodes<'_>, out: &mut [f32]) 
 }
 
 #[inline(always)]
+/// Per-lane maxima of centroid interaction: `maxes[l] = max(maxes[l], max_j table[ids[j] · lanes +
+/// l])` for every lane `l < lanes` (`maxes.len() == lanes`, a multiple of 16). `None` when an id is
+/// beyond the table (checked before anything is read).
+pub fn centroid_maxima(table: &[f32], lanes: usize, ids: &[u16], maxes: &mut [f32]) -> Option<()> {
+    assert!(lanes.is_multiple_of(16) && maxes.len() == lanes && table.len().is_multiple_of(lanes.max(1)));
+    let k = table.len() / lanes.max(1);
+    if ids.iter().any(|&c| c as usize >= k) {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detect() != Isa::Portable {
+        // SAFETY: AVX2 detected (module docs); every id indexes a whole table row (checked above)
+        // and `maxes` is `lanes` long (asserted).
+        unsafe { x86::centroid_maxima_avx2(table, lanes, ids, maxes) };
+        return Some(());
+    }
+    for &c in ids {
+        for (m, &v) in maxes.iter_mut().zip(&table[c as usize * lanes..(c as usize + 1) * lanes]) {
+            if v > *m {
+                *m = v;
+            }
+        }
+    }
+    Some(())
+}
+
 fn centroid_interaction_portable(table: &[f32], lanes: usize, rows: usize, ids: &[u16]) -> f32 {
     let mut total = 0f32;
     for block in 0..rows.div_ceil(16) {
@@ -1520,6 +1546,31 @@ fn max_dots_portable(block: &[f32], lanes: usize, dim: usize, doc: &[f32], maxes
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    /// [`super::centroid_maxima`] on 8-lane registers, 16 lanes per pass over the ids.
+    ///
+    /// # Safety
+    /// AVX2 available; every `id · lanes + lanes ≤ table.len()`; `maxes.len() == lanes`, a
+    /// multiple of 16.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn centroid_maxima_avx2(table: &[f32], lanes: usize, ids: &[u16], maxes: &mut [f32]) {
+        let base = table.as_ptr();
+        for block in (0..lanes).step_by(16) {
+            // SAFETY: block + 16 ≤ lanes = maxes.len(); each id indexes a whole row (caller).
+            unsafe {
+                let out = maxes.as_mut_ptr().add(block);
+                let mut a0 = _mm256_loadu_ps(out);
+                let mut a1 = _mm256_loadu_ps(out.add(8));
+                for &c in ids {
+                    let p = base.add(c as usize * lanes + block);
+                    a0 = _mm256_max_ps(a0, _mm256_loadu_ps(p));
+                    a1 = _mm256_max_ps(a1, _mm256_loadu_ps(p.add(8)));
+                }
+                _mm256_storeu_ps(out, a0);
+                _mm256_storeu_ps(out.add(8), a1);
+            }
+        }
+    }
 
     /// [`super::normalize_rows`] on 16-lane registers: two accumulators of squares per row, one
     /// horizontal sum, one reciprocal square root in f32, one multiply per value.
