@@ -16,7 +16,7 @@ pub use crate::candidates::{
     default_navigation, Navigation, CENTROID_NAVIGATION_MAX_TOKENS, CENTROID_NAVIGATION_MIN_DOCS,
 };
 use crate::candidates::{filtered_candidates, segment_candidates, Scorer};
-use crate::encode::codec::{CentroidTable, RefineScratch};
+use crate::encode::codec::{CentroidTable, RefineScratch, RefinedTable};
 use crate::encode::fde::FdeEncoder;
 use crate::encode::maxsim::MaxSimQuery;
 use crate::encode::pq::AdcTable;
@@ -537,6 +537,14 @@ pub(crate) fn search_snapshot(
                 ci_tables.entry(key).or_insert_with(|| book.interaction_table(tokens.as_slice()));
             }
         }
+        // Short queries: one refined table per token codebook too (`RefinedTable`), the tokens of
+        // each query token's best `stages.refine` centroids scored exactly in the cheap stage.
+        let refined_tables: HashMap<u32, RefinedTable> =
+            if stages.refine > 0 && stages.probe > 0 && tokens.rows() <= simd::DOC_MAJOR_MAX_QUERY {
+                ci_tables.iter().map(|(&key, ci)| (key, ci.refined(&ci.top_centroids(stages.refine)))).collect()
+            } else {
+                HashMap::new()
+            };
         prof.adc_table_us += t.elapsed().as_secs_f64() * 1e6;
         // 1. Candidates per segment (independent, so a lone query may search them in parallel:
         //    `params.parallel`): the segment's size-proportional share of the candidate budget by
@@ -633,9 +641,10 @@ pub(crate) fn search_snapshot(
                 ordinals.extend(added);
                 (Vec::new(), ordinals)
             };
-            let refining = !probed.is_empty() && stages.refine > 0 && tokens.rows() <= simd::DOC_MAJOR_MAX_QUERY;
+            let refined =
+                reader.token_codebook_key().and_then(|key| refined_tables.get(&key)).filter(|_| !probed.is_empty());
             let mut ordinals = ordinals;
-            if refining && !scored.is_empty() {
+            if refined.is_some() && !scored.is_empty() {
                 // The beam's candidates carry plain centroid-interaction scores: scored again with
                 // the refinement, so all candidates compare on one score.
                 let mut all: Vec<u32> = scored.drain(..).map(|c| c.doc).collect();
@@ -647,30 +656,17 @@ pub(crate) fn search_snapshot(
             }
             scored.reserve(ordinals.len());
             pool.cheap_scored = ordinals.len() as u64;
-            if !refining {
-                for ord in ordinals {
-                    let ids = reader.token_centroid_ids(ord as usize).unwrap_or(&[]);
-                    scored.push(Scored { doc: ord, score: ci.score(ids).map_err(|e| reader.damaged(e))? });
-                }
-            } else {
-                // Short queries: the tokens in the probed centroids are scored exactly
-                // (`CentroidTable::score_refined`), or the documents of one inverted list tie.
-                let mut refine = vec![false; ci.centroid_count()];
-                let flagged = ci.top_centroids(stages.refine);
-                for &c in &flagged {
-                    if let Some(flag) = refine.get_mut(c as usize) {
-                        *flag = true;
-                    }
-                }
-                let masked = ci.without(&flagged);
+            if let Some(refined) = refined {
+                // Short queries: the tokens in the best centroids are scored exactly
+                // (`RefinedTable::score`), or the documents of one inverted list tie.
                 let (dim, query) = (tokens.dim(), tokens.as_slice());
                 let mut scratch = RefineScratch::default();
                 let mut gathered: Vec<f32> = Vec::new();
                 for ord in ordinals {
                     let ids = reader.token_centroid_ids(ord as usize).unwrap_or(&[]);
                     let doc = reader.tokens(ord as usize);
-                    let score = masked
-                        .score_refined(ids, &refine, &mut scratch, |positions, out| {
+                    let score = refined
+                        .score(ids, &mut scratch, |positions, out| {
                             gathered.clear();
                             gathered.resize(positions.len() * dim, 0.0);
                             for (&j, row) in positions.iter().zip(gathered.chunks_exact_mut(dim)) {
@@ -682,6 +678,11 @@ pub(crate) fn search_snapshot(
                         })
                         .map_err(|e| reader.damaged(e))?;
                     scored.push(Scored { doc: ord, score });
+                }
+            } else {
+                for ord in ordinals {
+                    let ids = reader.token_centroid_ids(ord as usize).unwrap_or(&[]);
+                    scored.push(Scored { doc: ord, score: ci.score(ids).map_err(|e| reader.damaged(e))? });
                 }
             }
             pool.candidates = scored;

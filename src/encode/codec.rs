@@ -700,7 +700,7 @@ fn check_bits(dim: usize, bits: u8) -> Result<()> {
     Ok(())
 }
 
-/// Reusable buffers of [`CentroidTable::score_refined`] (one per thread of scoring).
+/// Reusable buffers of [`RefinedTable::score`] (one per thread of scoring).
 #[derive(Debug, Default)]
 pub struct RefineScratch {
     refined: Vec<usize>,
@@ -757,62 +757,19 @@ impl CentroidTable {
         out
     }
 
-    /// This table with the rows of `centroids` set to −∞, for [`CentroidTable::score_refined`]:
-    /// their tokens then count only through their exact products. Ids beyond the table are
-    /// ignored.
-    pub fn without(&self, centroids: &[u16]) -> CentroidTable {
-        let mut masked = self.clone();
+    /// The table for [`RefinedTable::score`], where the tokens of `centroids` are scored exactly:
+    /// their rows set to −∞ (so they count only through their exact products) and flagged. Ids
+    /// beyond the table are ignored.
+    pub fn refined(&self, centroids: &[u16]) -> RefinedTable {
+        let mut table = self.clone();
+        let mut flagged = vec![false; self.k];
         for &c in centroids {
-            if let Some(row) = masked.table.get_mut(c as usize * self.lanes..(c as usize + 1) * self.lanes) {
+            if let Some(row) = table.table.get_mut(c as usize * self.lanes..(c as usize + 1) * self.lanes) {
                 row.fill(f32::NEG_INFINITY);
+                flagged[c as usize] = true;
             }
         }
-        masked
-    }
-
-    /// Centroid interaction with some tokens scored exactly. `self` is a table made by
-    /// [`CentroidTable::without`] the centroids flagged in `refine` (one flag per centroid): a
-    /// document token of a flagged centroid takes part with its exact products `⟨q_i, d_j⟩` in
-    /// place of its centroid's row, the others with their centroid's row: `Σ_i max_j`, as
-    /// [`CentroidTable::score`]. `exact(tokens, out)` writes into `out[..rows]` the maxima
-    /// `max_{j ∈ tokens} ⟨q_i, d_j⟩` over the flagged tokens' positions.
-    ///
-    /// With one or two query tokens every document in a probed centroid's inverted list has the
-    /// same centroid-interaction score, so that score cannot choose among them; the exact
-    /// products of the few tokens in the probed centroids can. An id beyond the table is an error.
-    pub fn score_refined(
-        &self,
-        ids: &[u16],
-        refine: &[bool],
-        scratch: &mut RefineScratch,
-        exact: impl FnOnce(&[usize], &mut [f32]) -> Result<()>,
-    ) -> Result<f32> {
-        if refine.len() != self.k {
-            return Err(Error::InvalidInput(format!("{} refine flags for {} centroids", refine.len(), self.k)));
-        }
-        let RefineScratch { refined, maxes, dots } = scratch;
-        refined.clear();
-        // Flagged tokens are few: a branch the predictor gets right for nearly every token.
-        for (j, &c) in ids.iter().enumerate() {
-            if refine.get(c as usize) == Some(&true) {
-                refined.push(j);
-            }
-        }
-        if refined.is_empty() {
-            return self.score(ids);
-        }
-        maxes.clear();
-        maxes.resize(self.lanes, f32::NEG_INFINITY);
-        simd::centroid_maxima(&self.table, self.lanes, ids, maxes).ok_or_else(|| {
-            Error::InvalidInput(format!("a centroid id is beyond the codebook's {} centroids", self.k))
-        })?;
-        dots.clear();
-        dots.resize(self.rows, f32::NEG_INFINITY);
-        exact(refined, dots)?;
-        for (m, &d) in maxes.iter_mut().zip(dots.iter()) {
-            *m = m.max(d);
-        }
-        Ok(maxes[..self.rows].iter().sum())
+        RefinedTable { table, flagged }
     }
 
     /// Centroid interaction: `Σ_i max_j T[ids[j]][i]` (0 for an empty document). An id beyond the
@@ -820,6 +777,59 @@ impl CentroidTable {
     pub fn score(&self, ids: &[u16]) -> Result<f32> {
         simd::centroid_interaction(&self.table, self.lanes, self.rows, ids)
             .ok_or_else(|| Error::InvalidInput(format!("a centroid id is beyond the codebook's {} centroids", self.k)))
+    }
+}
+
+/// A query's centroid-interaction table in which the tokens of some centroids are scored exactly
+/// ([`CentroidTable::refined`]).
+///
+/// With one or two query tokens every document in a probed centroid's inverted list has the same
+/// centroid-interaction score, so that score cannot choose among them; the exact products of the
+/// few tokens in the probed centroids can.
+#[derive(Clone, Debug)]
+pub struct RefinedTable {
+    /// The table with the flagged centroids' rows at −∞.
+    table: CentroidTable,
+    /// One flag per centroid: its tokens are scored exactly.
+    flagged: Vec<bool>,
+}
+
+impl RefinedTable {
+    /// Centroid interaction in which a document token of a flagged centroid takes part with its
+    /// exact products `⟨q_i, d_j⟩` in place of its centroid's row, the others with their
+    /// centroid's row: `Σ_i max_j`, as [`CentroidTable::score`]. `exact(tokens, out)` writes into
+    /// `out[..rows]` the maxima `max_{j ∈ tokens} ⟨q_i, d_j⟩` over the flagged tokens' positions;
+    /// it is not called for a document without such tokens. An id beyond the table is an error.
+    pub fn score(
+        &self,
+        ids: &[u16],
+        scratch: &mut RefineScratch,
+        exact: impl FnOnce(&[usize], &mut [f32]) -> Result<()>,
+    ) -> Result<f32> {
+        let table = &self.table;
+        let RefineScratch { refined, maxes, dots } = scratch;
+        refined.clear();
+        // Flagged tokens are few: a branch the predictor gets right for nearly every token.
+        for (j, &c) in ids.iter().enumerate() {
+            if self.flagged.get(c as usize) == Some(&true) {
+                refined.push(j);
+            }
+        }
+        if refined.is_empty() {
+            return table.score(ids);
+        }
+        maxes.clear();
+        maxes.resize(table.lanes, f32::NEG_INFINITY);
+        simd::centroid_maxima(&table.table, table.lanes, ids, maxes).ok_or_else(|| {
+            Error::InvalidInput(format!("a centroid id is beyond the codebook's {} centroids", table.k))
+        })?;
+        dots.clear();
+        dots.resize(table.rows, f32::NEG_INFINITY);
+        exact(refined, dots)?;
+        for (m, &d) in maxes.iter_mut().zip(dots.iter()) {
+            *m = m.max(d);
+        }
+        Ok(maxes[..table.rows].iter().sum())
     }
 }
 
@@ -1049,18 +1059,15 @@ mod tests {
         let table = book.interaction_table(&q);
         let row = |c: u16, i: usize| table.table[c as usize * table.lanes + i];
         let flagged = [5u16, 17];
-        let mut refine = vec![false; 48];
-        for &c in &flagged {
-            refine[c as usize] = true;
-        }
-        let masked = table.without(&flagged);
+        let refine: Vec<bool> = (0..48u16).map(|c| flagged.contains(&c)).collect();
+        let masked = table.refined(&flagged);
         let mut scratch = RefineScratch::default();
         // Stand-in exact products of token j with query token i, far above every table value.
         let exact_of = |j: usize, i: usize| 100.0 + (j * 2 + i) as f32;
         let ids: Vec<u16> = vec![3, 17, 40, 5, 17, 9];
         let mut seen = Vec::new();
         let got = masked
-            .score_refined(&ids, &refine, &mut scratch, |positions, out| {
+            .score(&ids, &mut scratch, |positions, out| {
                 seen.extend_from_slice(positions);
                 for (i, o) in out.iter_mut().enumerate() {
                     *o = positions.iter().map(|&j| exact_of(j, i)).fold(f32::NEG_INFINITY, f32::max);
@@ -1080,17 +1087,17 @@ mod tests {
         assert_eq!(got, want);
         // Flagged rows count only through the exact products, even when those are low.
         let low = masked
-            .score_refined(&[5, 9], &refine, &mut scratch, |_, out| {
+            .score(&[5, 9], &mut scratch, |_, out| {
                 out.fill(-50.0);
                 Ok(())
             })
             .unwrap();
         assert_eq!(low, (0..2).map(|i| row(9, i).max(-50.0)).sum::<f32>());
         // No flagged token: plain centroid interaction, and the closure is not called.
-        let plain = masked.score_refined(&[3, 40], &refine, &mut scratch, |_, _| panic!("no flagged token")).unwrap();
+        let plain = masked.score(&[3, 40], &mut scratch, |_, _| panic!("no flagged token")).unwrap();
         assert_eq!(plain, table.score(&[3, 40]).unwrap());
-        // A damaged id is an error, as for `score`; so are flags of the wrong length.
-        assert!(masked.score_refined(&[5, 48], &refine, &mut scratch, |_, _| Ok(())).is_err());
-        assert!(masked.score_refined(&[3], &refine[..4], &mut scratch, |_, _| Ok(())).is_err());
+        // A damaged id is an error, as for `CentroidTable::score`, with or without flagged tokens.
+        assert!(masked.score(&[5, 48], &mut scratch, |_, _| Ok(())).is_err());
+        assert!(masked.score(&[3, 48], &mut scratch, |_, _| Ok(())).is_err());
     }
 }
